@@ -1,0 +1,1 @@
+//! config-redeploy (skeleton: see the issue that builds it).

@@ -1,0 +1,1 @@
+//! efs-backup (skeleton: see the issue that builds it).

@@ -1,0 +1,1 @@
+//! secret-rotation (skeleton: see the issue that builds it).

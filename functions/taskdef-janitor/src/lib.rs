@@ -1,0 +1,1 @@
+//! taskdef-janitor (skeleton: see the issue that builds it).

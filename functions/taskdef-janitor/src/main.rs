@@ -1,0 +1,12 @@
+//! Lambda entry point of taskdef-janitor.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shared::logging::init();
+    shared::metrics::init("taskdef-janitor");
+    let _config = shared::aws::sdk_config().await;
+    shared::runtime::run(|_event| async {
+        Ok::<_, shared::Error>(serde_json::json!({"status": "not implemented"}))
+    })
+    .await
+}

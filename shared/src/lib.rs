@@ -1,0 +1,20 @@
+//! What the wikiops functions share.
+//!
+//! - [`aws`]: the one `SdkConfig` per process, and clients that honour emulator settings;
+//! - [`logging`]: tracing that follows Lambda's `LoggingConfig` (JSON or text);
+//! - [`settings`]: typed settings read from the environment, with errors that name the variable;
+//! - [`error`]: the error type every handler returns, mapped to a stable Lambda `errorType`;
+//! - [`ecs`]: the "redeploy an ECS service" operation, deduplicated against running deployments;
+//! - [`metrics`]: CloudWatch Embedded Metric Format, flushed once per invocation;
+//! - [`runtime`]: the Lambda loop that ties the above together.
+
+pub mod aws;
+pub mod ecs;
+pub mod error;
+pub mod logging;
+pub mod metrics;
+pub mod runtime;
+pub mod settings;
+
+pub use error::Error;
+pub use settings::{Env, SettingsError};

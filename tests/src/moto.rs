@@ -1,0 +1,138 @@
+//! The AWS APIs, served by `moto_server` on a free loopback port.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use tokio::process::{Child, Command};
+
+/// A running moto server; stopped when dropped.
+pub struct Moto {
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+    pub port: u16,
+    _child: Child,
+}
+
+/// The region the bench uses.
+pub const REGION: &str = "us-east-1";
+/// moto's default account id.
+pub const ACCOUNT: &str = "123456789012";
+
+impl Moto {
+    /// Starts `moto_server` (from `.venv`, else `PATH`) and waits until it answers.
+    pub async fn start() -> Moto {
+        let port = crate::free_port();
+        let child = Command::new(crate::paths::venv_bin("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start moto_server (run the test command once to create .venv)");
+        crate::wait_for_port(port, Duration::from_secs(30), "moto_server").await;
+        Moto {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+            _child: child,
+        }
+    }
+
+    /// Environment for a function process that talks to this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_REGION", REGION),
+            ("AWS_DEFAULT_REGION", REGION),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_SESSION_TOKEN", "testing"),
+            ("S3_FORCE_PATH_STYLE", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// SDK configuration for the test itself (arranging and checking state in moto).
+    pub async fn sdk_config(&self) -> SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "testing", "testing", None, None, "bench",
+            ))
+            .load()
+            .await
+    }
+
+    /// An S3 client (path-style) for this server.
+    pub async fn s3(&self) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::config::Builder::from(&self.sdk_config().await)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    /// An ECS client for this server.
+    pub async fn ecs(&self) -> aws_sdk_ecs::Client {
+        aws_sdk_ecs::Client::new(&self.sdk_config().await)
+    }
+
+    /// A Secrets Manager client for this server.
+    pub async fn secretsmanager(&self) -> aws_sdk_secretsmanager::Client {
+        aws_sdk_secretsmanager::Client::new(&self.sdk_config().await)
+    }
+
+    /// An EventBridge client for this server.
+    pub async fn eventbridge(&self) -> aws_sdk_eventbridge::Client {
+        aws_sdk_eventbridge::Client::new(&self.sdk_config().await)
+    }
+
+    /// An EventBridge Scheduler client for this server.
+    pub async fn scheduler(&self) -> aws_sdk_scheduler::Client {
+        aws_sdk_scheduler::Client::new(&self.sdk_config().await)
+    }
+
+    /// Creates an ECS cluster and a service in it (one container, `desired` tasks) and
+    /// returns the service ARN. moto never starts the tasks.
+    pub async fn ecs_service(&self, cluster: &str, service: &str, family: &str) -> String {
+        let ecs = self.ecs().await;
+        ecs.create_cluster()
+            .cluster_name(cluster)
+            .send()
+            .await
+            .expect("CreateCluster");
+        let td = ecs
+            .register_task_definition()
+            .family(family)
+            .container_definitions(
+                aws_sdk_ecs::types::ContainerDefinition::builder()
+                    .name("wiki")
+                    .image("mediawiki:1.43")
+                    .memory(512)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("RegisterTaskDefinition");
+        let td_arn = td
+            .task_definition()
+            .and_then(|t| t.task_definition_arn())
+            .expect("task definition arn")
+            .to_string();
+        let out = ecs
+            .create_service()
+            .cluster(cluster)
+            .service_name(service)
+            .task_definition(td_arn)
+            .desired_count(2)
+            .send()
+            .await
+            .expect("CreateService");
+        out.service()
+            .and_then(|s| s.service_arn())
+            .expect("service arn")
+            .to_string()
+    }
+}
