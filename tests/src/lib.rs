@@ -22,6 +22,7 @@
 pub mod events;
 pub mod lambda;
 pub mod mariadb;
+pub mod measure;
 pub mod moto;
 pub mod paths;
 pub mod tls;
