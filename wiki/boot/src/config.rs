@@ -1,0 +1,323 @@
+//! Configuration objects from S3 into the web root.
+//!
+//! [`plan`] is the pure rule (listing + settings → files to write, or the reason to refuse);
+//! [`pull`] lists the prefix, downloads every planned object next to its target into a
+//! temporary file, checks its length, and only when every object is complete renames them
+//! all into place. A failed or truncated download leaves the web root as it was.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use shared::Error;
+
+use crate::settings::ConfigSource;
+
+/// The bookkeeping folder of the config-redeploy function, never copied.
+pub const BOOKKEEPING: &str = ".wikiops/";
+
+/// One object of the listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size: i64,
+}
+
+/// One file to write: object `key` to `relative` under the web root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub key: String,
+    pub relative: String,
+    pub size: i64,
+}
+
+/// Why a listing cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// A required object is not in the listing (its key).
+    Missing(String),
+    /// A key that would land outside the web root (its key).
+    Escapes(String),
+}
+
+impl From<Refusal> for Error {
+    fn from(r: Refusal) -> Error {
+        match r {
+            Refusal::Missing(key) => {
+                Error::NotFound(format!("required configuration object {key} is missing"))
+            }
+            Refusal::Escapes(key) => Error::Rejected(format!(
+                "configuration object {key} would be written outside the web root"
+            )),
+        }
+    }
+}
+
+/// The path of `key` relative to the prefix: `None` for what is skipped (other prefixes,
+/// folder markers, the bookkeeping folder), `Err` for a key that escapes the web root.
+pub fn relative_path<'k>(prefix: &str, key: &'k str) -> Result<Option<&'k str>, Refusal> {
+    let Some(rel) = key.strip_prefix(prefix) else {
+        return Ok(None);
+    };
+    if rel.is_empty() || rel.ends_with('/') || rel.starts_with(BOOKKEEPING) {
+        return Ok(None);
+    }
+    let escapes = rel.starts_with('/')
+        || rel.contains('\\')
+        || rel.contains('\0')
+        || rel
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..");
+    if escapes {
+        return Err(Refusal::Escapes(key.to_string()));
+    }
+    Ok(Some(rel))
+}
+
+/// Decides which objects to write where. Keys are refused before anything is downloaded.
+pub fn plan(source: &ConfigSource, listing: &[Listed]) -> Result<Vec<Planned>, Refusal> {
+    let mut files = Vec::new();
+    for o in listing {
+        if let Some(rel) = relative_path(&source.prefix, &o.key)? {
+            files.push(Planned {
+                key: o.key.clone(),
+                relative: rel.to_string(),
+                size: o.size,
+            });
+        }
+    }
+    for req in &source.required {
+        if !files.iter().any(|f| &f.relative == req) {
+            return Err(Refusal::Missing(format!("{}{}", source.prefix, req)));
+        }
+    }
+    files.sort_by(|a, b| a.relative.cmp(&b.relative));
+    Ok(files)
+}
+
+/// One file written by [`pull`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub key: String,
+    pub path: PathBuf,
+    pub bytes: u64,
+}
+
+async fn list(s3: &aws_sdk_s3::Client, source: &ConfigSource) -> Result<Vec<Listed>, Error> {
+    let mut out = Vec::new();
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(&source.bucket)
+        .prefix(&source.prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| Error::aws("S3", "ListObjectsV2", e))?;
+        for o in page.contents() {
+            if let Some(key) = o.key() {
+                out.push(Listed {
+                    key: key.to_string(),
+                    size: o.size().unwrap_or(0),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Downloads one object completely, or fails naming it.
+async fn fetch(s3: &aws_sdk_s3::Client, bucket: &str, file: &Planned) -> Result<Vec<u8>, Error> {
+    let out = s3
+        .get_object()
+        .bucket(bucket)
+        .key(&file.key)
+        .send()
+        .await
+        .map_err(|e| Error::aws("S3", "GetObject", e))?;
+    let announced = out.content_length();
+    let body = out.body.collect().await.map_err(|e| {
+        Error::Unreachable(format!(
+            "download of s3://{bucket}/{} was cut short: {e}",
+            file.key
+        ))
+    })?;
+    let body = body.into_bytes();
+    let got = i64::try_from(body.len()).unwrap_or(i64::MAX);
+    if announced.is_some_and(|n| n != got) {
+        let n = announced.unwrap_or_default();
+        return Err(Error::Partial(format!(
+            "s3://{bucket}/{}: received {got} of {n} bytes",
+            file.key
+        )));
+    }
+    Ok(body.to_vec())
+}
+
+const ATTEMPTS: u32 = 3;
+
+async fn fetch_with_retries(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    file: &Planned,
+) -> Result<Vec<u8>, Error> {
+    let mut attempt = 1;
+    loop {
+        match fetch(s3, bucket, file).await {
+            Ok(b) => return Ok(b),
+            // The SDK already retried the request itself; a body cut short is retried here.
+            Err(e @ (Error::Unreachable(_) | Error::Partial(_))) if attempt < ATTEMPTS => {
+                tracing::warn!(key = %file.key, attempt, error = %e, "download failed, retrying");
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn stage(dir: &Path, body: &[u8]) -> std::io::Result<tempfile::NamedTempFile> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".wiki-boot-")
+        .tempfile_in(dir)?;
+    tmp.write_all(body)?;
+    tmp.as_file().sync_all()?;
+    // Readable by Apache's user; the boot program runs as root.
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    Ok(tmp)
+}
+
+/// Lists, plans, downloads and installs the configuration files. All or nothing.
+pub async fn pull(s3: &aws_sdk_s3::Client, source: &ConfigSource) -> Result<Vec<Written>, Error> {
+    let listing = list(s3, source).await?;
+    let files = plan(source, &listing)?;
+    let mut staged = Vec::with_capacity(files.len());
+    for file in &files {
+        let body = fetch_with_retries(s3, &source.bucket, file).await?;
+        let target = source.web_root.join(&file.relative);
+        let dir = target.parent().unwrap_or(&source.web_root).to_path_buf();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        let tmp =
+            stage(&dir, &body).map_err(|e| Error::io(format!("stage {}", target.display()), e))?;
+        staged.push((file, target, tmp, body.len() as u64));
+    }
+    let mut written = Vec::with_capacity(staged.len());
+    for (file, target, tmp, bytes) in staged {
+        tmp.persist(&target)
+            .map_err(|e| Error::io(format!("install {}", target.display()), e.error))?;
+        tracing::info!(key = %file.key, path = %target.display(), bytes, "configuration file installed");
+        written.push(Written {
+            key: file.key.clone(),
+            path: target,
+            bytes,
+        });
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn source(prefix: &str, required: &[&str]) -> ConfigSource {
+        ConfigSource {
+            bucket: "b".into(),
+            prefix: prefix.into(),
+            required: required.iter().map(|s| s.to_string()).collect(),
+            web_root: "/var/www/html".into(),
+        }
+    }
+
+    fn listed(keys: &[&str]) -> Vec<Listed> {
+        keys.iter()
+            .map(|k| Listed {
+                key: k.to_string(),
+                size: 1,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn copies_everything_under_the_prefix_but_bookkeeping_and_markers() {
+        let l = listed(&[
+            "wiki/",
+            "wiki/LocalSettings.php",
+            "wiki/extra/",
+            "wiki/extra/Skin.php",
+            "wiki/.wikiops/last-good/LocalSettings.php",
+            "wiki/.wikiops/",
+            "other/LocalSettings.php",
+        ]);
+        let got = plan(&source("wiki/", &["LocalSettings.php"]), &l).unwrap();
+        let rel: Vec<_> = got.iter().map(|f| f.relative.as_str()).collect();
+        assert_eq!(rel, vec!["LocalSettings.php", "extra/Skin.php"]);
+        assert_eq!(got[1].key, "wiki/extra/Skin.php");
+    }
+
+    #[test]
+    fn bucket_root_bookkeeping_is_skipped_without_a_prefix() {
+        let l = listed(&[
+            ".wikiops/state.json",
+            "LocalSettings.php",
+            "logo.png",
+            "dir/",
+        ]);
+        let got = plan(&source("", &["LocalSettings.php"]), &l).unwrap();
+        let rel: Vec<_> = got.iter().map(|f| f.relative.as_str()).collect();
+        assert_eq!(rel, vec!["LocalSettings.php", "logo.png"]);
+    }
+
+    #[test]
+    fn a_missing_required_object_is_named() {
+        let l = listed(&["wiki/logo.png", "wiki/.wikiops/LocalSettings.php"]);
+        let err = plan(&source("wiki/", &["LocalSettings.php"]), &l).unwrap_err();
+        assert_eq!(err, Refusal::Missing("wiki/LocalSettings.php".into()));
+        let e: Error = err.into();
+        assert_eq!(e.error_type(), "NotFound");
+        assert!(e.to_string().contains("wiki/LocalSettings.php"), "{e}");
+    }
+
+    #[test]
+    fn keys_that_escape_are_refused() {
+        for key in [
+            "wiki/../etc/passwd",
+            "wiki//etc/passwd",
+            "wiki/a/../../b",
+            "wiki/./x",
+            "wiki/a\\..\\b",
+        ] {
+            let l = listed(&["wiki/LocalSettings.php", key]);
+            assert_eq!(
+                plan(&source("wiki/", &["LocalSettings.php"]), &l),
+                Err(Refusal::Escapes(key.into())),
+                "{key}"
+            );
+        }
+        let l = listed(&["/abs", "LocalSettings.php"]);
+        assert_eq!(
+            plan(&source("", &["LocalSettings.php"]), &l),
+            Err(Refusal::Escapes("/abs".into()))
+        );
+    }
+
+    proptest! {
+        /// Whatever the keys, a planned file stays under the web root and is never bookkeeping.
+        #[test]
+        fn planned_paths_stay_inside(keys in prop::collection::vec("[a-z./\\\\]{0,12}", 0..12)) {
+            let mut l = listed(&["p/LocalSettings.php"]);
+            l.extend(keys.iter().map(|k| Listed { key: format!("p/{k}"), size: 1 }));
+            if let Ok(files) = plan(&source("p/", &["LocalSettings.php"]), &l) {
+                for f in files {
+                    let joined = Path::new("/var/www/html").join(&f.relative);
+                    prop_assert!(joined.starts_with("/var/www/html"));
+                    prop_assert!(!f.relative.split('/').any(|c| c == ".." || c == "." || c.is_empty()));
+                    prop_assert!(!f.relative.starts_with(BOOKKEEPING));
+                    prop_assert!(!f.relative.ends_with('/'));
+                }
+            }
+        }
+    }
+}

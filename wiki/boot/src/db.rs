@@ -1,0 +1,192 @@
+//! Waiting for the database, and the lock that serialises schema changes.
+//!
+//! [`delays`] is the pure backoff schedule: doubling from one second, capped, and never
+//! beyond the total wait. [`wait`] logs in (over TLS, verified against `DB_CA_BUNDLE` when
+//! set) until the server answers `SELECT 1` or the wait is over; the last failure is in the
+//! error. Passwords never reach a message: MySQL's own errors name the user, not the password.
+
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder, SslOpts};
+use shared::Error;
+
+use crate::settings::DbSettings;
+
+/// The sleeps between attempts for a total wait of `total`: 1 s, 2 s, 4 s, … capped at
+/// 15 s, and adding up to no more than `total`.
+pub fn delays(total: Duration) -> Vec<Duration> {
+    let mut out = Vec::new();
+    let mut next = Duration::from_secs(1);
+    let mut sum = Duration::ZERO;
+    while sum + next <= total {
+        out.push(next);
+        sum += next;
+        next = (next * 2).min(Duration::from_secs(15));
+    }
+    out
+}
+
+/// Connection options for the settings.
+pub fn opts(db: &DbSettings) -> OptsBuilder {
+    let mut o = OptsBuilder::default()
+        .ip_or_hostname(db.host.clone())
+        .tcp_port(db.port)
+        .user(Some(db.user.clone()))
+        .pass(Some(db.password.clone()))
+        .db_name(Some(db.name.clone()))
+        .prefer_socket(false)
+        .wait_timeout(Some(28_800));
+    if db.tls {
+        let mut ssl = SslOpts::default();
+        if let Some(ca) = &db.ca_bundle {
+            ssl = ssl
+                .with_root_certs(vec![ca.clone().into()])
+                .with_disable_built_in_roots(true);
+        }
+        o = o.ssl_opts(ssl);
+    }
+    o
+}
+
+/// A short description of a connection failure (never the password).
+fn describe(e: &mysql_async::Error) -> String {
+    match e {
+        mysql_async::Error::Server(s) => format!("server error {}: {}", s.code, s.message),
+        other => other.to_string(),
+    }
+}
+
+async fn attempt(db: &DbSettings) -> Result<Conn, mysql_async::Error> {
+    let connect = Conn::new(opts(db));
+    let mut conn = tokio::time::timeout(Duration::from_secs(10), connect)
+        .await
+        .map_err(|_| {
+            mysql_async::Error::Io(mysql_async::IoError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connection timed out after 10 s",
+            )))
+        })??;
+    conn.query_drop("SELECT 1").await?;
+    Ok(conn)
+}
+
+/// Logs in until the database answers, within `db.wait`; returns the open connection.
+pub async fn wait(db: &DbSettings) -> Result<Conn, Error> {
+    let started = Instant::now();
+    let mut schedule = delays(db.wait).into_iter();
+    let mut tries = 1u32;
+    loop {
+        match attempt(db).await {
+            Ok(conn) => {
+                tracing::info!(host = %db.host, port = db.port, tries, waited_ms = started.elapsed().as_millis() as u64, "database is ready");
+                return Ok(conn);
+            }
+            Err(e) => {
+                let cause = describe(&e);
+                let Some(delay) = schedule.next() else {
+                    return Err(Error::Unreachable(format!(
+                        "database {}:{} not ready after {} tries in {} s: {cause}",
+                        db.host,
+                        db.port,
+                        tries,
+                        started.elapsed().as_secs()
+                    )));
+                };
+                tracing::warn!(host = %db.host, port = db.port, tries, error = %cause, retry_in_s = delay.as_secs(), "database not ready");
+                tokio::time::sleep(delay).await;
+                tries += 1;
+            }
+        }
+    }
+}
+
+/// The name of the schema lock for a database (MySQL allows 64 characters).
+pub fn lock_name(db_name: &str) -> String {
+    let mut name = format!("wikiops-schema:{db_name}");
+    name.truncate(64);
+    name
+}
+
+/// Takes the named lock, waiting up to `timeout`. The lock lives as long as `conn`.
+pub async fn lock(conn: &mut Conn, name: &str, timeout: Duration) -> Result<(), Error> {
+    let got: Option<Option<i64>> = conn
+        .exec_first("SELECT GET_LOCK(?, ?)", (name, timeout.as_secs()))
+        .await
+        .map_err(db_error)?;
+    match got.flatten() {
+        Some(1) => Ok(()),
+        Some(_) => Err(Error::Unreachable(format!(
+            "lock {name} is held by another schema run after {} s",
+            timeout.as_secs()
+        ))),
+        None => Err(Error::Database {
+            code: 0,
+            message: format!("GET_LOCK({name}) failed"),
+        }),
+    }
+}
+
+/// Releases the named lock.
+pub async fn unlock(conn: &mut Conn, name: &str) -> Result<(), Error> {
+    conn.exec_drop("SELECT RELEASE_LOCK(?)", (name,))
+        .await
+        .map_err(db_error)
+}
+
+/// Whether MediaWiki's tables exist (its `page` table, with the prefix).
+pub async fn has_wiki_tables(conn: &mut Conn, db: &DbSettings) -> Result<bool, Error> {
+    let n: Option<i64> = conn
+        .exec_first(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+            (&db.name, format!("{}page", db.prefix)),
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(n.unwrap_or(0) > 0)
+}
+
+/// A database error with the server's code.
+pub fn db_error(e: mysql_async::Error) -> Error {
+    match e {
+        mysql_async::Error::Server(s) => Error::Database {
+            code: s.code,
+            message: s.message,
+        },
+        other => Error::Unreachable(format!("database: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let d: Vec<u64> = delays(Duration::from_secs(60))
+            .iter()
+            .map(|d| d.as_secs())
+            .collect();
+        assert_eq!(d, vec![1, 2, 4, 8, 15, 15, 15]);
+        assert!(delays(Duration::from_millis(500)).is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn backoff_stays_within_the_wait(total in 0u64..10_000) {
+            let d = delays(Duration::from_secs(total));
+            let sum: Duration = d.iter().sum();
+            prop_assert!(sum <= Duration::from_secs(total));
+            prop_assert!(d.iter().all(|x| *x >= Duration::from_secs(1) && *x <= Duration::from_secs(15)));
+            // Nothing is left unused that another capped sleep would fit in.
+            prop_assert!(Duration::from_secs(total) - sum < Duration::from_secs(16));
+        }
+    }
+
+    #[test]
+    fn lock_names_fit_mysql() {
+        assert_eq!(lock_name("wiki"), "wikiops-schema:wiki");
+        assert_eq!(lock_name(&"x".repeat(100)).len(), 64);
+    }
+}

@@ -1,0 +1,157 @@
+//! The wiki container's entrypoint.
+//!
+//! - `serve` (the default): configuration from S3 into the web root ([`config`]), the task's
+//!   identity from the ECS metadata endpoint ([`metadata`]), a bounded wait for the database
+//!   ([`db`]), then `exec` of Apache (`apache2-foreground`): Apache replaces this process, so
+//!   ECS's SIGTERM reaches it.
+//! - `schema`: configuration, database, a MySQL named lock, then MediaWiki's installer (no
+//!   tables yet) and `update.php --quick` ([`php`]). Run once per deployment as a one-off task.
+//! - `jobs`: configuration, database, then `runJobs.php` for a bounded time. Run on a schedule
+//!   (the web tasks run no jobs: `$wgJobRunRate = 0`).
+//!
+//! Any missing setting or object stops the program before Apache starts, with one log line
+//! naming the cause, and a non-zero exit status.
+
+pub mod config;
+pub mod db;
+pub mod metadata;
+pub mod php;
+pub mod settings;
+
+use std::os::unix::process::CommandExt;
+
+use shared::{Env, Error};
+
+pub use settings::Settings;
+
+/// A subcommand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Serve,
+    Schema,
+    Jobs,
+}
+
+impl Command {
+    /// Reads the subcommand from the arguments after the program name.
+    pub fn parse(args: &[String]) -> Result<Command, Error> {
+        match args.first().map(String::as_str) {
+            None | Some("serve") => Ok(Command::Serve),
+            Some("schema") => Ok(Command::Schema),
+            Some("jobs") => Ok(Command::Jobs),
+            Some(other) => Err(Error::Rejected(format!(
+                "unknown command {other:?}: expected serve (default), schema or jobs"
+            ))),
+        }
+    }
+}
+
+/// Runs `command`. `serve` returns only when it could not start Apache.
+pub async fn run(command: Command, env: &Env) -> Result<(), Error> {
+    let settings = Settings::from_env(env)?;
+    let sdk = shared::aws::sdk_config().await;
+    let s3 = shared::aws::s3_client(&sdk, env)?;
+    let written = config::pull(&s3, &settings.config).await?;
+    tracing::info!(
+        files = written.len(),
+        bucket = %settings.config.bucket,
+        prefix = %settings.config.prefix,
+        "configuration pulled"
+    );
+    match command {
+        Command::Serve => serve(&settings).await,
+        Command::Schema => schema(&settings, env).await,
+        Command::Jobs => jobs(&settings).await,
+    }
+}
+
+async fn serve(settings: &Settings) -> Result<(), Error> {
+    let identity = match &settings.metadata_uri {
+        Some(uri) => {
+            let id = metadata::fetch(uri).await?;
+            tracing::info!(task = %id.task_id, az = %id.availability_zone, ip = %id.private_ip, "task identity");
+            id.env()
+        }
+        None => {
+            tracing::warn!(
+                "ECS_CONTAINER_METADATA_URI_V4 is not set (not on ECS): no task identity for PHP"
+            );
+            Vec::new()
+        }
+    };
+    let conn = db::wait(&settings.db).await?;
+    let _ = conn.disconnect().await;
+
+    let Some((program, args)) = settings.apache_command.split_first() else {
+        return Err(Error::Settings(shared::SettingsError::Missing(
+            "APACHE_COMMAND".into(),
+        )));
+    };
+    tracing::info!(command = %settings.apache_command.join(" "), "starting Apache");
+    let err = std::process::Command::new(program)
+        .args(args)
+        .envs(settings.child_env())
+        .envs(identity)
+        .exec();
+    Err(Error::io(format!("exec {program}"), err))
+}
+
+async fn schema(settings: &Settings, env: &Env) -> Result<(), Error> {
+    let mut conn = db::wait(&settings.db).await?;
+    let lock = db::lock_name(&settings.db.name);
+    db::lock(&mut conn, &lock, settings.schema_lock_wait).await?;
+    tracing::info!(lock = %lock, "schema lock taken");
+    let result = async {
+        let has_tables = db::has_wiki_tables(&mut conn, &settings.db).await?;
+        let steps = php::steps(has_tables);
+        tracing::info!(has_tables, ?steps, "schema plan");
+        for step in steps {
+            match step {
+                php::Step::Install => {
+                    let password = env.optional("WIKI_ADMIN_PASSWORD").unwrap_or_else(|| {
+                        tracing::warn!(user = %settings.admin_user, "WIKI_ADMIN_PASSWORD is not set: the administrator gets a random password (reset it with maintenance/changePassword.php)");
+                        format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+                    });
+                    php::install(settings, &password).await?;
+                }
+                php::Step::Update => {
+                    php::run(settings, "update", &["--quick".to_string()], &[]).await?;
+                }
+            }
+        }
+        Ok::<(), Error>(())
+    }
+    .await;
+    let released = db::unlock(&mut conn, &lock).await;
+    let _ = conn.disconnect().await;
+    result?;
+    released?;
+    tracing::info!("schema is up to date");
+    Ok(())
+}
+
+async fn jobs(settings: &Settings) -> Result<(), Error> {
+    let conn = db::wait(&settings.db).await?;
+    let _ = conn.disconnect().await;
+    let args = vec![format!("--maxtime={}", settings.jobs_max_time.as_secs())];
+    php::run(settings, "runJobs", &args, &[]).await?;
+    tracing::info!("job run finished");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subcommands() {
+        let a = |s: &[&str]| Command::parse(&s.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+        assert_eq!(a(&[]).unwrap(), Command::Serve);
+        assert_eq!(a(&["serve"]).unwrap(), Command::Serve);
+        assert_eq!(a(&["schema"]).unwrap(), Command::Schema);
+        assert_eq!(a(&["jobs"]).unwrap(), Command::Jobs);
+        let e = a(&["migrate"]).unwrap_err();
+        assert_eq!(e.error_type(), "Rejected");
+        assert!(e.to_string().contains("migrate"), "{e}");
+    }
+}
