@@ -1,12 +1,15 @@
 //! Lambda entry point of config-redeploy.
 
+use config_redeploy::Clients;
+
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::logging::init();
     shared::metrics::init("config-redeploy");
-    let _config = shared::aws::sdk_config().await;
-    shared::runtime::run(|_event| async {
-        Ok::<_, shared::Error>(serde_json::json!({"status": "not implemented"}))
-    })
-    .await
+    let config = shared::aws::sdk_config().await;
+    let clients = Clients {
+        ecs: aws_sdk_ecs::Client::new(&config),
+        s3: shared::aws::s3_client(&config, &shared::Env::from_process())?,
+    };
+    shared::runtime::run(|event| config_redeploy::handler(&clients, event)).await
 }

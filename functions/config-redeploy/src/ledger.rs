@@ -1,0 +1,105 @@
+//! The deployment ledger: which object versions a deployment started by this function rolled out.
+//!
+//! One small JSON object per deployment, in the config bucket under the reserved prefix
+//! `.wikiops/` (never routed, never served by the wiki, events for it are ignored):
+//! `.wikiops/deployments/<cluster>/<service>/<deployment-id>.json`. A failed deployment
+//! without a ledger was not started by this function and is left to ECS.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::settings::Target;
+
+/// Keys under this prefix belong to this function.
+pub const RESERVED_PREFIX: &str = ".wikiops/";
+
+/// Object metadata on a restored version: the version it replaced (`deleted` for a delete marker).
+pub const META_ROLLBACK_OF: &str = "wikiops-rollback-of";
+/// Object metadata on a restored version: the failed deployment it undid.
+pub const META_ROLLBACK_FOR: &str = "wikiops-rollback-for";
+
+/// The ledger key of a deployment.
+pub fn key(target: &Target, deployment_id: &str) -> String {
+    format!(
+        "{RESERVED_PREFIX}deployments/{}/{}/{deployment_id}.json",
+        target.cluster, target.service
+    )
+}
+
+/// Why a deployment was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A configuration change.
+    Config,
+    /// An automatic rollback (never rolled back itself).
+    Rollback,
+}
+
+/// One object state a deployment rolled out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rolled {
+    pub key: String,
+    /// The version rolled out; `None` when the change deleted the object.
+    pub version_id: Option<String>,
+    /// The object is a restoration made by a rollback: never rolled back.
+    #[serde(default)]
+    pub restoration: bool,
+}
+
+/// What a deployment started by this function carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ledger {
+    pub kind: Kind,
+    pub cluster: String,
+    pub service: String,
+    pub deployment_id: String,
+    pub started_at: DateTime<Utc>,
+    /// The changed objects (including those of a replaced, unfinished deployment).
+    pub changes: Vec<Rolled>,
+    /// Every configuration object of the service at deploy time: key → ETag.
+    pub snapshot: BTreeMap<String, String>,
+    /// For a rollback: the failed deployment it undid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_of: Option<String>,
+    /// For a failed deployment that was rolled back: the rollback deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_by: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_layout_and_round_trip() {
+        let t = Target {
+            cluster: "wiki".into(),
+            service: "web".into(),
+        };
+        assert_eq!(
+            key(&t, "ecs-svc/123"),
+            ".wikiops/deployments/wiki/web/ecs-svc/123.json"
+        );
+        let l = Ledger {
+            kind: Kind::Config,
+            cluster: "wiki".into(),
+            service: "web".into(),
+            deployment_id: "ecs-svc/123".into(),
+            started_at: DateTime::from_timestamp(1, 0).unwrap(),
+            changes: vec![Rolled {
+                key: "LocalSettings.php".into(),
+                version_id: Some("v2".into()),
+                restoration: false,
+            }],
+            snapshot: [("LocalSettings.php".to_string(), "\"e\"".to_string())].into(),
+            rollback_of: None,
+            rolled_back_by: None,
+        };
+        let text = serde_json::to_string(&l).unwrap();
+        assert!(!text.contains("rollback_of"), "{text}");
+        assert_eq!(serde_json::from_str::<Ledger>(&text).unwrap(), l);
+    }
+}

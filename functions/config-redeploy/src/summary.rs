@@ -1,0 +1,69 @@
+//! The JSON an invocation returns, and the metrics it publishes.
+
+use serde::Serialize;
+
+use crate::plan::Skipped;
+use crate::rollback::KeyPlan;
+
+/// A deployment started (or, in a dry run, planned) for configuration changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Redeployed {
+    pub cluster: String,
+    pub service: String,
+    /// `null` in a dry run.
+    pub deployment_id: Option<String>,
+    /// The changed keys it rolls out.
+    pub keys: Vec<String>,
+}
+
+/// A configuration object that was refused, and the service left untouched because of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejected {
+    pub cluster: String,
+    pub service: String,
+    pub key: String,
+    pub reason: String,
+}
+
+/// A failed deployment that was rolled back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RolledBack {
+    pub cluster: String,
+    pub service: String,
+    pub failed_deployment_id: String,
+    /// The rollback deployment (`null` in a dry run, or when one already runs).
+    pub deployment_id: Option<String>,
+    /// What happened to each object the failed deployment rolled out.
+    pub objects: Vec<KeyPlan>,
+}
+
+/// A service whose work failed (other services are still processed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    pub cluster: String,
+    pub service: String,
+    pub error_type: String,
+    pub message: String,
+}
+
+/// What one invocation did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub redeployed: Vec<Redeployed>,
+    pub skipped: Vec<Skipped>,
+    pub rolled_back: Vec<RolledBack>,
+    pub rejected: Vec<Rejected>,
+    pub errors: Vec<Failure>,
+    pub dry_run: bool,
+}
+
+impl Summary {
+    /// Records one full set of counters (zeros included, so alarms never see missing data).
+    pub fn record_metrics(&self) {
+        metrics::counter!("Redeployed").increment(self.redeployed.len() as u64);
+        metrics::counter!("Skipped").increment(self.skipped.len() as u64);
+        metrics::counter!("RolledBack").increment(self.rolled_back.len() as u64);
+        metrics::counter!("Rejected").increment(self.rejected.len() as u64);
+        metrics::counter!("Errors").increment(self.errors.len() as u64);
+    }
+}

@@ -1,0 +1,122 @@
+//! What a configuration object must look like before it is rolled out.
+
+use serde::Serialize;
+
+/// How many leading bytes of a `.php` file are read to check its opening tag.
+pub const HEADER_BYTES: u64 = 16;
+
+/// Why an object is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "problem", rename_all = "snake_case")]
+pub enum Problem {
+    /// Zero bytes: a truncated upload or an accidental overwrite.
+    Empty,
+    /// Larger than `MAX_CONFIG_BYTES`.
+    TooLarge { size: u64, max: u64 },
+    /// A `.php` file that does not begin with `<?php` (PHP would print it, or a BOM, as output).
+    NotPhp,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::Empty => write!(f, "the object is empty"),
+            Problem::TooLarge { size, max } => {
+                write!(
+                    f,
+                    "the object is {size} bytes, more than MAX_CONFIG_BYTES ({max})"
+                )
+            }
+            Problem::NotPhp => write!(f, "a .php file that does not begin with <?php"),
+        }
+    }
+}
+
+/// Whether `key` names a PHP file (its opening bytes are checked).
+pub fn is_php(key: &str) -> bool {
+    key.rsplit('/')
+        .next()
+        .and_then(|name| name.rsplit_once('.'))
+        .is_some_and(|(_, ext)| ext.eq_ignore_ascii_case("php"))
+}
+
+/// Whether `header` (the first bytes of a file) opens PHP: `<?php` (any case) then whitespace or the end.
+pub fn opens_php(header: &[u8]) -> bool {
+    header.len() >= 5
+        && header[..5].eq_ignore_ascii_case(b"<?php")
+        && header.get(5).is_none_or(u8::is_ascii_whitespace)
+}
+
+/// Checks one object: its size, and for `.php` files the first bytes (`header`, when read).
+pub fn check(key: &str, size: u64, header: Option<&[u8]>, max: u64) -> Option<Problem> {
+    if size == 0 {
+        return Some(Problem::Empty);
+    }
+    if size > max {
+        return Some(Problem::TooLarge { size, max });
+    }
+    if is_php(key) && !header.is_some_and(opens_php) {
+        return Some(Problem::NotPhp);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn php_detection() {
+        assert!(is_php("LocalSettings.php"));
+        assert!(is_php("a/b/Settings.PHP"));
+        assert!(!is_php("php/robots.txt"));
+        assert!(!is_php("x.php.bak"));
+        assert!(!is_php("php"));
+    }
+
+    #[test]
+    fn opening_tag() {
+        assert!(opens_php(b"<?php\n$wgSitename = 'x';"));
+        assert!(opens_php(b"<?PHP "));
+        assert!(opens_php(b"<?php"));
+        assert!(
+            !opens_php(b"\xEF\xBB\xBF<?php\n"),
+            "a BOM before the tag is output"
+        );
+        assert!(!opens_php(b" <?php\n"));
+        assert!(!opens_php(b"<?phpx"));
+        assert!(!opens_php(b"<?= 1"));
+        assert!(!opens_php(b"<?ph"));
+        assert!(!opens_php(b""));
+    }
+
+    #[test]
+    fn checks_in_order() {
+        assert_eq!(check("a.php", 0, None, 10), Some(Problem::Empty));
+        assert_eq!(
+            check("a.php", 11, Some(b"<?php\n"), 10),
+            Some(Problem::TooLarge { size: 11, max: 10 })
+        );
+        assert_eq!(check("a.php", 5, Some(b"hello"), 10), Some(Problem::NotPhp));
+        assert_eq!(check("a.php", 5, None, 10), Some(Problem::NotPhp));
+        assert_eq!(check("a.php", 6, Some(b"<?php\n"), 10), None);
+        assert_eq!(check("robots.txt", 5, None, 10), None);
+        assert_eq!(check("robots.txt", 10, None, 10), None);
+    }
+
+    proptest! {
+        #[test]
+        fn an_accepted_object_is_never_empty_oversized_or_bad_php(
+            key in "[a-z]{1,5}(\\.php|\\.txt|\\.PHP|)",
+            size in 0u64..100,
+            header in proptest::collection::vec(any::<u8>(), 0..16),
+            max in 1u64..100,
+        ) {
+            if check(&key, size, Some(&header), max).is_none() {
+                prop_assert!(size > 0 && size <= max);
+                prop_assert!(!is_php(&key) || header[..5].eq_ignore_ascii_case(b"<?php"));
+            }
+        }
+    }
+}
