@@ -1,12 +1,13 @@
 //! Lambda entry point of efs-backup.
 
+use efs_backup::{Clients, handler};
+
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::logging::init();
     shared::metrics::init("efs-backup");
-    let _config = shared::aws::sdk_config().await;
-    shared::runtime::run(|_event| async {
-        Ok::<_, shared::Error>(serde_json::json!({"status": "not implemented"}))
-    })
-    .await
+    let config = shared::aws::sdk_config().await;
+    let s3 = shared::aws::s3_client(&config, &shared::Env::from_process())?;
+    let clients = Clients { s3 };
+    shared::runtime::run(|event| handler(&clients, event)).await
 }

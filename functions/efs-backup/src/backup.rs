@@ -1,0 +1,450 @@
+//! A backup run: walk, plan, upload with a deadline watch, then manifest, `latest`, retention.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use chrono::Utc;
+use serde::Serialize;
+use shared::Error;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::manifest::{self, Entry, Header, Kind, Manifest};
+use crate::plan::{BackupPlan, plan_backup};
+use crate::retention::{RetentionPlan, plan_retention};
+use crate::settings::Settings;
+use crate::store::{CheckpointHeader, Latest, Store};
+use crate::upload::{Outcome, Uploader};
+use crate::walk::{Skipped, walk};
+
+/// Options from the event.
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    /// Print the plan; change nothing.
+    pub dry_run: bool,
+    /// Allow a snapshot of an empty source when the previous one had files.
+    pub allow_empty: bool,
+}
+
+/// The answer to a backup invocation.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct BackupOutput {
+    pub action: &'static str,
+    /// `complete`, `incomplete` (invoke again to resume) or `dry_run`.
+    pub status: &'static str,
+    pub snapshot_id: String,
+    pub previous_snapshot: Option<String>,
+    pub files_total: u64,
+    pub dirs_total: u64,
+    pub symlinks_total: u64,
+    pub bytes_total: u64,
+    /// Files uploaded by this invocation.
+    pub files_uploaded: u64,
+    pub bytes_uploaded: u64,
+    /// Files whose content was already stored (unchanged, or same hash).
+    pub files_unchanged: u64,
+    /// Files that disappeared since the previous snapshot (delete markers placed).
+    pub files_deleted: u64,
+    /// Files left for the next invocation (when incomplete).
+    pub files_remaining: u64,
+    pub bytes_remaining: u64,
+    /// Files that changed on every attempt while being read (not in this snapshot).
+    pub changed_during_read: Vec<String>,
+    /// Entries that could not be backed up, and why (first 100).
+    pub skipped: Vec<Skipped>,
+    pub skipped_total: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionPlan>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanSummary>,
+    pub duration_ms: u64,
+}
+
+/// A dry run's plan, abridged.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct PlanSummary {
+    pub uploads: u64,
+    pub upload_bytes: u64,
+    pub deletes: u64,
+    pub carried: u64,
+    /// The first 100 paths to upload and delete.
+    pub upload_paths: Vec<String>,
+    pub delete_paths: Vec<String>,
+}
+
+const MAX_LISTED: usize = 100;
+
+/// Runs (or resumes) a backup until done or until the deadline is near.
+pub async fn run(
+    store: &Store,
+    settings: &Settings,
+    deadline: Instant,
+    opts: &BackupOptions,
+) -> Result<BackupOutput, Error> {
+    let started = Instant::now();
+    let stop_at = deadline
+        .checked_sub(settings.deadline_margin)
+        .unwrap_or(started);
+    store.require_versioning().await?;
+
+    let latest = store.latest().await?;
+    let previous: Option<Manifest> = match &latest {
+        Some(l) => Some(store.manifest(&l.snapshot_id).await?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "the latest snapshot {} has no manifest at {}",
+                l.snapshot_id, l.manifest_key
+            ))
+        })?),
+        None => None,
+    };
+    let previous_id = previous.as_ref().map(|m| m.header.snapshot_id.clone());
+    let (ck_header, done) = match store.checkpoint().await? {
+        Some((h, d)) => {
+            tracing::info!(snapshot_id = %h.snapshot_id, files = d.len(), "resuming from checkpoint");
+            (h, d)
+        }
+        None => {
+            let now = Utc::now();
+            (
+                CheckpointHeader {
+                    format: manifest::FORMAT.into(),
+                    snapshot_id: manifest::snapshot_id(now),
+                    created_at: now,
+                    previous: previous_id.clone(),
+                },
+                Vec::new(),
+            )
+        }
+    };
+
+    let root = PathBuf::from(&settings.source_dir);
+    let exclude = settings.exclude_set();
+    let threads = settings.walk_threads;
+    let walk_root = root.clone();
+    let walked = tokio::task::spawn_blocking(move || walk(&walk_root, &exclude, threads))
+        .await
+        .map_err(|e| Error::Partial(format!("walk task failed: {e}")))?
+        .map_err(|e| Error::io(format!("reading SOURCE_DIR {}", root.display()), e))?;
+    let walk_ms = started.elapsed().as_millis();
+    let entries_seen = walked.entries.len();
+    let prev_entries: &[Entry] = previous
+        .as_ref()
+        .map(|m| m.entries.as_slice())
+        .unwrap_or(&[]);
+    let plan = plan_backup(prev_entries, &done, walked.entries);
+    tracing::info!(
+        walk_ms,
+        entries = entries_seen,
+        uploads = plan.uploads.len(),
+        upload_bytes = plan.upload_bytes(),
+        deletes = plan.deletes.len(),
+        "planned"
+    );
+
+    let mut out = BackupOutput {
+        action: "backup",
+        snapshot_id: ck_header.snapshot_id.clone(),
+        previous_snapshot: previous_id.clone(),
+        skipped_total: walked.skipped.len() as u64,
+        skipped: walked.skipped.into_iter().take(MAX_LISTED).collect(),
+        ..Default::default()
+    };
+
+    if opts.dry_run {
+        out.status = "dry_run";
+        out.plan = Some(summary(&plan));
+        fill_totals(
+            &mut out,
+            plan.carried
+                .iter()
+                .chain(plan.uploads.iter().map(|u| &u.entry)),
+        );
+        out.duration_ms = started.elapsed().as_millis() as u64;
+        return Ok(out);
+    }
+    let prev_files = prev_entries.iter().filter(|e| e.kind == Kind::File).count();
+    let files_now =
+        plan.carried.iter().filter(|e| e.kind == Kind::File).count() + plan.uploads.len();
+    if files_now == 0 && prev_files > 0 && !opts.allow_empty {
+        return Err(Error::Rejected(format!(
+            "SOURCE_DIR {} has no files but snapshot {} has {prev_files}; is the file system mounted? \
+             (send \"allow_empty\":true to record an empty snapshot)",
+            settings.source_dir,
+            previous_id.unwrap_or_default()
+        )));
+    }
+
+    // Upload, watching the deadline and saving progress now and then.
+    let uploader = Arc::new(Uploader::new(
+        store.clone(),
+        root,
+        settings.upload_concurrency,
+        settings.max_read_mib_per_second,
+    ));
+    let files_in_flight = Arc::new(Semaphore::new(settings.upload_concurrency));
+    let mut stored: BTreeMap<String, Entry> =
+        done.into_iter().map(|e| (e.path.clone(), e)).collect();
+    let carried = plan.carried;
+    let mut remaining = Vec::new();
+    let mut tasks: JoinSet<Result<Outcome, Error>> = JoinSet::new();
+    let mut last_checkpoint = Instant::now();
+    let mut failure: Option<Error> = None;
+    let mut uploads = plan.uploads.into_iter();
+
+    loop {
+        let stopping = Instant::now() >= stop_at;
+        if stopping {
+            uploader.stop.store(true, Ordering::Relaxed);
+        }
+        let next = if stopping || failure.is_some() {
+            None
+        } else {
+            uploads.next()
+        };
+        let Some(up) = next else {
+            // Drain what is in flight.
+            match tasks.join_next().await {
+                Some(r) => {
+                    absorb(r, &mut stored, &mut remaining, &mut out, &mut failure);
+                    continue;
+                }
+                None => break,
+            }
+        };
+        // Wait for a slot, handling finished uploads meanwhile.
+        let permit = loop {
+            while let Some(r) = tasks.try_join_next() {
+                absorb(r, &mut stored, &mut remaining, &mut out, &mut failure);
+            }
+            tokio::select! {
+                p = files_in_flight.clone().acquire_owned() => break p.ok(),
+                Some(r) = tasks.join_next(), if !tasks.is_empty() => {
+                    absorb(r, &mut stored, &mut remaining, &mut out, &mut failure);
+                }
+            }
+        };
+        let u = uploader.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            u.upload(up).await
+        });
+        if last_checkpoint.elapsed() >= settings.checkpoint_interval {
+            store
+                .put_checkpoint(&ck_header, &stored_entries(&stored))
+                .await?;
+            last_checkpoint = Instant::now();
+        }
+    }
+    remaining.extend(uploads);
+
+    if let Some(e) = failure {
+        // Save what was stored so a retry does not upload it again.
+        store
+            .put_checkpoint(&ck_header, &stored_entries(&stored))
+            .await?;
+        return Err(e);
+    }
+    if !remaining.is_empty() {
+        store
+            .put_checkpoint(&ck_header, &stored_entries(&stored))
+            .await?;
+        out.status = "incomplete";
+        out.files_remaining = remaining.len() as u64;
+        out.bytes_remaining = remaining.iter().map(|u| u.entry.size).sum();
+        fill_totals(
+            &mut out,
+            carried
+                .iter()
+                .chain(stored.values())
+                .chain(remaining.iter().map(|u| &u.entry)),
+        );
+        out.duration_ms = started.elapsed().as_millis() as u64;
+        metrics::counter!("BackupIncomplete").increment(1);
+        record_metrics(&out);
+        return Ok(out);
+    }
+
+    // Delete markers for files that are gone, so the bucket mirrors the tree.
+    let mut deletes: Vec<String> = plan.deletes;
+    // Files that vanished or kept changing are not in the snapshot; a stored copy from a
+    // previous snapshot of a vanished file gets a delete marker, an unstable one stays.
+    let mut entries: Vec<Entry> = carried;
+    entries.extend(stored.into_values());
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    entries.dedup_by(|a, b| a.path == b.path);
+    let present: std::collections::HashSet<&str> = entries
+        .iter()
+        .filter(|e| e.kind == Kind::File)
+        .map(|e| e.path.as_str())
+        .collect();
+    deletes.retain(|p| !present.contains(p.as_str()));
+    let deletes_total = deletes.len();
+    let mut del_tasks: JoinSet<Result<(), Error>> = JoinSet::new();
+    let del_sem = Arc::new(Semaphore::new(settings.upload_concurrency));
+    for path in deletes {
+        let permit = del_sem
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Partial("closed".into()))?;
+        let store = store.clone();
+        del_tasks.spawn(async move {
+            let _p = permit;
+            store.delete(&store.layout.file_key(&path)).await
+        });
+    }
+    while let Some(r) = del_tasks.join_next().await {
+        r.map_err(|e| Error::Partial(format!("delete task failed: {e}")))??;
+    }
+    out.files_deleted = deletes_total as u64;
+
+    // The manifest, written last: the snapshot exists once it does.
+    let (files, dirs, symlinks, bytes) = manifest::counts(&entries);
+    let header = Header {
+        format: manifest::FORMAT.into(),
+        snapshot_id: ck_header.snapshot_id.clone(),
+        created_at: ck_header.created_at,
+        completed_at: Utc::now(),
+        source_dir: settings.source_dir.clone(),
+        files,
+        dirs,
+        symlinks,
+        bytes,
+        exclude: settings.exclude.clone(),
+        previous: previous_id,
+    };
+    let m = Manifest { header, entries };
+    let version = store.put_manifest(&m).await?;
+    store
+        .set_latest(&Latest {
+            snapshot_id: m.header.snapshot_id.clone(),
+            manifest_key: store.layout.manifest_key(&m.header.snapshot_id),
+            manifest_version_id: version,
+        })
+        .await?;
+    store.delete(&store.layout.checkpoint_key()).await?;
+    out.status = "complete";
+    out.files_total = files;
+    out.dirs_total = dirs;
+    out.symlinks_total = symlinks;
+    out.bytes_total = bytes;
+    out.files_unchanged = files.saturating_sub(out.files_uploaded);
+
+    // Retention, by the rule shared with list/restore/verify.
+    out.retention = Some(prune(store, settings, false).await?);
+    out.duration_ms = started.elapsed().as_millis() as u64;
+    record_metrics(&out);
+    Ok(out)
+}
+
+/// Applies the retention rule now (or only plans it).
+pub async fn prune(
+    store: &Store,
+    settings: &Settings,
+    dry_run: bool,
+) -> Result<RetentionPlan, Error> {
+    let snapshots = store.list_snapshots().await?;
+    let plan = plan_retention(
+        &snapshots,
+        settings.keep_snapshots,
+        settings.retention_days,
+        Utc::now(),
+    );
+    if !dry_run {
+        for id in &plan.delete {
+            store.delete(&store.layout.manifest_key(id)).await?;
+            tracing::info!(snapshot_id = %id, "snapshot pruned");
+        }
+        metrics::counter!("SnapshotsPruned").increment(plan.delete.len() as u64);
+    }
+    Ok(plan)
+}
+
+fn absorb(
+    r: Result<Result<Outcome, Error>, tokio::task::JoinError>,
+    stored: &mut BTreeMap<String, Entry>,
+    remaining: &mut Vec<crate::plan::Upload>,
+    out: &mut BackupOutput,
+    failure: &mut Option<Error>,
+) {
+    match r {
+        Err(e) => {
+            failure.get_or_insert(Error::Partial(format!("upload task failed: {e}")));
+        }
+        Ok(Err(e)) => {
+            failure.get_or_insert(e);
+        }
+        Ok(Ok(o)) => match o {
+            Outcome::Stored { entry, uploaded } => {
+                if uploaded {
+                    out.files_uploaded += 1;
+                    out.bytes_uploaded += entry.size;
+                }
+                stored.insert(entry.path.clone(), entry);
+            }
+            Outcome::Unstable(p) => {
+                tracing::warn!(path = %p, "file kept changing while being read; not in this snapshot");
+                out.changed_during_read.push(p);
+            }
+            Outcome::Vanished(p) => {
+                stored.remove(&p);
+            }
+            Outcome::Unreadable(p, reason) => {
+                tracing::warn!(path = %p, reason, "file could not be read");
+                out.skipped_total += 1;
+                if out.skipped.len() < MAX_LISTED {
+                    out.skipped.push(Skipped { path: p, reason });
+                }
+            }
+            Outcome::Cancelled(u) => remaining.push(u),
+        },
+    }
+}
+
+fn stored_entries(stored: &BTreeMap<String, Entry>) -> Vec<Entry> {
+    stored.values().cloned().collect()
+}
+
+fn fill_totals<'a>(out: &mut BackupOutput, entries: impl Iterator<Item = &'a Entry>) {
+    for e in entries {
+        match e.kind {
+            Kind::File => {
+                out.files_total += 1;
+                out.bytes_total += e.size;
+            }
+            Kind::Dir => out.dirs_total += 1,
+            Kind::Symlink => out.symlinks_total += 1,
+        }
+    }
+}
+
+fn summary(plan: &BackupPlan) -> PlanSummary {
+    PlanSummary {
+        uploads: plan.uploads.len() as u64,
+        upload_bytes: plan.upload_bytes(),
+        deletes: plan.deletes.len() as u64,
+        carried: plan.carried.len() as u64,
+        upload_paths: plan
+            .uploads
+            .iter()
+            .take(MAX_LISTED)
+            .map(|u| u.entry.path.clone())
+            .collect(),
+        delete_paths: plan.deletes.iter().take(MAX_LISTED).cloned().collect(),
+    }
+}
+
+fn record_metrics(out: &BackupOutput) {
+    metrics::counter!("FilesUploaded").increment(out.files_uploaded);
+    metrics::counter!("BytesUploaded").increment(out.bytes_uploaded);
+    metrics::counter!("FilesDeleted").increment(out.files_deleted);
+    metrics::counter!("FilesChangedDuringRead").increment(out.changed_during_read.len() as u64);
+    metrics::counter!("EntriesSkipped").increment(out.skipped_total);
+    metrics::gauge!("FilesTotal").set(out.files_total as f64);
+    metrics::gauge!("BytesTotal").set(out.bytes_total as f64);
+    metrics::gauge!("FilesRemaining").set(out.files_remaining as f64);
+    metrics::histogram!("BackupDurationMs").record(out.duration_ms as f64);
+}

@@ -1,0 +1,518 @@
+//! Restore: a snapshot (or some of its paths) into a directory, byte-identical.
+//!
+//! [`plan_restore`] is pure: the selected entries and what already exists at the target →
+//! directories to create, files and symlinks to write, entries already in place, conflicts.
+//! Nothing existing is replaced unless `overwrite` is set, and directories never are. A file
+//! already at the target with the snapshot's size, mtime and mode counts as restored, so a
+//! restore that ran out of time is resumed by sending the same event again.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use shared::Error;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::manifest::{Entry, Kind, Manifest};
+use crate::store::Store;
+
+/// What is at a target path now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Existing {
+    Missing,
+    File { size: u64, mtime_ns: i64, mode: u32 },
+    Dir,
+    Symlink { target: String },
+    Other,
+}
+
+/// What a restore does.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RestorePlan {
+    /// Directories, parents first (created if missing; metadata applied at the end).
+    pub dirs: Vec<Entry>,
+    /// Files to download.
+    pub files: Vec<Entry>,
+    /// Symlinks to create.
+    pub symlinks: Vec<Entry>,
+    /// Paths already restored (same size, mtime and mode; same link target).
+    pub in_place: Vec<String>,
+    /// Paths where something else exists and would be replaced.
+    pub conflicts: Vec<String>,
+}
+
+/// Entries under any of `prefixes` (all when empty), with the directories that contain them.
+pub fn select<'a>(entries: &'a [Entry], prefixes: &[String]) -> Vec<&'a Entry> {
+    let prefixes: Vec<&str> = prefixes
+        .iter()
+        .map(|p| p.trim_matches('/'))
+        .filter(|p| !p.is_empty())
+        .collect();
+    if prefixes.is_empty() {
+        return entries.iter().collect();
+    }
+    let under = |p: &str| {
+        prefixes
+            .iter()
+            .any(|x| p == *x || (p.starts_with(x) && p.as_bytes().get(x.len()) == Some(&b'/')))
+    };
+    let mut ancestors = BTreeSet::new();
+    for e in entries.iter().filter(|e| under(&e.path)) {
+        let mut p = e.path.as_str();
+        while let Some(i) = p.rfind('/') {
+            p = &p[..i];
+            ancestors.insert(p);
+        }
+    }
+    entries
+        .iter()
+        .filter(|e| under(&e.path) || (e.kind == Kind::Dir && ancestors.contains(e.path.as_str())))
+        .collect()
+}
+
+/// Plans a restore of `selected` given what exists at each target path.
+pub fn plan_restore(
+    selected: &[&Entry],
+    existing: impl Fn(&str) -> Existing,
+    overwrite: bool,
+) -> RestorePlan {
+    let mut plan = RestorePlan::default();
+    for e in selected {
+        let now = existing(&e.path);
+        match (e.kind, &now) {
+            (Kind::Dir, Existing::Missing | Existing::Dir) => plan.dirs.push((*e).clone()),
+            (Kind::Dir, _) => plan.conflicts.push(e.path.clone()),
+            (_, Existing::Dir) => plan.conflicts.push(e.path.clone()),
+            (
+                Kind::File,
+                Existing::File {
+                    size,
+                    mtime_ns,
+                    mode,
+                },
+            ) if *size == e.size && *mtime_ns == e.mtime_ns && *mode == e.mode => {
+                plan.in_place.push(e.path.clone())
+            }
+            (Kind::Symlink, Existing::Symlink { target }) if Some(target) == e.target.as_ref() => {
+                plan.in_place.push(e.path.clone())
+            }
+            (_, Existing::Missing) | (_, Existing::File { .. } | Existing::Symlink { .. })
+                if matches!(now, Existing::Missing) || overwrite =>
+            {
+                if e.kind == Kind::File {
+                    plan.files.push((*e).clone())
+                } else {
+                    plan.symlinks.push((*e).clone())
+                }
+            }
+            _ => plan.conflicts.push(e.path.clone()),
+        }
+    }
+    plan.dirs.sort_by(|a, b| a.path.cmp(&b.path));
+    plan
+}
+
+/// What is at `path` now.
+pub fn existing(path: &Path) -> Existing {
+    match std::fs::symlink_metadata(path) {
+        Err(_) => Existing::Missing,
+        Ok(md) if md.is_dir() => Existing::Dir,
+        Ok(md) if md.is_file() => Existing::File {
+            size: md.size(),
+            mtime_ns: md.mtime().saturating_mul(1_000_000_000) + md.mtime_nsec(),
+            mode: md.mode() & 0o7777,
+        },
+        Ok(md) if md.file_type().is_symlink() => Existing::Symlink {
+            target: std::fs::read_link(path)
+                .map(|t| t.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        },
+        Ok(_) => Existing::Other,
+    }
+}
+
+/// The answer to a restore.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RestoreOutput {
+    pub action: &'static str,
+    /// `complete`, `incomplete` (send the same event again) or `dry_run`.
+    pub status: &'static str,
+    pub snapshot_id: String,
+    pub target_dir: String,
+    pub files_restored: u64,
+    pub bytes_restored: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub already_in_place: u64,
+    pub files_remaining: u64,
+    /// Owner changes refused (the function is not root): uid/gid left as created.
+    pub ownership_not_restored: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<RestorePlan>,
+    pub duration_ms: u64,
+}
+
+/// Restore options from the event.
+#[derive(Debug, Clone)]
+pub struct RestoreRequest {
+    pub target_dir: String,
+    pub paths: Vec<String>,
+    pub overwrite: bool,
+    pub dry_run: bool,
+}
+
+/// Restores `manifest` (the selected paths) under `req.target_dir`.
+pub async fn run(
+    store: &Store,
+    manifest: &Manifest,
+    req: &RestoreRequest,
+    concurrency: usize,
+    stop_at: Instant,
+) -> Result<RestoreOutput, Error> {
+    let started = Instant::now();
+    let root = PathBuf::from(&req.target_dir);
+    let selected = select(&manifest.entries, &req.paths);
+    if selected.is_empty() {
+        return Err(Error::NotFound(format!(
+            "no entries under {:?} in snapshot {}",
+            req.paths, manifest.header.snapshot_id
+        )));
+    }
+    let owned: Vec<Entry> = selected.into_iter().cloned().collect();
+    let r = root.clone();
+    let overwrite = req.overwrite;
+    let plan = tokio::task::spawn_blocking(move || {
+        let refs: Vec<&Entry> = owned.iter().collect();
+        plan_restore(&refs, |p| existing(&r.join(p)), overwrite)
+    })
+    .await
+    .map_err(|e| Error::Partial(format!("restore planning failed: {e}")))?;
+    let mut out = RestoreOutput {
+        action: "restore",
+        snapshot_id: manifest.header.snapshot_id.clone(),
+        target_dir: req.target_dir.clone(),
+        already_in_place: plan.in_place.len() as u64,
+        ..Default::default()
+    };
+    if !plan.conflicts.is_empty() {
+        let shown: Vec<&String> = plan.conflicts.iter().take(10).collect();
+        return Err(Error::Rejected(format!(
+            "{} path(s) already exist in {} and differ from the snapshot (send \"overwrite\":true to replace files; directories are never replaced): {:?}",
+            plan.conflicts.len(),
+            req.target_dir,
+            shown
+        )));
+    }
+    if req.dry_run {
+        out.status = "dry_run";
+        out.plan = Some(plan);
+        out.duration_ms = started.elapsed().as_millis() as u64;
+        return Ok(out);
+    }
+
+    tokio::fs::create_dir_all(&root)
+        .await
+        .map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
+    for d in &plan.dirs {
+        let p = root.join(&d.path);
+        tokio::fs::create_dir_all(&p)
+            .await
+            .map_err(|e| Error::io(format!("creating {}", p.display()), e))?;
+    }
+
+    let sem = Arc::new(Semaphore::new(concurrency));
+    let mut tasks: JoinSet<Result<(u64, bool), Error>> = JoinSet::new();
+    let mut remaining = 0u64;
+    let mut first_error = None;
+    for f in plan.files.clone() {
+        if Instant::now() >= stop_at {
+            remaining += 1;
+            continue;
+        }
+        let permit = sem
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Partial("closed".into()))?;
+        while let Some(r) = tasks.try_join_next() {
+            tally(r, &mut out, &mut first_error);
+        }
+        let store = store.clone();
+        let root = root.clone();
+        tasks.spawn(async move {
+            let _p = permit;
+            restore_file(&store, &root, &f).await
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        tally(r, &mut out, &mut first_error);
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    for s in &plan.symlinks {
+        let p = root.join(&s.path);
+        let target = s.target.clone().unwrap_or_default();
+        let _ = tokio::fs::remove_file(&p).await;
+        tokio::fs::symlink(&target, &p)
+            .await
+            .map_err(|e| Error::io(format!("creating symlink {}", p.display()), e))?;
+        if !set_owner(&p, s, true) {
+            out.ownership_not_restored += 1;
+        }
+        let t = filetime_of(s);
+        filetime::set_symlink_file_times(&p, t, t)
+            .map_err(|e| Error::io(format!("setting times of {}", p.display()), e))?;
+        out.symlinks += 1;
+    }
+    out.files_remaining = remaining;
+    if remaining == 0 {
+        // Directory metadata last, deepest first: writing children changes a directory's mtime.
+        for d in plan.dirs.iter().rev() {
+            let p = root.join(&d.path);
+            if !set_owner(&p, d, false) {
+                out.ownership_not_restored += 1;
+            }
+            set_mode(&p, d.mode)?;
+            let t = filetime_of(d);
+            filetime::set_file_times(&p, t, t)
+                .map_err(|e| Error::io(format!("setting times of {}", p.display()), e))?;
+            out.dirs += 1;
+        }
+    }
+    out.status = if remaining == 0 {
+        "complete"
+    } else {
+        "incomplete"
+    };
+    out.duration_ms = started.elapsed().as_millis() as u64;
+    metrics::counter!("FilesRestored").increment(out.files_restored);
+    metrics::counter!("BytesRestored").increment(out.bytes_restored);
+    Ok(out)
+}
+
+fn tally(
+    r: Result<Result<(u64, bool), Error>, tokio::task::JoinError>,
+    out: &mut RestoreOutput,
+    first_error: &mut Option<Error>,
+) {
+    match r {
+        Ok(Ok((bytes, owner_ok))) => {
+            out.files_restored += 1;
+            out.bytes_restored += bytes;
+            if !owner_ok {
+                out.ownership_not_restored += 1;
+            }
+        }
+        Ok(Err(e)) => {
+            first_error.get_or_insert(e);
+        }
+        Err(e) => {
+            first_error.get_or_insert(Error::Partial(format!("restore task failed: {e}")));
+        }
+    }
+}
+
+fn filetime_of(e: &Entry) -> filetime::FileTime {
+    filetime::FileTime::from_unix_time(
+        e.mtime_ns.div_euclid(1_000_000_000),
+        e.mtime_ns.rem_euclid(1_000_000_000) as u32,
+    )
+}
+
+fn set_mode(p: &Path, mode: u32) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io(format!("setting mode of {}", p.display()), e))
+}
+
+/// Sets uid/gid; `false` when not permitted (the function does not run as root).
+fn set_owner(p: &Path, e: &Entry, symlink: bool) -> bool {
+    let r = if symlink {
+        std::os::unix::fs::lchown(p, Some(e.uid), Some(e.gid))
+    } else {
+        std::os::unix::fs::chown(p, Some(e.uid), Some(e.gid))
+    };
+    match r {
+        Ok(()) => true,
+        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+            // Already right (e.g. restoring one's own files) counts as done.
+            std::fs::symlink_metadata(p).is_ok_and(|m| m.uid() == e.uid && m.gid() == e.gid)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Downloads one file version into a temporary file beside its target, checks its SHA-256,
+/// applies mode, owner and mtime, then renames it into place.
+async fn restore_file(store: &Store, root: &Path, e: &Entry) -> Result<(u64, bool), Error> {
+    let target = root.join(&e.path);
+    let key = store.layout.file_key(&e.path);
+    let tmp = target.with_file_name(format!(
+        ".{}.efs-restore-{}",
+        target
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("file"),
+        uuid::Uuid::new_v4().simple()
+    ));
+    let res = async {
+        let obj = store
+            .s3
+            .get_object()
+            .bucket(&store.bucket)
+            .key(&key)
+            .set_version_id(e.version_id.clone())
+            .send()
+            .await
+            .map_err(|err| Error::aws("S3", "GetObject", err))?;
+        let mut body = obj.body;
+        let mut f = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|err| Error::io(format!("creating {}", tmp.display()), err))?;
+        let mut hasher = Sha256::new();
+        let mut n = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|err| {
+                Error::Unreachable(format!(
+                    "S3 GetObject {key}: reading the body failed: {err}"
+                ))
+            })?;
+            hasher.update(&chunk);
+            n += chunk.len() as u64;
+            f.write_all(&chunk)
+                .await
+                .map_err(|err| Error::io(format!("writing {}", tmp.display()), err))?;
+        }
+        f.flush()
+            .await
+            .map_err(|err| Error::io(format!("writing {}", tmp.display()), err))?;
+        f.sync_all()
+            .await
+            .map_err(|err| Error::io(format!("syncing {}", tmp.display()), err))?;
+        drop(f);
+        let sha = hex::encode(hasher.finalize());
+        if Some(sha.as_str()) != e.sha256.as_deref() || n != e.size {
+            return Err(Error::Rejected(format!(
+                "{} (version {}) does not match the snapshot: sha256 {sha}, {n} bytes",
+                key,
+                e.version_id.as_deref().unwrap_or("?")
+            )));
+        }
+        let owner = set_owner(&tmp, e, false);
+        set_mode(&tmp, e.mode)?;
+        let t = filetime_of(e);
+        filetime::set_file_times(&tmp, t, t)
+            .map_err(|err| Error::io(format!("setting times of {}", tmp.display()), err))?;
+        tokio::fs::rename(&tmp, &target)
+            .await
+            .map_err(|err| Error::io(format!("renaming into {}", target.display()), err))?;
+        Ok((n, owner))
+    }
+    .await;
+    if res.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(path: &str, kind: Kind) -> Entry {
+        Entry {
+            path: path.into(),
+            kind,
+            target: (kind == Kind::Symlink).then(|| "t".to_string()),
+            size: 3,
+            mtime_ns: 10,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            ino: 0,
+            sha256: Some("x".into()),
+            version_id: Some("v".into()),
+        }
+    }
+
+    #[test]
+    fn selects_prefixes_with_their_parent_directories() {
+        let all = vec![
+            e("a", Kind::Dir),
+            e("a/ab", Kind::Dir),
+            e("a/ab/Foo.png", Kind::File),
+            e("a/abc", Kind::File),
+            e("b", Kind::Dir),
+            e("b/x", Kind::File),
+        ];
+        let paths = |v: Vec<&Entry>| v.into_iter().map(|e| e.path.clone()).collect::<Vec<_>>();
+        assert_eq!(paths(select(&all, &[])).len(), 6);
+        assert_eq!(
+            paths(select(&all, &["a/ab/".into()])),
+            ["a", "a/ab", "a/ab/Foo.png"]
+        );
+        assert_eq!(paths(select(&all, &["b/x".into()])), ["b", "b/x"]);
+        assert!(select(&all, &["zzz".into()]).is_empty());
+    }
+
+    #[test]
+    fn never_replaces_without_overwrite_and_never_replaces_directories() {
+        let f = e("f", Kind::File);
+        let l = e("l", Kind::Symlink);
+        let d = e("d", Kind::Dir);
+        let sel = vec![&f, &l, &d];
+        // Nothing there: everything is written.
+        let p = plan_restore(&sel, |_| Existing::Missing, false);
+        assert_eq!((p.files.len(), p.symlinks.len(), p.dirs.len()), (1, 1, 1));
+        // Already restored: nothing to do.
+        let p = plan_restore(
+            &sel,
+            |path| match path {
+                "f" => Existing::File {
+                    size: 3,
+                    mtime_ns: 10,
+                    mode: 0o644,
+                },
+                "l" => Existing::Symlink { target: "t".into() },
+                _ => Existing::Dir,
+            },
+            false,
+        );
+        assert_eq!(p.in_place, ["f", "l"]);
+        assert!(p.files.is_empty() && p.conflicts.is_empty());
+        // Something different: conflict, unless overwrite.
+        let other = |path: &str| match path {
+            "f" => Existing::File {
+                size: 4,
+                mtime_ns: 10,
+                mode: 0o644,
+            },
+            "l" => Existing::Symlink {
+                target: "elsewhere".into(),
+            },
+            _ => Existing::File {
+                size: 1,
+                mtime_ns: 1,
+                mode: 0o644,
+            },
+        };
+        let p = plan_restore(&sel, other, false);
+        assert_eq!(p.conflicts, ["f", "l", "d"]);
+        let p = plan_restore(&sel, other, true);
+        assert_eq!(
+            p.conflicts,
+            ["d"],
+            "a file is never replaced by a directory"
+        );
+        assert_eq!(p.files.len(), 1);
+        let p = plan_restore(&[&f], |_| Existing::Dir, true);
+        assert_eq!(p.conflicts, ["f"], "a directory is never replaced");
+    }
+}

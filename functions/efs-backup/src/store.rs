@@ -1,0 +1,240 @@
+//! The bucket: manifests, the `latest` pointer, the checkpoint and small objects.
+//!
+//! Every call goes through the one S3 client (`s3`). Objects this module writes carry a
+//! SHA-256 checksum that S3 verifies on arrival.
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::BucketVersioningStatus;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use shared::Error;
+
+use crate::manifest::{self, Entry, Header, Layout, Manifest};
+use crate::retention::SnapshotRef;
+
+/// The `latest` pointer: the newest complete snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Latest {
+    pub snapshot_id: String,
+    pub manifest_key: String,
+    pub manifest_version_id: Option<String>,
+}
+
+/// The first line of a checkpoint: the run it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointHeader {
+    pub format: String,
+    pub snapshot_id: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub previous: Option<String>,
+}
+
+/// The bucket and key layout, with the client.
+#[derive(Clone)]
+pub struct Store {
+    pub s3: Client,
+    pub bucket: String,
+    pub layout: Layout,
+}
+
+/// Base64 SHA-256, as S3's `x-amz-checksum-sha256` takes it.
+pub fn b64_sha256(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(bytes))
+}
+
+impl Store {
+    /// Fails unless versioning is enabled: older snapshots live in noncurrent versions.
+    pub async fn require_versioning(&self) -> Result<(), Error> {
+        let out = self
+            .s3
+            .get_bucket_versioning()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(|e| Error::aws("S3", "GetBucketVersioning", e))?;
+        if out.status() != Some(&BucketVersioningStatus::Enabled) {
+            return Err(Error::Rejected(format!(
+                "bucket {} does not have versioning enabled; older snapshots would be lost",
+                self.bucket
+            )));
+        }
+        Ok(())
+    }
+
+    /// An object's bytes (a given version, or the current one); `None` when it does not exist.
+    pub async fn get(&self, key: &str, version: Option<&str>) -> Result<Option<Vec<u8>>, Error> {
+        self.get_range(key, version, None).await
+    }
+
+    /// Like [`Store::get`], optionally only a byte range (`bytes=0-1023`).
+    pub async fn get_range(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        range: Option<&str>,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        let res = self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_version_id(version.map(str::to_string))
+            .set_range(range.map(str::to_string))
+            .send()
+            .await;
+        let out = match res {
+            Ok(o) => o,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
+            Err(e) => return Err(Error::aws("S3", "GetObject", e)),
+        };
+        let bytes = out.body.collect().await.map_err(|e| {
+            Error::Unreachable(format!("S3 GetObject {key}: reading the body failed: {e}"))
+        })?;
+        Ok(Some(bytes.into_bytes().to_vec()))
+    }
+
+    /// Writes a small object with a verified SHA-256 checksum; returns its version id.
+    pub async fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+    ) -> Result<Option<String>, Error> {
+        let checksum = b64_sha256(&bytes);
+        let out = self
+            .s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .checksum_sha256(checksum)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| Error::aws("S3", "PutObject", e))?;
+        Ok(out.version_id().map(str::to_string))
+    }
+
+    /// Deletes the current version of `key` (a delete marker in a versioned bucket).
+    pub async fn delete(&self, key: &str) -> Result<(), Error> {
+        self.s3
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| Error::aws("S3", "DeleteObject", e))?;
+        Ok(())
+    }
+
+    /// The `latest` pointer, if a snapshot was ever completed.
+    pub async fn latest(&self) -> Result<Option<Latest>, Error> {
+        let Some(bytes) = self.get(&self.layout.latest_key(), None).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            Error::Rejected(format!(
+                "{} is not a valid pointer: {e}",
+                self.layout.latest_key()
+            ))
+        })
+    }
+
+    /// Points `latest` at a snapshot.
+    pub async fn set_latest(&self, latest: &Latest) -> Result<(), Error> {
+        let body = serde_json::to_vec_pretty(latest)
+            .map_err(|e| Error::Rejected(format!("serialising latest: {e}")))?;
+        self.put(&self.layout.latest_key(), body, "application/json")
+            .await?;
+        Ok(())
+    }
+
+    /// Reads a snapshot's manifest; `None` when there is no such snapshot.
+    pub async fn manifest(&self, id: &str) -> Result<Option<Manifest>, Error> {
+        let key = self.layout.manifest_key(id);
+        let Some(bytes) = self.get(&key, None).await? else {
+            return Ok(None);
+        };
+        let (header, entries): (Header, Vec<Entry>) = manifest::decode(&bytes)
+            .map_err(|e| Error::Rejected(format!("manifest {key} is unreadable: {e}")))?;
+        Ok(Some(Manifest { header, entries }))
+    }
+
+    /// Reads only a manifest's header (a ranged read).
+    pub async fn manifest_header(&self, id: &str) -> Result<Option<Header>, Error> {
+        let key = self.layout.manifest_key(id);
+        let Some(bytes) = self.get_range(&key, None, Some("bytes=0-16383")).await? else {
+            return Ok(None);
+        };
+        manifest::decode_header(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Rejected(format!("manifest {key} is unreadable: {e}")))
+    }
+
+    /// Writes a manifest (after every file it references is stored); returns its version id.
+    pub async fn put_manifest(&self, m: &Manifest) -> Result<Option<String>, Error> {
+        let bytes = manifest::encode(&m.header, &m.entries)
+            .map_err(|e| Error::io("compressing the manifest", e))?;
+        self.put(
+            &self.layout.manifest_key(&m.header.snapshot_id),
+            bytes,
+            "application/gzip",
+        )
+        .await
+    }
+
+    /// Every complete snapshot in the bucket (manifests under `snapshots/`).
+    pub async fn list_snapshots(&self) -> Result<Vec<SnapshotRef>, Error> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.layout.snapshots_prefix())
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| Error::aws("S3", "ListObjectsV2", e))?;
+            for o in page.contents() {
+                if let Some(id) = o.key().and_then(|k| self.layout.id_of_manifest_key(k))
+                    && let Some(created_at) = manifest::parse_snapshot_id(&id)
+                {
+                    out.push(SnapshotRef { id, created_at });
+                }
+            }
+        }
+        out.sort_by_key(|s| s.created_at);
+        Ok(out)
+    }
+
+    /// The checkpoint of an unfinished run, if any.
+    pub async fn checkpoint(&self) -> Result<Option<(CheckpointHeader, Vec<Entry>)>, Error> {
+        let key = self.layout.checkpoint_key();
+        let Some(bytes) = self.get(&key, None).await? else {
+            return Ok(None);
+        };
+        match manifest::decode(&bytes) {
+            Ok(c) => Ok(Some(c)),
+            Err(e) => {
+                // A checkpoint only saves work; an unreadable one is started over.
+                tracing::warn!(error = %e, key, "ignoring unreadable checkpoint");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Saves the progress of a run.
+    pub async fn put_checkpoint(
+        &self,
+        header: &CheckpointHeader,
+        done: &[Entry],
+    ) -> Result<(), Error> {
+        let bytes = manifest::encode(header, done)
+            .map_err(|e| Error::io("compressing the checkpoint", e))?;
+        self.put(&self.layout.checkpoint_key(), bytes, "application/gzip")
+            .await?;
+        Ok(())
+    }
+}

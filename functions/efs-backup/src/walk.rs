@@ -1,0 +1,210 @@
+//! Walks the source directory in parallel (the `ignore` crate's walker), skipping `EXCLUDE`.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::mpsc;
+
+use globset::GlobSet;
+use ignore::{WalkBuilder, WalkState};
+use serde::Serialize;
+
+use crate::manifest::{Entry, Kind};
+
+/// Something the walk could not record, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    pub path: String,
+    pub reason: String,
+}
+
+/// What the walk found.
+#[derive(Debug, Default)]
+pub struct Walked {
+    /// Files, directories and symlinks, in no particular order.
+    pub entries: Vec<Entry>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// An entry built from `lstat` metadata (no hash, no version).
+pub fn entry_from_metadata(path: String, md: &std::fs::Metadata, target: Option<String>) -> Entry {
+    let ft = md.file_type();
+    let kind = if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_symlink() {
+        Kind::Symlink
+    } else {
+        Kind::File
+    };
+    Entry {
+        path,
+        kind,
+        target,
+        size: if kind == Kind::File { md.size() } else { 0 },
+        mtime_ns: md.mtime().saturating_mul(1_000_000_000) + md.mtime_nsec(),
+        mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+        ino: md.ino(),
+        sha256: None,
+        version_id: None,
+    }
+}
+
+/// Walks `root` (not following symlinks) with `threads` threads.
+///
+/// `root` itself is not an entry. Excluded paths (matched relative to `root`) are skipped
+/// with their whole subtree. Sockets, FIFOs, devices and non-UTF-8 names are reported as
+/// skipped.
+pub fn walk(root: &Path, exclude: &GlobSet, threads: usize) -> Result<Walked, std::io::Error> {
+    let md = std::fs::metadata(root)?;
+    if !md.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            "not a directory",
+        ));
+    }
+    let root_owned = root.to_path_buf();
+    let exclude = exclude.clone();
+    let mut builder = WalkBuilder::new(root);
+    builder
+        .standard_filters(false)
+        .follow_links(false)
+        .threads(threads)
+        .filter_entry(move |e| {
+            match e
+                .path()
+                .strip_prefix(&root_owned)
+                .ok()
+                .and_then(Path::to_str)
+            {
+                Some("") | None => true,
+                Some(rel) => !exclude.is_match(rel),
+            }
+        });
+    let (tx, rx) = mpsc::channel::<Result<Entry, Skipped>>();
+    builder.build_parallel().run(|| {
+        let tx = tx.clone();
+        Box::new(move |res| {
+            if let Some(item) = visit(root, res) {
+                let _ = tx.send(item);
+            }
+            WalkState::Continue
+        })
+    });
+    drop(tx);
+    let mut out = Walked::default();
+    for item in rx {
+        match item {
+            Ok(e) => out.entries.push(e),
+            Err(s) => out.skipped.push(s),
+        }
+    }
+    Ok(out)
+}
+
+fn visit(
+    root: &Path,
+    res: Result<ignore::DirEntry, ignore::Error>,
+) -> Option<Result<Entry, Skipped>> {
+    let dent = match res {
+        Ok(d) => d,
+        Err(e) => {
+            return Some(Err(Skipped {
+                path: String::new(),
+                reason: e.to_string(),
+            }));
+        }
+    };
+    if dent.depth() == 0 {
+        return None;
+    }
+    let rel = dent.path().strip_prefix(root).ok()?;
+    let Some(rel) = rel.to_str() else {
+        return Some(Err(Skipped {
+            path: rel.to_string_lossy().into_owned(),
+            reason: "name is not UTF-8".into(),
+        }));
+    };
+    let md = match std::fs::symlink_metadata(dent.path()) {
+        Ok(md) => md,
+        // Removed between listing and stat: not part of this snapshot.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            return Some(Err(Skipped {
+                path: rel.to_string(),
+                reason: e.to_string(),
+            }));
+        }
+    };
+    let ft = md.file_type();
+    let target = if ft.is_symlink() {
+        match std::fs::read_link(dent.path()) {
+            Ok(t) => match t.into_os_string().into_string() {
+                Ok(t) => Some(t),
+                Err(_) => {
+                    return Some(Err(Skipped {
+                        path: rel.to_string(),
+                        reason: "symlink target is not UTF-8".into(),
+                    }));
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                return Some(Err(Skipped {
+                    path: rel.to_string(),
+                    reason: e.to_string(),
+                }));
+            }
+        }
+    } else if ft.is_file() || ft.is_dir() {
+        None
+    } else {
+        return Some(Err(Skipped {
+            path: rel.to_string(),
+            reason: "not a regular file, directory or symlink".into(),
+        }));
+    };
+    Some(Ok(entry_from_metadata(rel.to_string(), &md, target)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::build_globset;
+
+    #[test]
+    fn walks_with_excludes_symlinks_and_empty_dirs() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        std::fs::create_dir_all(r.join("a/ab")).unwrap();
+        std::fs::create_dir_all(r.join("thumb/a/ab")).unwrap();
+        std::fs::create_dir_all(r.join("empty")).unwrap();
+        std::fs::write(r.join("a/ab/Foo.png"), b"png").unwrap();
+        std::fs::write(r.join("a/ab/x.tmp"), b"t").unwrap();
+        std::fs::write(r.join("thumb/a/ab/Foo.png"), b"thumb").unwrap();
+        std::os::unix::fs::symlink("a/ab/Foo.png", r.join("link")).unwrap();
+        let ex = build_globset(&["**/thumb".into(), "**/*.tmp".into()]).unwrap();
+        let w = walk(r, &ex, 2).unwrap();
+        let mut got: Vec<(String, Kind, Option<String>)> = w
+            .entries
+            .iter()
+            .map(|e| (e.path.clone(), e.kind, e.target.clone()))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("a".into(), Kind::Dir, None),
+                ("a/ab".into(), Kind::Dir, None),
+                ("a/ab/Foo.png".into(), Kind::File, None),
+                ("empty".into(), Kind::Dir, None),
+                ("link".into(), Kind::Symlink, Some("a/ab/Foo.png".into())),
+            ]
+        );
+        assert!(w.skipped.is_empty(), "{:?}", w.skipped);
+        let f = w.entries.iter().find(|e| e.path == "a/ab/Foo.png").unwrap();
+        assert_eq!(f.size, 3);
+        assert!(f.mtime_ns > 0);
+        assert!(walk(&r.join("a/ab/Foo.png"), &ex, 1).is_err());
+    }
+}
