@@ -1,1 +1,50 @@
-//! secret-rotation (skeleton: see the issue that builds it).
+//! secret-rotation: Secrets Manager rotation of the wiki's MySQL/MariaDB credentials with no
+//! downtime, then a redeploy of the ECS services that read them.
+//!
+//! - [`event`]: the rotation event; [`settings`]: the environment;
+//! - [`secret`]: the database secret JSON (values never printed);
+//! - [`plan`]: the pure rules (contract checks, user names, the SQL that copies an account);
+//! - [`sql`]: literals, statements that hide their secret, `SHOW GRANTS` rows;
+//! - [`db`], [`secrets`]: the adapters; [`steps`]: the four steps.
+
+pub mod db;
+pub mod event;
+pub mod plan;
+pub mod secret;
+pub mod secrets;
+pub mod settings;
+pub mod sql;
+pub mod steps;
+
+use lambda_runtime::LambdaEvent;
+use serde_json::Value;
+
+/// The AWS clients, built once per process.
+pub struct Clients {
+    pub secretsmanager: aws_sdk_secretsmanager::Client,
+    pub ecs: aws_sdk_ecs::Client,
+}
+
+impl Clients {
+    /// Clients from the process's SDK configuration.
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        Clients {
+            secretsmanager: aws_sdk_secretsmanager::Client::new(config),
+            ecs: aws_sdk_ecs::Client::new(config),
+        }
+    }
+}
+
+/// Handles one rotation event.
+pub async fn handler(clients: &Clients, event: LambdaEvent<Value>) -> Result<Value, shared::Error> {
+    let event = event::RotationEvent::parse(event.payload)?;
+    let settings = settings::Settings::from_env(&shared::Env::from_process())?;
+    tracing::info!(
+        step = event.step.name(),
+        secret_id = %event.secret_id,
+        token = %event.token,
+        dry_run = event.dry_run,
+        "rotation step"
+    );
+    steps::run(clients, &settings, &event).await
+}

@@ -1,12 +1,12 @@
 //! Lambda entry point of secret-rotation.
 
+use secret_rotation::{Clients, handler};
+
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::logging::init();
     shared::metrics::init("secret-rotation");
-    let _config = shared::aws::sdk_config().await;
-    shared::runtime::run(|_event| async {
-        Ok::<_, shared::Error>(serde_json::json!({"status": "not implemented"}))
-    })
-    .await
+    let config = shared::aws::sdk_config().await;
+    let clients = Clients::new(&config);
+    shared::runtime::run(|event| handler(&clients, event)).await
 }

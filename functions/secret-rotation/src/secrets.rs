@@ -1,0 +1,191 @@
+//! The Secrets Manager adapter: the calls a rotation makes, with errors that never carry
+//! a secret value.
+
+use aws_sdk_secretsmanager::Client;
+use chrono::{DateTime, Utc};
+use shared::Error;
+
+use crate::plan::SecretMeta;
+use crate::secret::{DbSecret, Password};
+use crate::settings::Settings;
+
+const SERVICE: &str = "SecretsManager";
+
+/// DescribeSecret, reduced to what the contract checks.
+pub async fn describe(secretsmanager: &Client, secret_id: &str) -> Result<SecretMeta, Error> {
+    let out = secretsmanager
+        .describe_secret()
+        .secret_id(secret_id)
+        .send()
+        .await
+        .map_err(|e| {
+            let e = Error::aws(SERVICE, "DescribeSecret", e);
+            if e.aws_code() == Some("ResourceNotFoundException") {
+                Error::NotFound(format!("secret {secret_id}"))
+            } else {
+                e
+            }
+        })?;
+    Ok(SecretMeta {
+        rotation_enabled: out.rotation_enabled().unwrap_or(false),
+        versions: out
+            .version_ids_to_stages()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
+    })
+}
+
+/// The `SecretString` of a version (by id and stage, or by stage alone); `None` when that
+/// version has no value yet (an AWSPENDING version before createSecret).
+pub async fn value(
+    secretsmanager: &Client,
+    secret_id: &str,
+    version_id: Option<&str>,
+    stage: &str,
+) -> Result<Option<Password>, Error> {
+    let out = secretsmanager
+        .get_secret_value()
+        .secret_id(secret_id)
+        .set_version_id(version_id.map(str::to_string))
+        .version_stage(stage)
+        .send()
+        .await;
+    match out {
+        Ok(o) => match o.secret_string() {
+            Some(s) => Ok(Some(Password::new(s))),
+            None => Err(Error::Rejected(format!(
+                "{stage} of secret {secret_id} is binary; expected a JSON SecretString"
+            ))),
+        },
+        Err(e) => {
+            let e = Error::aws(SERVICE, "GetSecretValue", e);
+            if e.aws_code() == Some("ResourceNotFoundException") {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A version's value parsed as a database secret; `None` when it has no value.
+pub async fn db_secret(
+    secretsmanager: &Client,
+    secret_id: &str,
+    version_id: Option<&str>,
+    stage: &str,
+) -> Result<Option<DbSecret>, Error> {
+    let Some(text) = value(secretsmanager, secret_id, version_id, stage).await? else {
+        return Ok(None);
+    };
+    DbSecret::parse(text.expose())
+        .map(Some)
+        .map_err(|e| Error::Rejected(format!("{stage} of secret {secret_id}: {e}")))
+}
+
+/// A version's value that must exist.
+pub async fn require_db_secret(
+    secretsmanager: &Client,
+    secret_id: &str,
+    version_id: Option<&str>,
+    stage: &str,
+) -> Result<DbSecret, Error> {
+    db_secret(secretsmanager, secret_id, version_id, stage)
+        .await?
+        .ok_or_else(|| match stage {
+            "AWSPENDING" => Error::Rejected(format!(
+                "AWSPENDING version of secret {secret_id} has no value (createSecret has not run)"
+            )),
+            _ => Error::NotFound(format!("{stage} version of secret {secret_id}")),
+        })
+}
+
+/// GetRandomPassword with the configured length and exclusions.
+pub async fn random_password(
+    secretsmanager: &Client,
+    settings: &Settings,
+) -> Result<Password, Error> {
+    let out = secretsmanager
+        .get_random_password()
+        .password_length(i64::from(settings.password_length))
+        .exclude_characters(&settings.exclude_characters)
+        .include_space(false)
+        .require_each_included_type(true)
+        .send()
+        .await
+        .map_err(|e| Error::aws(SERVICE, "GetRandomPassword", e))?;
+    out.random_password()
+        .filter(|p| !p.is_empty())
+        .map(Password::new)
+        .ok_or_else(|| Error::Rejected("GetRandomPassword returned no password".into()))
+}
+
+/// PutSecretValue of the AWSPENDING version `token`, with the rotation token when given.
+pub async fn put_pending(
+    secretsmanager: &Client,
+    secret_id: &str,
+    token: &str,
+    secret_string: &Password,
+    rotation_token: Option<&str>,
+) -> Result<(), Error> {
+    secretsmanager
+        .put_secret_value()
+        .secret_id(secret_id)
+        .client_request_token(token)
+        .secret_string(secret_string.expose())
+        .version_stages("AWSPENDING")
+        .set_rotation_token(rotation_token.map(str::to_string))
+        .send()
+        .await
+        .map_err(|e| Error::aws(SERVICE, "PutSecretValue", e))?;
+    Ok(())
+}
+
+/// Moves AWSCURRENT from `from` to `token` (Secrets Manager moves AWSPREVIOUS to `from`).
+pub async fn move_current(
+    secretsmanager: &Client,
+    secret_id: &str,
+    token: &str,
+    from: &str,
+) -> Result<(), Error> {
+    secretsmanager
+        .update_secret_version_stage()
+        .secret_id(secret_id)
+        .version_stage("AWSCURRENT")
+        .move_to_version_id(token)
+        .remove_from_version_id(from)
+        .send()
+        .await
+        .map_err(|e| Error::aws(SERVICE, "UpdateSecretVersionStage", e))?;
+    Ok(())
+}
+
+/// When version `token` was created (ListSecretVersionIds).
+pub async fn version_created(
+    secretsmanager: &Client,
+    secret_id: &str,
+    token: &str,
+) -> Result<Option<DateTime<Utc>>, Error> {
+    let mut next: Option<String> = None;
+    loop {
+        let out = secretsmanager
+            .list_secret_version_ids()
+            .secret_id(secret_id)
+            .include_deprecated(true)
+            .set_next_token(next.take())
+            .send()
+            .await
+            .map_err(|e| Error::aws(SERVICE, "ListSecretVersionIds", e))?;
+        if let Some(v) = out
+            .versions()
+            .iter()
+            .find(|v| v.version_id() == Some(token))
+        {
+            return Ok(v.created_date().and_then(shared::aws::to_utc));
+        }
+        match out.next_token() {
+            Some(t) => next = Some(t.to_string()),
+            None => return Ok(None),
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! The four steps: observe, plan (see [`crate::plan`]), apply. Nothing is kept between
+//! steps or invocations; every step is safe to run again.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+use shared::Error;
+use shared::ecs::Redeployed;
+
+use crate::Clients;
+use crate::db::{self, ConnectOptions, DbError, Endpoint, MISSING_CURRENT_PASSWORD, Session};
+use crate::event::{RotationEvent, Step};
+use crate::plan::{self, AWSCURRENT, AWSPENDING, AWSPREVIOUS, CreatePlan, FinishPlan, Gate, Which};
+use crate::secret::DbSecret;
+use crate::secrets;
+use crate::settings::{Settings, Strategy};
+use crate::sql::{Account, Statement};
+
+/// Runs one step and returns its summary (never a secret).
+pub async fn run(
+    clients: &Clients,
+    settings: &Settings,
+    event: &RotationEvent,
+) -> Result<Value, Error> {
+    let sm = &clients.secretsmanager;
+    let meta = secrets::describe(sm, &event.secret_id).await?;
+    let gate = plan::gate(&event.secret_id, &meta, &event.token)?;
+    let mut summary = json!({
+        "step": event.step.name(),
+        "secretId": event.secret_id,
+        "token": event.token,
+        "dryRun": event.dry_run,
+    });
+    if gate == Gate::AlreadyCurrent && event.step != Step::Finish {
+        summary["outcome"] = json!("already_current");
+        return Ok(summary);
+    }
+    let detail = match event.step {
+        Step::Create => create(clients, settings, event).await?,
+        Step::Set => set(clients, settings, event).await?,
+        Step::Test => test(clients, settings, event).await?,
+        Step::Finish => finish(clients, settings, event, &gate).await?,
+    };
+    if let (Value::Object(s), Value::Object(d)) = (&mut summary, detail) {
+        s.extend(d);
+    }
+    Ok(summary)
+}
+
+fn endpoint(secret: &DbSecret) -> Result<Endpoint, Error> {
+    Ok(Endpoint {
+        host: secret
+            .require_host()
+            .map_err(|e| Error::Rejected(e.to_string()))?
+            .to_string(),
+        port: secret.port,
+        tls: secret.ssl != Some(false),
+    })
+}
+
+fn strategy_name(s: Strategy) -> &'static str {
+    match s {
+        Strategy::Alternating => "alternating",
+        Strategy::Single => "single",
+    }
+}
+
+async fn current(clients: &Clients, event: &RotationEvent) -> Result<DbSecret, Error> {
+    secrets::require_db_secret(&clients.secretsmanager, &event.secret_id, None, AWSCURRENT).await
+}
+
+async fn pending(clients: &Clients, event: &RotationEvent) -> Result<DbSecret, Error> {
+    secrets::require_db_secret(
+        &clients.secretsmanager,
+        &event.secret_id,
+        Some(&event.token),
+        AWSPENDING,
+    )
+    .await
+}
+
+async fn create(
+    clients: &Clients,
+    settings: &Settings,
+    event: &RotationEvent,
+) -> Result<Value, Error> {
+    let sm = &clients.secretsmanager;
+    let current = current(clients, event).await?;
+    let strategy = plan::strategy(settings.strategy, &current)?;
+    let exists = secrets::value(sm, &event.secret_id, Some(&event.token), AWSPENDING)
+        .await?
+        .is_some();
+    let plan = plan::plan_create(&current, strategy, exists)?;
+    let out = json!({"strategy": strategy_name(strategy), "plan": plan});
+    if event.dry_run {
+        return Ok(out);
+    }
+    match &plan {
+        CreatePlan::PendingExists => {
+            tracing::info!(secret_id = %event.secret_id, token = %event.token, "AWSPENDING already has a value");
+            Ok(json!({"strategy": strategy_name(strategy), "outcome": "pending_exists"}))
+        }
+        CreatePlan::Generate { username } => {
+            let password = secrets::random_password(sm, settings).await?;
+            let next = current.with_credentials(username, password);
+            secrets::put_pending(
+                sm,
+                &event.secret_id,
+                &event.token,
+                &next.to_secret_string(),
+                event.rotation_token.as_deref(),
+            )
+            .await?;
+            metrics::counter!("PendingSecretsCreated").increment(1);
+            tracing::info!(secret_id = %event.secret_id, token = %event.token, username, "AWSPENDING version created");
+            Ok(
+                json!({"strategy": strategy_name(strategy), "outcome": "created", "username": username}),
+            )
+        }
+    }
+}
+
+async fn set(
+    clients: &Clients,
+    settings: &Settings,
+    event: &RotationEvent,
+) -> Result<Value, Error> {
+    let current = current(clients, event).await?;
+    let pending = pending(clients, event).await?;
+    let strategy = plan::strategy(settings.strategy, &current)?;
+    plan::check_pending(&current, &pending, strategy)?;
+    let options = ConnectOptions::load(settings.ca_bundle.as_deref(), settings.connect_timeout)?;
+    match strategy {
+        Strategy::Alternating => {
+            set_alternating(clients, event, &current, &pending, &options).await
+        }
+        Strategy::Single => set_single(clients, event, &current, &pending, &options).await,
+    }
+}
+
+async fn set_alternating(
+    clients: &Clients,
+    event: &RotationEvent,
+    current: &DbSecret,
+    pending: &DbSecret,
+    options: &ConnectOptions,
+) -> Result<Value, Error> {
+    let master_arn = current.masterarn.as_deref().ok_or_else(|| {
+        Error::Rejected("the alternating strategy needs `masterarn` in the secret".into())
+    })?;
+    let master = secrets::require_db_secret(&clients.secretsmanager, master_arn, None, AWSCURRENT)
+        .await
+        .map_err(|e| match e {
+            Error::Rejected(m) => Error::Rejected(format!("master secret: {m}")),
+            other => other,
+        })?;
+    // A master secret that RDS manages holds only the user name and password: connect to
+    // the database of the secret being rotated.
+    let target = match &master.host {
+        Some(_) => endpoint(&master)?,
+        None => Endpoint {
+            tls: master.ssl.or(current.ssl) != Some(false),
+            ..endpoint(current)?
+        },
+    };
+    let mut session = db::connect(&target, &master.username, &master.password, None, options)
+        .await
+        .map_err(|e| with_context(e, &format!("login as master user {}", master.username)))?;
+    let result = clone_accounts(&mut session, current, pending, event.dry_run).await;
+    session.close().await;
+    let (accounts, statements) = result?;
+    Ok(json!({
+        "strategy": "alternating",
+        "outcome": if event.dry_run { "planned" } else { "password_set" },
+        "username": pending.username,
+        "accounts": accounts,
+        "statements": statements,
+    }))
+}
+
+async fn clone_accounts(
+    session: &mut Session,
+    current: &DbSecret,
+    pending: &DbSecret,
+    dry_run: bool,
+) -> Result<(Vec<String>, Vec<Statement>), Error> {
+    let hosts = session.hosts_of(&current.username).await?;
+    if hosts.is_empty() {
+        return Err(Error::Rejected(format!(
+            "the AWSCURRENT user {} has no account on the server",
+            current.username
+        )));
+    }
+    let target_hosts = session.hosts_of(&pending.username).await?;
+    let mut all = Vec::new();
+    let mut accounts = Vec::new();
+    for host in hosts {
+        let source = session
+            .observe(&Account::new(&current.username, &host))
+            .await?;
+        let target = Account::new(&pending.username, &host);
+        let target_rows = if target_hosts.contains(&host) {
+            Some(session.grant_rows(&target).await?)
+        } else {
+            None
+        };
+        let statements = plan::plan_clone(
+            &source,
+            &target,
+            target_rows.as_deref(),
+            &pending.password,
+            session.escaping,
+        )?;
+        if !dry_run {
+            for s in &statements {
+                session
+                    .execute(s)
+                    .await
+                    .map_err(|e| with_context(e, &s.to_string()))?;
+            }
+            tracing::info!(account = %target, copied_from = %source.account, statements = statements.len(), "account set");
+        }
+        accounts.push(target.to_string());
+        all.extend(statements);
+    }
+    if !dry_run {
+        metrics::counter!("PasswordsSet").increment(1);
+    }
+    Ok((accounts, all))
+}
+
+/// Adds what was being done to a database error, keeping the server's code and message.
+fn with_context(e: DbError, what: &str) -> Error {
+    match e {
+        DbError::LoginRefused { code, message } | DbError::Server { code, message } => {
+            Error::Database {
+                code,
+                message: format!("{message} ({what})"),
+            }
+        }
+        DbError::Unreachable(m) => Error::Unreachable(m),
+    }
+}
+
+async fn set_single(
+    clients: &Clients,
+    event: &RotationEvent,
+    current: &DbSecret,
+    pending: &DbSecret,
+    options: &ConnectOptions,
+) -> Result<Value, Error> {
+    let target = endpoint(pending)?;
+    let previous = secrets::db_secret(&clients.secretsmanager, &event.secret_id, None, AWSPREVIOUS)
+        .await
+        .ok()
+        .flatten();
+    let attempts = plan::single_user_attempts(pending, current, previous.as_ref());
+    let mut refused = Vec::new();
+    for which in attempts {
+        let login = match which {
+            Which::Pending => pending,
+            Which::Current => current,
+            Which::Previous => previous.as_ref().unwrap_or(current),
+        };
+        let dbname = pending.dbname.as_deref();
+        match db::connect(&target, &login.username, &login.password, dbname, options).await {
+            Ok(session) if which == Which::Pending => {
+                session.close().await;
+                return Ok(json!({"strategy": "single", "outcome": "password_already_set"}));
+            }
+            Ok(mut session) => {
+                let statement = plan::own_password_change(
+                    session.flavor,
+                    &pending.password,
+                    None,
+                    session.escaping,
+                )?;
+                if event.dry_run {
+                    session.close().await;
+                    return Ok(
+                        json!({"strategy": "single", "outcome": "planned", "login": which, "statements": [statement]}),
+                    );
+                }
+                let mut result = session.execute(&statement).await;
+                if result.as_ref().err().and_then(DbError::code) == Some(MISSING_CURRENT_PASSWORD) {
+                    let statement = plan::own_password_change(
+                        session.flavor,
+                        &pending.password,
+                        Some(&login.password),
+                        session.escaping,
+                    )?;
+                    result = session.execute(&statement).await;
+                }
+                session.close().await;
+                result.map_err(|e| with_context(e, "changing the user's own password"))?;
+                metrics::counter!("PasswordsSet").increment(1);
+                tracing::info!(secret_id = %event.secret_id, username = %pending.username, login = ?which, "password changed");
+                return Ok(
+                    json!({"strategy": "single", "outcome": "password_set", "login": which}),
+                );
+            }
+            Err(DbError::LoginRefused { code, message }) => {
+                refused.push(format!("{which:?}: {code} {message}"));
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+    Err(Error::Rejected(format!(
+        "user {} logs in with none of the stored passwords ({})",
+        pending.username,
+        refused.join("; ")
+    )))
+}
+
+async fn test(
+    clients: &Clients,
+    settings: &Settings,
+    event: &RotationEvent,
+) -> Result<Value, Error> {
+    let pending = pending(clients, event).await?;
+    let target = endpoint(&pending)?;
+    let options = ConnectOptions::load(settings.ca_bundle.as_deref(), settings.connect_timeout)?;
+    if event.dry_run {
+        return Ok(
+            json!({"outcome": "planned", "login": pending.username, "endpoint": target.to_string(), "tls": target.tls}),
+        );
+    }
+    let mut session = db::connect(
+        &target,
+        &pending.username,
+        &pending.password,
+        pending.dbname.as_deref(),
+        &options,
+    )
+    .await
+    .map_err(|e| {
+        with_context(
+            e,
+            &format!("login as {} with the AWSPENDING password", pending.username),
+        )
+    })?;
+    let result = session.ping().await;
+    session.close().await;
+    result?;
+    metrics::counter!("PendingSecretsTested").increment(1);
+    tracing::info!(secret_id = %event.secret_id, username = %pending.username, tls = target.tls, "AWSPENDING logs in");
+    Ok(json!({"outcome": "tested", "username": pending.username, "tls": target.tls}))
+}
+
+#[derive(Serialize)]
+struct RedeployFailure {
+    service: String,
+    error_type: &'static str,
+    error: String,
+}
+
+async fn finish(
+    clients: &Clients,
+    settings: &Settings,
+    event: &RotationEvent,
+    gate: &Gate,
+) -> Result<Value, Error> {
+    let sm = &clients.secretsmanager;
+    let plan = plan::plan_finish(gate);
+    if event.dry_run {
+        return Ok(
+            json!({"plan": plan, "services": settings.services, "cluster": settings.cluster}),
+        );
+    }
+    // After the stage move every service redeploys; on a retry (already AWSCURRENT) a service
+    // whose PRIMARY deployment started after the version was created is left alone.
+    let since: Option<DateTime<Utc>> = match &plan {
+        FinishPlan::MoveCurrent { from } => {
+            secrets::move_current(sm, &event.secret_id, &event.token, from).await?;
+            metrics::counter!("RotationsFinished").increment(1);
+            tracing::info!(secret_id = %event.secret_id, token = %event.token, previous = %from, "AWSCURRENT moved");
+            None
+        }
+        FinishPlan::AlreadyCurrent => {
+            if settings.services.is_empty() {
+                return Ok(json!({"outcome": "already_current"}));
+            }
+            secrets::version_created(sm, &event.secret_id, &event.token).await?
+        }
+    };
+    let mut redeployed: Vec<Redeployed> = Vec::new();
+    let mut failed: Vec<RedeployFailure> = Vec::new();
+    if let Some(cluster) = &settings.cluster {
+        for service in &settings.services {
+            match shared::ecs::redeploy(&clients.ecs, cluster, service, since).await {
+                Ok(r) => {
+                    if matches!(r, Redeployed::Started { .. }) {
+                        metrics::counter!("ServicesRedeployed").increment(1);
+                    }
+                    redeployed.push(r)
+                }
+                Err(e) => failed.push(RedeployFailure {
+                    service: service.clone(),
+                    error_type: e.error_type(),
+                    error: e.to_string(),
+                }),
+            }
+        }
+    }
+    let outcome = match plan {
+        FinishPlan::MoveCurrent { .. } => "finished",
+        FinishPlan::AlreadyCurrent => "already_current",
+    };
+    if !failed.is_empty() {
+        let list: Vec<String> = failed
+            .iter()
+            .map(|f| format!("{}: {}", f.service, f.error))
+            .collect();
+        return Err(Error::Partial(format!(
+            "AWSCURRENT of {} is version {}, but redeploying failed for {}",
+            event.secret_id,
+            event.token,
+            list.join("; ")
+        )));
+    }
+    Ok(json!({"outcome": outcome, "redeployed": redeployed}))
+}
