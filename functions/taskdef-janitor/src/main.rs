@@ -4,9 +4,7 @@
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::logging::init();
     shared::metrics::init("taskdef-janitor");
-    let _config = shared::aws::sdk_config().await;
-    shared::runtime::run(|_event| async {
-        Ok::<_, shared::Error>(serde_json::json!({"status": "not implemented"}))
-    })
-    .await
+    let config = shared::aws::sdk_config().await;
+    let clients = taskdef_janitor::Clients::new(&config);
+    shared::runtime::run(|event| taskdef_janitor::handler(&clients, event)).await
 }
