@@ -1,0 +1,1288 @@
+//! template.yaml keeps its promises: least privilege per function, and the settings the rest of
+//! the system relies on.
+//!
+//! The least-privilege contract, per function crate `functions/<name>`:
+//! 1. its Rust sources (`src/**/*.rs`, comments, string literals and `#[cfg(test)]` modules left
+//!    out) make exactly the AWS calls listed in `iam-actions.txt`: every `<client>.<operation>(`
+//!    whose client is named after its service (`ecs`, `s3`, `secretsmanager`, `eventbridge`,
+//!    `scheduler`) and whose method is an operation of that SDK crate, mapped to IAM actions
+//!    ([`iam_actions_for`]), plus the calls made through `shared::ecs` ([`SHARED_ECS`]);
+//! 2. the IAM role the template gives the function (after the SAM transform, so with every
+//!    policy SAM adds) grants exactly those actions, apart from what Lambda itself needs
+//!    ([`LAMBDA_NEEDS`]), with `Resource: "*"` only for actions IAM cannot scope
+//!    ([`NO_RESOURCE_LEVEL`]) and no wildcard in any action.
+//!
+//! An empty `iam-actions.txt` fails: a function without a declared AWS surface is unfinished.
+//! The template is read through `tests/template/render.py` (SAM's own YAML loader and translator
+//! from the project's venv), so short tags (`!Ref`, `!Sub`, `!GetAtt`) are handled as AWS does.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+use wikiops_tests::paths;
+
+// ---------------------------------------------------------------------------------------------
+// The contract's tables
+// ---------------------------------------------------------------------------------------------
+
+/// SDK client variable name → (IAM service prefix, SDK crate).
+const CLIENTS: [(&str, &str, &str); 5] = [
+    ("ecs", "ecs", "aws-sdk-ecs"),
+    ("s3", "s3", "aws-sdk-s3"),
+    ("secretsmanager", "secretsmanager", "aws-sdk-secretsmanager"),
+    ("eventbridge", "events", "aws-sdk-eventbridge"),
+    ("scheduler", "scheduler", "aws-sdk-scheduler"),
+];
+
+/// `shared::ecs` functions → the ECS calls they make.
+const SHARED_ECS: [(&str, &[&str]); 3] = [
+    ("redeploy", &["ecs:DescribeServices", "ecs:UpdateService"]),
+    ("describe", &["ecs:DescribeServices"]),
+    ("force_new_deployment", &["ecs:UpdateService"]),
+];
+
+/// Actions a function's role may hold without its code calling them: what Lambda itself does
+/// on the function's behalf. `(function or "*", action, why)`.
+const LAMBDA_NEEDS: [(&str, &str, &str); 3] = [
+    (
+        "*",
+        "sns:Publish",
+        "the on-failure destination (EventInvokeConfig) publishes failed invocations to the alert topic",
+    ),
+    (
+        "efs-backup",
+        "elasticfilesystem:ClientMount",
+        "Lambda mounts the uploads file system through FileSystemConfigs (IAM authorization)",
+    ),
+    (
+        "efs-backup",
+        "elasticfilesystem:ClientWrite",
+        "restore writes to the mounted file system",
+    ),
+];
+
+/// AWS-managed policies a function's role may carry: `(policy name, only for VPC functions)`.
+/// Basic execution = CloudWatch Logs; VPC access = the ENIs Lambda creates in the subnets.
+const MANAGED_POLICIES: [(&str, bool); 2] = [
+    ("service-role/AWSLambdaBasicExecutionRole", false),
+    ("service-role/AWSLambdaVPCAccessExecutionRole", true),
+];
+
+/// Actions without resource-level permissions: the only ones allowed on `Resource: "*"`
+/// (Service Authorization Reference).
+const NO_RESOURCE_LEVEL: [&str; 13] = [
+    "ecs:ListClusters",
+    "ecs:ListServices",
+    "ecs:ListTasks",
+    "ecs:ListTaskDefinitionFamilies",
+    "ecs:ListTaskDefinitions",
+    "ecs:DescribeTaskDefinition",
+    "ecs:DeregisterTaskDefinition",
+    "ecs:RegisterTaskDefinition",
+    "events:ListEventBuses",
+    "events:ListRules",
+    "scheduler:ListSchedules",
+    "secretsmanager:GetRandomPassword",
+    "secretsmanager:ListSecrets",
+];
+
+/// IAM actions for one SDK operation. S3's data plane does not map one to one:
+///
+/// | operation | IAM actions |
+/// |---|---|
+/// | PutObject, CreateMultipartUpload, UploadPart, CompleteMultipartUpload | s3:PutObject (+ s3:PutObjectTagging with `.tagging(`) |
+/// | UploadPartCopy, CopyObject | s3:PutObject + s3:GetObject (s3:GetObjectVersion when the file builds a `versionId=` copy source) (+ s3:PutObjectTagging with `.tagging(`) |
+/// | AbortMultipartUpload | s3:AbortMultipartUpload |
+/// | ListMultipartUploads / ListParts | s3:ListBucketMultipartUploads / s3:ListMultipartUploadParts |
+/// | GetObject, HeadObject, GetObjectAttributes | s3:GetObject (s3:GetObjectVersion with `.version_id(`, both with `.set_version_id(`); Attributes: s3:GetObjectAttributes / s3:GetObjectVersionAttributes |
+/// | GetObjectTagging / PutObjectTagging / DeleteObjectTagging | s3:…ObjectTagging (s3:…ObjectVersionTagging with a version id) |
+/// | DeleteObject | s3:DeleteObject (s3:DeleteObjectVersion with a version id) |
+/// | DeleteObjects | s3:DeleteObject (+ s3:DeleteObjectVersion when the file sets `ObjectIdentifier` version ids) |
+/// | ListObjects, ListObjectsV2, HeadBucket | s3:ListBucket |
+/// | ListObjectVersions | s3:ListBucketVersions |
+/// | any other operation, any other service | `<service>:<Operation>` |
+fn iam_actions_for(service: &str, op: &str, call: &Call, file: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut add = |a: &str| {
+        out.insert(a.to_string());
+    };
+    if service != "s3" {
+        add(&format!("{service}:{op}"));
+        return out;
+    }
+    // With a version id: `.version_id(x)` → the Version action only; `.set_version_id(opt)` → either.
+    let versioned = |plain: &str, version: &str, add: &mut dyn FnMut(&str)| {
+        if call.has(".version_id(") {
+            add(version);
+        } else if call.has(".set_version_id(") {
+            add(plain);
+            add(version);
+        } else {
+            add(plain);
+        }
+    };
+    let tagging = call.has(".tagging(") || call.has(".set_tagging(");
+    match op {
+        "PutObject" | "CreateMultipartUpload" | "UploadPart" | "CompleteMultipartUpload" => {
+            add("s3:PutObject");
+            if tagging {
+                add("s3:PutObjectTagging");
+            }
+        }
+        "CopyObject" | "UploadPartCopy" => {
+            add("s3:PutObject");
+            add("s3:GetObject");
+            if file.contains("versionId=") {
+                add("s3:GetObjectVersion");
+            }
+            if tagging {
+                add("s3:PutObjectTagging");
+            }
+        }
+        "AbortMultipartUpload" => add("s3:AbortMultipartUpload"),
+        "ListMultipartUploads" => add("s3:ListBucketMultipartUploads"),
+        "ListParts" => add("s3:ListMultipartUploadParts"),
+        "GetObject" | "HeadObject" => versioned("s3:GetObject", "s3:GetObjectVersion", &mut add),
+        "GetObjectAttributes" => versioned(
+            "s3:GetObjectAttributes",
+            "s3:GetObjectVersionAttributes",
+            &mut add,
+        ),
+        "GetObjectTagging" => versioned(
+            "s3:GetObjectTagging",
+            "s3:GetObjectVersionTagging",
+            &mut add,
+        ),
+        "PutObjectTagging" => versioned(
+            "s3:PutObjectTagging",
+            "s3:PutObjectVersionTagging",
+            &mut add,
+        ),
+        "DeleteObjectTagging" => versioned(
+            "s3:DeleteObjectTagging",
+            "s3:DeleteObjectVersionTagging",
+            &mut add,
+        ),
+        "DeleteObject" => versioned("s3:DeleteObject", "s3:DeleteObjectVersion", &mut add),
+        "DeleteObjects" => {
+            add("s3:DeleteObject");
+            if file.contains("ObjectIdentifier") && file.contains(".version_id(") {
+                add("s3:DeleteObjectVersion");
+            }
+        }
+        "ListObjects" | "ListObjectsV2" | "HeadBucket" => add("s3:ListBucket"),
+        "ListObjectVersions" => add("s3:ListBucketVersions"),
+        other => add(&format!("s3:{other}")),
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scanning Rust sources
+// ---------------------------------------------------------------------------------------------
+
+/// One `<client>.<method>(…)` call: the method and the builder chain up to `.send(` or `;`.
+#[derive(Debug)]
+struct Call {
+    client: String,
+    method: String,
+    chain: String,
+}
+
+impl Call {
+    fn has(&self, needle: &str) -> bool {
+        self.chain.contains(needle)
+    }
+}
+
+/// Rust source without comments, with string and char literals emptied (`""`, `' '`).
+fn strip_comments_and_literals(src: &str) -> String {
+    let b: Vec<char> = src.chars().collect();
+    let mut out = String::with_capacity(src.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let next = b.get(i + 1).copied();
+        if c == '/' && next == Some('/') {
+            while i < b.len() && b[i] != '\n' {
+                i += 1;
+            }
+        } else if c == '/' && next == Some('*') {
+            let mut depth = 0;
+            while i < b.len() {
+                if b[i] == '/' && b.get(i + 1) == Some(&'*') {
+                    depth += 1;
+                    i += 2;
+                } else if b[i] == '*' && b.get(i + 1) == Some(&'/') {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            out.push(' ');
+        } else if c == 'r' && (next == Some('"') || next == Some('#')) && !ident_char_before(&b, i)
+        {
+            // raw string r"…", r#"…"#
+            let mut j = i + 1;
+            let mut hashes = 0;
+            while b.get(j) == Some(&'#') {
+                hashes += 1;
+                j += 1;
+            }
+            if b.get(j) != Some(&'"') {
+                out.push(c);
+                i += 1;
+                continue;
+            }
+            j += 1;
+            loop {
+                if j >= b.len() {
+                    break;
+                }
+                if b[j] == '"' && (0..hashes).all(|k| b.get(j + 1 + k) == Some(&'#')) {
+                    j += 1 + hashes;
+                    break;
+                }
+                j += 1;
+            }
+            out.push_str("\"\"");
+            i = j;
+        } else if c == '"' {
+            i += 1;
+            while i < b.len() && b[i] != '"' {
+                if b[i] == '\\' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            i += 1;
+            out.push_str("\"\"");
+        } else if c == '\'' {
+            // char literal ('x', '\n', '\u{..}') or lifetime ('a)
+            if next == Some('\\') {
+                let mut j = i + 2;
+                while j < b.len() && b[j] != '\'' {
+                    j += 1;
+                }
+                out.push_str("' '");
+                i = j + 1;
+            } else if b.get(i + 2) == Some(&'\'') {
+                out.push_str("' '");
+                i += 3;
+            } else {
+                out.push(c);
+                i += 1;
+            }
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn ident_char_before(b: &[char], i: usize) -> bool {
+    i > 0 && (b[i - 1].is_alphanumeric() || b[i - 1] == '_')
+}
+
+fn is_ident(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// Removes `#[cfg(test)]` items (a `mod … { … }` block or the next item up to its `;`/`}`).
+fn strip_test_modules(code: &str) -> String {
+    let mut out = String::new();
+    let mut rest = code;
+    while let Some(pos) = rest.find("#[cfg(test)]") {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos..];
+        // skip to the item's body and past its balanced braces (or a `;` before any `{`)
+        let mut depth = 0usize;
+        let mut end = after.len();
+        for (k, ch) in after.char_indices() {
+            match ch {
+                '{' => depth += 1,
+                '}' => {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 {
+                        end = k + 1;
+                        break;
+                    }
+                }
+                ';' if depth == 0 => {
+                    end = k + 1;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Every `<client>.<method>(` in `code` (already stripped), for the clients in [`CLIENTS`].
+fn find_calls(code: &str) -> Vec<Call> {
+    let b: Vec<char> = code.chars().collect();
+    let mut calls = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if !is_ident(b[i]) || (i > 0 && is_ident(b[i - 1])) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && is_ident(b[i]) {
+            i += 1;
+        }
+        let word: String = b[start..i].iter().collect();
+        if !CLIENTS.iter().any(|(name, _, _)| *name == word) {
+            continue;
+        }
+        let mut j = skip_ws(&b, i);
+        if b.get(j) != Some(&'.') {
+            continue;
+        }
+        j = skip_ws(&b, j + 1);
+        let m_start = j;
+        while j < b.len() && is_ident(b[j]) {
+            j += 1;
+        }
+        if j == m_start {
+            continue;
+        }
+        let method: String = b[m_start..j].iter().collect();
+        let k = skip_ws(&b, j);
+        if b.get(k) != Some(&'(') {
+            continue;
+        }
+        // the builder chain: up to `.send(` or the end of the statement
+        let tail: String = b[k..].iter().collect();
+        let chain_end = [tail.find(".send("), tail.find(';')]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(tail.len());
+        let chain: String = tail[..chain_end].split_whitespace().collect();
+        calls.push(Call {
+            client: word,
+            method,
+            chain,
+        });
+        i = k;
+    }
+    calls
+}
+
+fn skip_ws(b: &[char], mut i: usize) -> usize {
+    while i < b.len() && b[i].is_whitespace() {
+        i += 1;
+    }
+    i
+}
+
+/// `shared::ecs::<f>` (or `ecs::<f>` after `use shared::ecs`) calls and imports in `code`.
+fn shared_ecs_actions(code: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (f, actions) in SHARED_ECS {
+        let needle = format!("ecs::{f}");
+        let hit = code.match_indices(&needle).any(|(pos, _)| {
+            let after = code[pos + needle.len()..].chars().next();
+            let before = code[..pos].chars().next_back();
+            !after.is_some_and(is_ident) && !before.is_some_and(is_ident)
+        }) || code.contains("ecs::{") && shared_ecs_group_imports(code, f);
+        if hit {
+            out.extend(actions.iter().map(|a| a.to_string()));
+        }
+    }
+    out
+}
+
+/// `use shared::ecs::{redeploy, …}`: does the group name `f`?
+fn shared_ecs_group_imports(code: &str, f: &str) -> bool {
+    code.match_indices("ecs::{").any(|(pos, m)| {
+        let group = &code[pos + m.len()..];
+        let group = &group[..group.find('}').unwrap_or(group.len())];
+        group.split(',').any(|item| item.trim() == f)
+    })
+}
+
+/// Operation module name → operation name (e.g. `list_objects_v2` → `ListObjectsV2`), per
+/// SDK crate, read from the crate sources cargo resolved for this workspace.
+fn sdk_operations() -> &'static BTreeMap<String, BTreeMap<String, String>> {
+    static OPS: OnceLock<BTreeMap<String, BTreeMap<String, String>>> = OnceLock::new();
+    OPS.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .current_dir(paths::root())
+            .args(["metadata", "--format-version", "1", "--offline"])
+            .output()
+            .expect("run cargo metadata");
+        assert!(
+            out.status.success(),
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let meta: Value = serde_json::from_slice(&out.stdout).expect("cargo metadata JSON");
+        let mut ops = BTreeMap::new();
+        for (_, _, krate) in CLIENTS {
+            let manifest = meta["packages"]
+                .as_array()
+                .expect("packages")
+                .iter()
+                .find(|p| p["name"] == krate)
+                .and_then(|p| p["manifest_path"].as_str())
+                .unwrap_or_else(|| panic!("{krate} is not a dependency of the workspace"));
+            let dir = Path::new(manifest)
+                .parent()
+                .expect("crate dir")
+                .join("src/operation");
+            let mut map = BTreeMap::new();
+            for entry in std::fs::read_dir(&dir).expect("read SDK operation modules") {
+                let path = entry.expect("dir entry").path();
+                if path.extension().is_some_and(|e| e == "rs") {
+                    let module = path
+                        .file_stem()
+                        .expect("stem")
+                        .to_string_lossy()
+                        .to_string();
+                    let text = std::fs::read_to_string(&path).expect("read operation module");
+                    if let Some(name) = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("pub struct ")?.strip_suffix(';'))
+                    {
+                        map.insert(module, name.to_string());
+                    }
+                }
+            }
+            assert!(!map.is_empty(), "no operations found in {}", dir.display());
+            ops.insert(krate.to_string(), map);
+        }
+        ops
+    })
+}
+
+/// The IAM actions one source file's code calls, each with where it was found.
+fn actions_in_source(src: &str) -> BTreeMap<String, String> {
+    let code = strip_test_modules(&strip_comments_and_literals(src));
+    let ops = sdk_operations();
+    let mut out = BTreeMap::new();
+    for call in find_calls(&code) {
+        let (_, service, krate) = CLIENTS
+            .iter()
+            .find(|(name, _, _)| *name == call.client)
+            .expect("a known client");
+        let Some(op) = ops[*krate].get(&call.method) else {
+            continue; // not an operation (clone, config, …)
+        };
+        for action in iam_actions_for(service, op, &call, src) {
+            out.entry(action)
+                .or_insert_with(|| format!("{}.{}()", call.client, call.method));
+        }
+    }
+    for action in shared_ecs_actions(&code) {
+        out.entry(action)
+            .or_insert_with(|| "shared::ecs".to_string());
+    }
+    out
+}
+
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return files;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The IAM actions function crate `name` calls: action → first place seen (`file: call`).
+fn code_actions(name: &str) -> BTreeMap<String, String> {
+    let root = paths::root().join("functions").join(name);
+    let mut out = BTreeMap::new();
+    for file in rust_files(&root.join("src")) {
+        let src = std::fs::read_to_string(&file).expect("read source");
+        let rel = file
+            .strip_prefix(paths::root())
+            .unwrap_or(&file)
+            .display()
+            .to_string();
+        for (action, call) in actions_in_source(&src) {
+            out.entry(action).or_insert(format!("{rel}: {call}"));
+        }
+    }
+    out
+}
+
+/// `functions/<name>/iam-actions.txt`: one `service:Action` per line (`#` comments allowed).
+fn declared_actions(name: &str) -> BTreeSet<String> {
+    let path = paths::root()
+        .join("functions")
+        .join(name)
+        .join("iam-actions.txt");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut out = BTreeSet::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (service, action) = line
+            .split_once(':')
+            .unwrap_or_else(|| panic!("{}: `{line}` is not service:Action", path.display()));
+        assert!(
+            !service.is_empty()
+                && action
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_uppercase())
+                && action.chars().all(|c| c.is_ascii_alphanumeric()),
+            "{}: `{line}` is not service:Action (no wildcards)",
+            path.display()
+        );
+        out.insert(line.to_string());
+    }
+    out
+}
+
+fn function_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(paths::root().join("functions"))
+        .expect("read functions/")
+        .flatten()
+        .filter(|e| e.path().join("Cargo.toml").exists())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+fn lower(set: &BTreeSet<String>) -> BTreeSet<String> {
+    set.iter().map(|a| a.to_ascii_lowercase()).collect()
+}
+
+/// Part 1: the code's calls = iam-actions.txt.
+fn assert_code_matches_declared(name: &str) {
+    let declared = declared_actions(name);
+    let code = code_actions(name);
+    let found: BTreeSet<String> = code.keys().cloned().collect();
+    let list = |set: &BTreeSet<String>| {
+        set.iter()
+            .map(|a| match code.get(a) {
+                Some(at) => format!("  {a}    ({at})"),
+                None => format!("  {a}"),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        !declared.is_empty(),
+        "functions/{name}/iam-actions.txt is empty: list exactly the AWS calls the function makes.\n\
+         The code calls:\n{}",
+        list(&found)
+    );
+    let missing: BTreeSet<String> = found.difference(&declared).cloned().collect();
+    let extra: BTreeSet<String> = declared.difference(&found).cloned().collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "functions/{name}/iam-actions.txt differs from the calls in functions/{name}/src\n\
+         called but not listed:\n{}\nlisted but not called:\n{}",
+        list(&missing),
+        list(&extra)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading the template
+// ---------------------------------------------------------------------------------------------
+
+struct Rendered {
+    template: Value,
+    transformed: Value,
+}
+
+fn rendered() -> &'static Rendered {
+    static R: OnceLock<Rendered> = OnceLock::new();
+    R.get_or_init(|| {
+        let out = Command::new(paths::venv_bin("python"))
+            .current_dir(paths::root())
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .args(["tests/template/render.py", "template.yaml"])
+            .output()
+            .expect("run tests/template/render.py (the project's .venv: scripts/test creates it)");
+        assert!(
+            out.status.success(),
+            "template.yaml does not load or transform:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("render.py JSON");
+        Rendered {
+            template: v["template"].clone(),
+            transformed: v["transformed"].clone(),
+        }
+    })
+}
+
+fn resources(t: &Value) -> &serde_json::Map<String, Value> {
+    t["Resources"].as_object().expect("Resources")
+}
+
+/// Binary name → logical id of its `AWS::Serverless::Function`.
+fn template_functions() -> BTreeMap<String, String> {
+    resources(&rendered().template)
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
+        .map(|(id, r)| {
+            let bin = r["Metadata"]["BuildProperties"]["Binary"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{id}: Metadata.BuildProperties.Binary missing"));
+            (bin.to_string(), id.clone())
+        })
+        .collect()
+}
+
+fn as_list(v: &Value) -> Vec<Value> {
+    match v {
+        Value::Array(a) => a.clone(),
+        Value::Null => vec![],
+        other => vec![other.clone()],
+    }
+}
+
+/// One Allow statement of a function's role.
+#[derive(Debug)]
+struct Grant {
+    policy: String,
+    actions: Vec<String>,
+    resources: Vec<Value>,
+}
+
+/// The role of function `logical_id` after the SAM transform: its managed policies and grants.
+fn role_of(logical_id: &str) -> (Vec<String>, Vec<Grant>) {
+    let res = resources(&rendered().transformed);
+    let function = &res[logical_id];
+    assert_eq!(function["Type"], "AWS::Lambda::Function", "{logical_id}");
+    let role_id = function["Properties"]["Role"]["Fn::GetAtt"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("{logical_id}: Role is not a role of this template"))
+        .to_string();
+    let role = &res[&role_id]["Properties"];
+    let managed: Vec<String> = as_list(&role["ManagedPolicyArns"])
+        .iter()
+        .map(|arn| {
+            let s = arn
+                .as_str()
+                .or_else(|| arn["Fn::Sub"].as_str())
+                .unwrap_or_else(|| panic!("{role_id}: managed policy {arn} is not a plain ARN"));
+            s.split_once(":policy/")
+                .map(|(_, name)| name.to_string())
+                .unwrap_or_else(|| panic!("{role_id}: {s} is not a managed policy ARN"))
+        })
+        .collect();
+    let mut docs: Vec<(String, Value)> = as_list(&role["Policies"])
+        .into_iter()
+        .map(|p| {
+            (
+                p["PolicyName"].as_str().unwrap_or("?").to_string(),
+                p["PolicyDocument"].clone(),
+            )
+        })
+        .collect();
+    // Policies attached from outside the role (AWS::IAM::Policy / ManagedPolicy naming it).
+    for (id, r) in res {
+        if matches!(
+            r["Type"].as_str(),
+            Some("AWS::IAM::Policy" | "AWS::IAM::ManagedPolicy")
+        ) && as_list(&r["Properties"]["Roles"])
+            .iter()
+            .any(|x| x["Ref"] == role_id.as_str())
+        {
+            docs.push((id.clone(), r["Properties"]["PolicyDocument"].clone()));
+        }
+    }
+    let mut grants = Vec::new();
+    for (policy, doc) in docs {
+        for st in as_list(&doc["Statement"]) {
+            assert!(
+                st.get("NotAction").is_none() && st.get("NotResource").is_none(),
+                "{role_id}/{policy}: NotAction/NotResource grant more than they name"
+            );
+            if st["Effect"] != "Allow" {
+                continue;
+            }
+            grants.push(Grant {
+                policy: policy.clone(),
+                actions: as_list(&st["Action"])
+                    .iter()
+                    .map(|a| a.as_str().expect("action string").to_string())
+                    .collect(),
+                resources: as_list(&st["Resource"]),
+            });
+        }
+    }
+    (managed, grants)
+}
+
+/// Part 2: the role grants exactly iam-actions.txt, plus what Lambda itself needs.
+fn assert_policy_matches_declared(name: &str) {
+    let functions = template_functions();
+    let logical_id = functions
+        .get(name)
+        .unwrap_or_else(|| panic!("template.yaml has no function with Binary: {name}"));
+    let declared = declared_actions(name);
+    assert!(
+        !declared.is_empty(),
+        "functions/{name}/iam-actions.txt is empty, so the template's policy for {logical_id} cannot be checked"
+    );
+    let in_vpc =
+        !rendered().template["Resources"][logical_id.as_str()]["Properties"]["VpcConfig"].is_null();
+    let (managed, grants) = role_of(logical_id);
+    for m in &managed {
+        let allowed = MANAGED_POLICIES
+            .iter()
+            .any(|(p, vpc_only)| p == m && (!vpc_only || in_vpc));
+        assert!(
+            allowed,
+            "{logical_id}: managed policy {m} is not allowed (see MANAGED_POLICIES)"
+        );
+    }
+    let lambda_needs: BTreeSet<String> = LAMBDA_NEEDS
+        .iter()
+        .filter(|(f, _, _)| *f == "*" || *f == name)
+        .map(|(_, a, _)| a.to_ascii_lowercase())
+        .collect();
+    let mut granted = BTreeSet::new();
+    for g in &grants {
+        for a in &g.actions {
+            assert!(
+                !a.contains('*') && !a.contains('?'),
+                "{logical_id}/{}: wildcard action {a}",
+                g.policy
+            );
+            granted.insert(a.clone());
+        }
+        if g.resources.iter().any(|r| r == "*") {
+            for a in &g.actions {
+                assert!(
+                    NO_RESOURCE_LEVEL.iter().any(|x| x.eq_ignore_ascii_case(a)),
+                    "{logical_id}/{}: {a} is granted on Resource \"*\" but IAM can scope it to a resource",
+                    g.policy
+                );
+            }
+        }
+    }
+    let granted_code: BTreeSet<String> = granted
+        .iter()
+        .filter(|a| !lambda_needs.contains(&a.to_ascii_lowercase()))
+        .cloned()
+        .collect();
+    let want = lower(&declared);
+    let have = lower(&granted_code);
+    let missing: Vec<&String> = declared
+        .iter()
+        .filter(|a| !have.contains(&a.to_ascii_lowercase()))
+        .collect();
+    let extra: Vec<&String> = granted_code
+        .iter()
+        .filter(|a| !want.contains(&a.to_ascii_lowercase()))
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{logical_id}'s role differs from functions/{name}/iam-actions.txt\n\
+         listed but not granted: {missing:?}\ngranted but not listed: {extra:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests: least privilege, per function
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn config_redeploy_code_calls_exactly_its_iam_actions() {
+    assert_code_matches_declared("config-redeploy");
+}
+
+#[test]
+fn config_redeploy_policy_grants_exactly_its_iam_actions() {
+    assert_policy_matches_declared("config-redeploy");
+}
+
+#[test]
+fn secret_rotation_code_calls_exactly_its_iam_actions() {
+    assert_code_matches_declared("secret-rotation");
+}
+
+#[test]
+fn secret_rotation_policy_grants_exactly_its_iam_actions() {
+    assert_policy_matches_declared("secret-rotation");
+}
+
+#[test]
+fn efs_backup_code_calls_exactly_its_iam_actions() {
+    assert_code_matches_declared("efs-backup");
+}
+
+#[test]
+fn efs_backup_policy_grants_exactly_its_iam_actions() {
+    assert_policy_matches_declared("efs-backup");
+}
+
+#[test]
+fn taskdef_janitor_code_calls_exactly_its_iam_actions() {
+    assert_code_matches_declared("taskdef-janitor");
+}
+
+#[test]
+fn taskdef_janitor_policy_grants_exactly_its_iam_actions() {
+    assert_policy_matches_declared("taskdef-janitor");
+}
+
+#[test]
+fn every_function_crate_is_in_the_template_and_checked_above() {
+    let in_template: Vec<String> = template_functions().into_keys().collect();
+    assert_eq!(in_template, function_names());
+    assert_eq!(
+        function_names(),
+        [
+            "config-redeploy",
+            "efs-backup",
+            "secret-rotation",
+            "taskdef-janitor"
+        ],
+        "a new function needs its two tests above"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scanner itself
+// ---------------------------------------------------------------------------------------------
+
+fn scan(src: &str) -> BTreeSet<String> {
+    actions_in_source(src).into_keys().collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn scanner_finds_calls_across_lines_fields_and_paginators() {
+    let src = r#"
+        async fn f(c: &Clients) {
+            let out = c
+                .s3
+                .put_object()
+                .bucket(b)
+                .send()
+                .await;
+            self.ecs.describe_services().cluster(x).send().await;
+            let mut pages = secretsmanager.list_secrets().into_paginator().send();
+            eventbridge.list_rules().send().await;
+            clients.scheduler . get_schedule ( ).name(n).send().await;
+        }
+    "#;
+    assert_eq!(
+        scan(src),
+        set(&[
+            "ecs:DescribeServices",
+            "events:ListRules",
+            "s3:PutObject",
+            "scheduler:GetSchedule",
+            "secretsmanager:ListSecrets",
+        ])
+    );
+}
+
+#[test]
+fn scanner_ignores_comments_strings_tests_and_non_operations() {
+    let src = r##"
+        // s3.delete_bucket() in a comment
+        /* ecs.delete_cluster() in a block /* nested */ comment */
+        /// doc: secretsmanager.delete_secret()
+        fn f() {
+            let s = "s3.delete_object()";
+            let r = r#"ecs.delete_service()"#;
+            let c = '"';
+            let client = s3.clone();
+            let conf = ecs.config();
+            let lifetime: &'static str = "x";
+            s3.get_object().bucket(b).send();
+        }
+        #[cfg(test)]
+        mod tests {
+            fn t() { s3.delete_bucket().send(); }
+        }
+    "##;
+    assert_eq!(scan(src), set(&["s3:GetObject"]));
+}
+
+#[test]
+fn scanner_maps_s3_data_plane_calls_through_the_table() {
+    let src = r#"
+        fn f() {
+            s3.create_multipart_upload().send();
+            s3.upload_part().send();
+            s3.complete_multipart_upload().send();
+            s3.abort_multipart_upload().send();
+            s3.head_object().key(k).send();
+            s3.list_objects_v2().prefix(p).send();
+            s3.list_object_versions().prefix(p).send();
+            s3.get_object().key(k).version_id(v).send();
+            s3.put_object_tagging().key(k).send();
+        }
+    "#;
+    assert_eq!(
+        scan(src),
+        set(&[
+            "s3:AbortMultipartUpload",
+            "s3:GetObject",
+            "s3:GetObjectVersion",
+            "s3:ListBucket",
+            "s3:ListBucketVersions",
+            "s3:PutObject",
+            "s3:PutObjectTagging",
+        ])
+    );
+    assert_eq!(
+        scan("fn f() { s3.get_object().set_version_id(v).send(); }"),
+        set(&["s3:GetObject", "s3:GetObjectVersion"])
+    );
+    assert_eq!(
+        scan("fn f() { s3.delete_object().key(k).version_id(v).send(); }"),
+        set(&["s3:DeleteObjectVersion"])
+    );
+    assert_eq!(
+        scan("fn f() { s3.get_object_tagging().key(k).version_id(v).send(); }"),
+        set(&["s3:GetObjectVersionTagging"])
+    );
+    assert_eq!(
+        scan("fn f() { s3.put_object().tagging(t).send(); }"),
+        set(&["s3:PutObject", "s3:PutObjectTagging"])
+    );
+    assert_eq!(
+        scan(
+            r#"fn f() { let src = format!("{b}/{k}?versionId={v}"); s3.copy_object().copy_source(src).send(); }"#
+        ),
+        set(&["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"])
+    );
+}
+
+#[test]
+fn scanner_counts_calls_through_shared_ecs() {
+    assert_eq!(
+        scan("fn f() { shared::ecs::redeploy(&c.ecs, a, b, None).await; }"),
+        set(&["ecs:DescribeServices", "ecs:UpdateService"])
+    );
+    assert_eq!(
+        scan("use shared::ecs; fn f() { ecs::describe(&c.ecs, a, b).await; }"),
+        set(&["ecs:DescribeServices"])
+    );
+    assert_eq!(
+        scan("use shared::ecs::{decide, force_new_deployment}; fn f() {}"),
+        set(&["ecs:UpdateService"])
+    );
+    assert_eq!(scan("use shared::ecs::decide; fn f() {}"), set(&[]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The rest of the template's promises
+// ---------------------------------------------------------------------------------------------
+
+fn raw(id: &str) -> &'static Value {
+    let r = &rendered().template["Resources"][id];
+    assert!(!r.is_null(), "template.yaml has no resource {id}");
+    r
+}
+
+/// A function property, or the Globals value when the function does not set it.
+fn function_property<'a>(id: &str, key: &str) -> &'a Value {
+    let own = &raw(id)["Properties"][key];
+    if own.is_null() {
+        &rendered().template["Globals"]["Function"][key]
+    } else {
+        own
+    }
+}
+
+#[test]
+fn functions_build_with_cargo_lambda_for_arm64_and_log_json() {
+    for (bin, id) in template_functions() {
+        let r = raw(&id);
+        assert_eq!(r["Metadata"]["BuildMethod"], "rust-cargolambda", "{id}");
+        assert_eq!(
+            r["Properties"]["CodeUri"], ".",
+            "{id}: CodeUri is the workspace root"
+        );
+        let manifest = std::fs::read_to_string(
+            paths::root()
+                .join("functions")
+                .join(&bin)
+                .join("Cargo.toml"),
+        )
+        .expect("the function's Cargo.toml");
+        assert!(
+            manifest.contains(&format!("name = \"{bin}\"")),
+            "{id}: functions/{bin} has no binary {bin}"
+        );
+        assert_eq!(function_property(&id, "Runtime"), "provided.al2023", "{id}");
+        assert_eq!(
+            function_property(&id, "Architectures"),
+            &serde_json::json!(["arm64"]),
+            "{id}"
+        );
+        assert_eq!(function_property(&id, "Handler"), "bootstrap", "{id}");
+        assert_eq!(
+            function_property(&id, "LoggingConfig")["LogFormat"],
+            "JSON",
+            "{id}"
+        );
+        let on_failure = &r["Properties"]["EventInvokeConfig"]["DestinationConfig"]["OnFailure"];
+        assert_eq!(
+            on_failure["Type"], "SNS",
+            "{id}: failures go to the alert topic"
+        );
+        assert_eq!(on_failure["Destination"]["Ref"], "AlertTopic", "{id}");
+    }
+}
+
+#[test]
+fn functions_get_the_settings_their_code_reads() {
+    let expected: [(&str, &[&str]); 4] = [
+        (
+            "config-redeploy",
+            &[
+                "CONFIG_BUCKET",
+                "CONFIG_PREFIX",
+                "ECS_CLUSTER",
+                "ECS_SERVICE",
+            ],
+        ),
+        (
+            "secret-rotation",
+            &[
+                "ROTATION_STRATEGY",
+                "EXCLUDE_CHARACTERS",
+                "PASSWORD_LENGTH",
+                "ECS_CLUSTER",
+                "ECS_SERVICE",
+            ],
+        ),
+        (
+            "efs-backup",
+            &[
+                "SOURCE_DIR",
+                "BACKUP_BUCKET",
+                "BACKUP_PREFIX",
+                "KEEP_SNAPSHOTS",
+                "RETENTION_DAYS",
+                "UPLOAD_CONCURRENCY",
+            ],
+        ),
+        (
+            "taskdef-janitor",
+            &[
+                "FAMILY_PREFIXES",
+                "KEEP_REVISIONS",
+                "DELETE_AFTER_DAYS",
+                "PURGE_PLAINTEXT",
+                "DRY_RUN",
+            ],
+        ),
+    ];
+    let functions = template_functions();
+    for (bin, vars) in expected {
+        let env = &raw(&functions[bin])["Properties"]["Environment"]["Variables"];
+        for v in vars {
+            assert!(!env[*v].is_null(), "{bin}: {v} is not set");
+        }
+        // every variable the template sets is one the code reads
+        let sources: String = rust_files(&paths::root().join("functions").join(bin).join("src"))
+            .iter()
+            .map(|f| std::fs::read_to_string(f).expect("read source"))
+            .collect();
+        if sources.contains("Env::from_process") {
+            for name in env.as_object().expect("variables").keys() {
+                assert!(
+                    sources.contains(&format!("\"{name}\"")),
+                    "{bin}: the template sets {name}, which functions/{bin}/src never reads"
+                );
+            }
+        }
+    }
+    let backup = &raw(&functions["efs-backup"]);
+    assert_eq!(
+        backup["Properties"]["Environment"]["Variables"]["SOURCE_DIR"],
+        "/mnt/wiki"
+    );
+    assert_eq!(
+        backup["Properties"]["FileSystemConfigs"][0]["LocalMountPath"],
+        "/mnt/wiki"
+    );
+}
+
+#[test]
+fn backup_lifecycle_outlives_every_kept_snapshot() {
+    let t = &rendered().template;
+    let allowed = t["Parameters"]["BackupRetentionDays"]["AllowedValues"]
+        .as_array()
+        .expect("BackupRetentionDays.AllowedValues");
+    for days in allowed {
+        let days = days.as_str().expect("string");
+        let n: u64 = days.parse().expect("a number of days");
+        assert_eq!(
+            t["Mappings"]["BackupLifecycle"][days]["NoncurrentDays"],
+            serde_json::json!(n + 1),
+            "noncurrent versions must live RETENTION_DAYS + 1 days ({days})"
+        );
+    }
+    let rules = raw("BackupBucket")["Properties"]["LifecycleConfiguration"]["Rules"]
+        .as_array()
+        .expect("lifecycle rules");
+    let expire = rules
+        .iter()
+        .find(|r| !r["NoncurrentVersionExpiration"].is_null())
+        .expect("a noncurrent-version rule");
+    assert_eq!(
+        expire["NoncurrentVersionExpiration"]["NoncurrentDays"]["Fn::FindInMap"],
+        serde_json::json!(["BackupLifecycle", {"Ref": "BackupRetentionDays"}, "NoncurrentDays"])
+    );
+    assert!(
+        expire["NoncurrentVersionExpiration"]["NewerNoncurrentVersions"].is_null(),
+        "a version-count limit could expire versions a kept snapshot references"
+    );
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 1)
+    );
+    let functions = template_functions();
+    assert_eq!(
+        raw(&functions["efs-backup"])["Properties"]["Environment"]["Variables"]["RETENTION_DAYS"]["Ref"],
+        "BackupRetentionDays"
+    );
+    assert_eq!(
+        raw("BackupBucket")["Properties"]["VersioningConfiguration"]["Status"],
+        "Enabled"
+    );
+}
+
+#[test]
+fn wiki_tasks_get_credentials_through_secrets_and_uploads_through_efs_iam() {
+    for id in ["WikiTaskDefinition", "SchemaTaskDefinition"] {
+        let td = &raw(id)["Properties"];
+        assert_ne!(
+            td["ExecutionRoleArn"], td["TaskRoleArn"],
+            "{id}: task and execution roles differ"
+        );
+        let container = &td["ContainerDefinitions"][0];
+        for var in as_list(&container["Environment"]) {
+            let name = var["Name"].as_str().expect("name").to_ascii_uppercase();
+            assert!(
+                !["PASSWORD", "SECRET", "TOKEN", "_KEY", "_USER"]
+                    .iter()
+                    .any(|w| name.contains(w)),
+                "{id}: {name} is a plaintext environment variable; use secrets/valueFrom"
+            );
+        }
+        let secrets: Vec<String> = as_list(&container["Secrets"])
+            .iter()
+            .map(|s| s["Name"].as_str().expect("name").to_string())
+            .collect();
+        for s in ["DB_USER", "DB_PASSWORD", "WIKI_SECRET_KEY"] {
+            assert!(secrets.contains(&s.to_string()), "{id}: {s} not in secrets");
+        }
+    }
+    let schema = &raw("SchemaTaskDefinition")["Properties"]["ContainerDefinitions"][0];
+    assert_eq!(
+        schema["Command"],
+        serde_json::json!(["wiki-boot", "schema"])
+    );
+    assert_eq!(
+        raw("SchemaTaskDefinition")["Properties"]["ContainerDefinitions"][0]["Image"],
+        raw("WikiTaskDefinition")["Properties"]["ContainerDefinitions"][0]["Image"],
+        "the schema task runs the wiki's image"
+    );
+    let wiki = &raw("WikiTaskDefinition")["Properties"];
+    let volume = &wiki["Volumes"][0]["EFSVolumeConfiguration"];
+    assert_eq!(volume["TransitEncryption"], "ENABLED");
+    assert_eq!(volume["AuthorizationConfig"]["IAM"], "ENABLED");
+    assert_eq!(
+        volume["AuthorizationConfig"]["AccessPointId"]["Ref"],
+        "WikiAccessPoint"
+    );
+    assert_eq!(
+        wiki["ContainerDefinitions"][0]["MountPoints"][0]["ContainerPath"],
+        "/var/www/html/images"
+    );
+    for ap in ["WikiAccessPoint", "BackupAccessPoint"] {
+        let user = &raw(ap)["Properties"]["PosixUser"];
+        assert_eq!(
+            (user["Uid"].as_str(), user["Gid"].as_str()),
+            (Some("33"), Some("33")),
+            "{ap}"
+        );
+    }
+    let service = &raw("WikiService")["Properties"];
+    assert_eq!(
+        service["DeploymentConfiguration"]["DeploymentCircuitBreaker"],
+        serde_json::json!({"Enable": true, "Rollback": true})
+    );
+    assert_eq!(
+        raw("WikiTargetGroup")["Properties"]["HealthCheckPath"],
+        "/api.php?action=query&meta=siteinfo&format=json"
+    );
+    let rule = &raw("SchemaOnDeployRule")["Properties"];
+    assert_eq!(
+        rule["EventPattern"]["detail"]["eventName"],
+        serde_json::json!(["SERVICE_DEPLOYMENT_IN_PROGRESS"])
+    );
+    assert_eq!(
+        rule["Targets"][0]["EcsParameters"]["TaskDefinitionArn"]["Ref"],
+        "SchemaTaskDefinition"
+    );
+}
+
+#[test]
+fn database_requires_tls_and_rotates_through_secret_rotation() {
+    assert_eq!(
+        raw("DbParameterGroup")["Properties"]["Parameters"]["require_secure_transport"],
+        "1"
+    );
+    let db = &raw("Database")["Properties"];
+    assert_eq!(db["StorageEncrypted"], true);
+    assert_eq!(db["Engine"], "mysql");
+    assert!(
+        db["EngineVersion"]
+            .as_str()
+            .is_some_and(|v| v.starts_with('8'))
+    );
+    let rotation = &raw("DbSecretRotation")["Properties"];
+    assert_eq!(
+        rotation["RotationLambdaARN"]["Fn::GetAtt"],
+        serde_json::json!(["SecretRotationFunction", "Arn"])
+    );
+    let permission = &raw("SecretRotationInvokePermission")["Properties"];
+    assert_eq!(permission["Principal"], "secretsmanager.amazonaws.com");
+    assert_eq!(permission["SourceArn"]["Ref"], "DbSecret");
+    let secret =
+        raw("DbSecret")["Properties"]["GenerateSecretString"]["SecretStringTemplate"].to_string();
+    assert!(
+        secret.contains("masterarn"),
+        "the alternating strategy needs masterarn"
+    );
+}
