@@ -20,7 +20,7 @@ const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// Writes a deployment's ledger.
-pub async fn put_ledger(s3: &Client, bucket: &str, l: &Ledger) -> Result<(), Error> {
+pub async fn put_ledger(s3: &Client, bucket: &str, home: &str, l: &Ledger) -> Result<(), Error> {
     let target = Target {
         cluster: l.cluster.clone(),
         service: l.service.clone(),
@@ -29,7 +29,7 @@ pub async fn put_ledger(s3: &Client, bucket: &str, l: &Ledger) -> Result<(), Err
         .map_err(|e| Error::Partial(format!("ledger of {}: {e}", l.deployment_id)))?;
     s3.put_object()
         .bucket(bucket)
-        .key(ledger::key(&target, &l.deployment_id))
+        .key(ledger::key(home, &target, &l.deployment_id))
         .content_type("application/json")
         .body(ByteStream::from(body))
         .send()

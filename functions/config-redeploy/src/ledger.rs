@@ -1,9 +1,10 @@
 //! The deployment ledger: which object versions a deployment started by this function rolled out.
 //!
-//! One small JSON object per deployment, in the config bucket under the reserved prefix
-//! `.wikiops/` (never routed, never served by the wiki, events for it are ignored):
-//! `.wikiops/deployments/<cluster>/<service>/<deployment-id>.json`. A failed deployment
-//! without a ledger was not started by this function and is left to ECS.
+//! One small JSON object per deployment, in the config bucket, in the reserved folder
+//! `.wikiops/` under the service's configuration prefix (the wiki's boot program never copies
+//! it, events for it are ignored, and the function's IAM policy on `<prefix>*` covers it):
+//! `<prefix>.wikiops/deployments/<cluster>/<service>/<deployment-id>.json`. A failed
+//! deployment without a ledger was not started by this function and is left to ECS.
 
 use std::collections::BTreeMap;
 
@@ -12,18 +13,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::settings::Target;
 
-/// Keys under this prefix belong to this function.
+/// The folder, under a configuration prefix, that belongs to this function.
 pub const RESERVED_PREFIX: &str = ".wikiops/";
+
+/// Whether `key` lies in a `.wikiops/` folder (at the bucket root or under any prefix).
+pub fn is_reserved(key: &str) -> bool {
+    key.starts_with(RESERVED_PREFIX) || key.contains("/.wikiops/")
+}
 
 /// Object metadata on a restored version: the version it replaced (`deleted` for a delete marker).
 pub const META_ROLLBACK_OF: &str = "wikiops-rollback-of";
 /// Object metadata on a restored version: the failed deployment it undid.
 pub const META_ROLLBACK_FOR: &str = "wikiops-rollback-for";
 
-/// The ledger key of a deployment.
-pub fn key(target: &Target, deployment_id: &str) -> String {
+/// The ledger key of a deployment of `target`, whose configuration lives under `prefix`.
+pub fn key(prefix: &str, target: &Target, deployment_id: &str) -> String {
     format!(
-        "{RESERVED_PREFIX}deployments/{}/{}/{deployment_id}.json",
+        "{prefix}{RESERVED_PREFIX}deployments/{}/{}/{deployment_id}.json",
         target.cluster, target.service
     )
 }
@@ -80,9 +86,17 @@ mod tests {
             service: "web".into(),
         };
         assert_eq!(
-            key(&t, "ecs-svc/123"),
+            key("", &t, "ecs-svc/123"),
             ".wikiops/deployments/wiki/web/ecs-svc/123.json"
         );
+        assert_eq!(
+            key("config/", &t, "ecs-svc/123"),
+            "config/.wikiops/deployments/wiki/web/ecs-svc/123.json"
+        );
+        assert!(is_reserved(&key("config/", &t, "x")));
+        assert!(is_reserved(".wikiops/x"));
+        assert!(!is_reserved("config/wikiops/x"));
+        assert!(!is_reserved("config/x.wikiops/y"));
         let l = Ledger {
             kind: Kind::Config,
             cluster: "wiki".into(),

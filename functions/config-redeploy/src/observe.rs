@@ -15,10 +15,11 @@ use crate::validate::{self, HEADER_BYTES};
 pub async fn ledger(
     s3: &Client,
     bucket: &str,
+    home: &str,
     target: &Target,
     deployment_id: &str,
 ) -> Result<Option<Ledger>, Error> {
-    let key = ledger::key(target, deployment_id);
+    let key = ledger::key(home, target, deployment_id);
     let out = match s3.get_object().bucket(bucket).key(&key).send().await {
         Ok(out) => out,
         Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),

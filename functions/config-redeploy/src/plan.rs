@@ -14,7 +14,7 @@ use serde::Serialize;
 use shared::ecs::{self, Decision, ServiceState};
 
 use crate::event::{Change, ObjectEvent};
-use crate::ledger::{Ledger, RESERVED_PREFIX, Rolled};
+use crate::ledger::{Ledger, RESERVED_PREFIX, Rolled, is_reserved};
 use crate::settings::{Settings, Target};
 use crate::validate::{self, Problem};
 
@@ -52,11 +52,6 @@ pub fn is_folder_marker(key: &str) -> bool {
     key.ends_with('/')
 }
 
-/// Whether `key` belongs to this function (`.wikiops/…`).
-pub fn is_reserved(key: &str) -> bool {
-    key.starts_with(RESERVED_PREFIX)
-}
-
 /// Sorts object events into skipped ones and per-service work.
 pub fn route(events: &[ObjectEvent], settings: &Settings) -> Routed {
     let mut out = Routed::default();
@@ -65,7 +60,7 @@ pub fn route(events: &[ObjectEvent], settings: &Settings) -> Routed {
             Some(format!("bucket {} is not CONFIG_BUCKET", e.bucket))
         } else if is_reserved(&e.key) {
             Some(format!(
-                "{RESERVED_PREFIX} is reserved for config-redeploy's own records"
+                "{RESERVED_PREFIX} folders hold config-redeploy's own records"
             ))
         } else if is_folder_marker(&e.key) {
             Some("folder marker".to_string())
@@ -396,16 +391,18 @@ mod tests {
             ev("de/shared/skin.css", Some(1)),
             ev("images/", Some(1)),
             ev(".wikiops/deployments/wiki/web/ecs-svc/1.json", Some(1)),
+            ev("de/.wikiops/deployments/wiki/de/ecs-svc/1.json", Some(1)),
             other,
             tag,
         ];
         let r = route(&events, &s);
         let reasons: Vec<_> = r.skipped.iter().map(|k| k.reason.as_str()).collect();
-        assert_eq!(reasons.len(), 4, "{reasons:?}");
+        assert_eq!(reasons.len(), 5, "{reasons:?}");
         assert!(reasons[0].contains("folder marker"));
-        assert!(reasons[1].contains("reserved"));
-        assert!(reasons[2].contains("CONFIG_BUCKET"));
-        assert!(reasons[3].contains("ObjectTagging:Put"));
+        assert!(reasons[1].contains("own records"));
+        assert!(reasons[2].contains("own records"));
+        assert!(reasons[3].contains("CONFIG_BUCKET"));
+        assert!(reasons[4].contains("ObjectTagging:Put"));
         assert_eq!(r.work.len(), 2);
         let web_keys: Vec<_> = r.work[&web()].iter().map(|e| e.key.as_str()).collect();
         assert_eq!(web_keys, vec!["LocalSettings.php", "de/shared/skin.css"]);

@@ -103,7 +103,7 @@ async fn changes(
     let (s3, bucket) = (&clients.s3, settings.bucket.as_str());
     let service = ecs::describe(&clients.ecs, &target.cluster, &target.service).await?;
     let primary_ledger = match service.primary() {
-        Some(p) => observe::ledger(s3, bucket, target, &p.id).await?,
+        Some(p) => observe::ledger(s3, bucket, settings.home_of(target), target, &p.id).await?,
         None => None,
     };
     let objects = observe::objects(s3, bucket, &settings.prefixes_of(target)).await?;
@@ -185,7 +185,7 @@ async fn changes(
                     rollback_of: None,
                     rolled_back_by: None,
                 };
-                apply::put_ledger(s3, bucket, &ledger).await.map_err(|e| {
+                apply::put_ledger(s3, bucket, settings.home_of(target), &ledger).await.map_err(|e| {
                     Error::Partial(format!(
                         "deployment {id} of {target} started, but its ledger was not written (no automatic rollback for it): {e}"
                     ))
@@ -221,7 +221,7 @@ async fn deployment(
     };
     let ledger = match target {
         Some(t) if d.event_name == crate::event::DEPLOYMENT_FAILED => {
-            observe::ledger(s3, bucket, t, &d.deployment_id).await?
+            observe::ledger(s3, bucket, settings.home_of(t), t, &d.deployment_id).await?
         }
         _ => None,
     };
@@ -255,7 +255,7 @@ async fn deployment(
         )));
     }
     let primary_ledger = match service.primary() {
-        Some(p) => observe::ledger(s3, bucket, target, &p.id).await?,
+        Some(p) => observe::ledger(s3, bucket, settings.home_of(target), target, &p.id).await?,
         None => None,
     };
     let plan_json = serde_json::to_string(&keys).unwrap_or_default();
@@ -341,9 +341,9 @@ async fn deployment(
         rollback_of: Some(d.deployment_id.clone()),
         rolled_back_by: None,
     };
-    apply::put_ledger(s3, bucket, &ledger).await?;
+    apply::put_ledger(s3, bucket, settings.home_of(target), &ledger).await?;
     failed_ledger.rolled_back_by = Some(id.clone());
-    apply::put_ledger(s3, bucket, &failed_ledger).await?;
+    apply::put_ledger(s3, bucket, settings.home_of(target), &failed_ledger).await?;
     summary.rolled_back.push(RolledBack {
         cluster: target.cluster.clone(),
         service: target.service.clone(),

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use shared::{Env, SettingsError};
 
-use crate::ledger::RESERVED_PREFIX;
+use crate::ledger::{RESERVED_PREFIX, is_reserved};
 
 /// Default bound on a configuration object's size (`MAX_CONFIG_BYTES`): 1 MiB.
 pub const DEFAULT_MAX_CONFIG_BYTES: u64 = 1024 * 1024;
@@ -110,7 +110,7 @@ impl Settings {
             } else {
                 "CONFIG_ROUTES"
             };
-            if r.prefix.starts_with(RESERVED_PREFIX) {
+            if is_reserved(&format!("{}/", r.prefix)) {
                 return Err(SettingsError::malformed(
                     var,
                     format!("a prefix may not lie under the reserved {RESERVED_PREFIX}"),
@@ -157,6 +157,16 @@ impl Settings {
         let first = found.next()?;
         // An old-format ARN without a cluster must name one target only.
         found.all(|t| t == first).then_some(first)
+    }
+
+    /// Where `target`'s ledger lives: its shortest routed prefix (`<prefix>.wikiops/…`).
+    pub fn home_of(&self, target: &Target) -> &str {
+        self.routes
+            .iter()
+            .filter(|r| &r.target == target)
+            .map(|r| r.prefix.as_str())
+            .min_by_key(|p| p.len())
+            .unwrap_or("")
     }
 
     /// The prefixes routed to `target`.
@@ -271,6 +281,8 @@ mod tests {
             s.prefixes_of(&target("wiki", "web")),
             vec!["main/", "shared/"]
         );
+        assert_eq!(s.home_of(&target("wiki", "web")), "main/");
+        assert_eq!(s.home_of(&target("x", "web")), "b/");
         // Two clusters run a service named web: an ARN without cluster is ambiguous.
         assert_eq!(s.target_for_service(None, "web"), None);
         assert_eq!(s.route_for("x"), None);
