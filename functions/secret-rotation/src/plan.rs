@@ -374,7 +374,13 @@ pub enum Which {
     Pending,
     Current,
     Previous,
+    /// A version with no label (a rotation abandoned after setSecret left the live
+    /// password there).
+    Unlabelled,
 }
+
+/// How many unlabelled versions the single-user setSecret tries as a last resort.
+pub const MAX_UNLABELLED_TRIES: usize = 10;
 
 /// The login attempts of the single-user setSecret, in order: the pending password (already
 /// set?), then the current, then the previous (a rotation interrupted after the change but

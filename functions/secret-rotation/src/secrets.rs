@@ -83,6 +83,31 @@ pub async fn db_secret(
         .map_err(|e| Error::Rejected(format!("{stage} of secret {secret_id}: {e}")))
 }
 
+/// A version's value by id alone (any label or none); `None` when it has no value.
+pub async fn db_secret_version(
+    secretsmanager: &Client,
+    secret_id: &str,
+    version_id: &str,
+) -> Result<Option<DbSecret>, Error> {
+    let out = secretsmanager
+        .get_secret_value()
+        .secret_id(secret_id)
+        .version_id(version_id)
+        .send()
+        .await;
+    match out {
+        Ok(o) => Ok(o.secret_string().and_then(|s| DbSecret::parse(s).ok())),
+        Err(e) => {
+            let e = Error::aws(SERVICE, "GetSecretValue", e);
+            if e.aws_code() == Some("ResourceNotFoundException") {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
 /// A version's value that must exist.
 pub async fn require_db_secret(
     secretsmanager: &Client,
@@ -160,13 +185,26 @@ pub async fn move_current(
     Ok(())
 }
 
-/// When version `token` was created (ListSecretVersionIds).
+/// When version `token` was created (GetSecretValue reports it with the value).
 pub async fn version_created(
     secretsmanager: &Client,
     secret_id: &str,
     token: &str,
 ) -> Result<Option<DateTime<Utc>>, Error> {
+    let out = secretsmanager
+        .get_secret_value()
+        .secret_id(secret_id)
+        .version_id(token)
+        .send()
+        .await
+        .map_err(|e| Error::aws(SERVICE, "GetSecretValue", e))?;
+    Ok(out.created_date().and_then(shared::aws::to_utc))
+}
+
+/// Every version id of the secret, labelled or not, newest first (ListSecretVersionIds).
+pub async fn version_ids(secretsmanager: &Client, secret_id: &str) -> Result<Vec<String>, Error> {
     let mut next: Option<String> = None;
+    let mut versions = Vec::new();
     loop {
         let out = secretsmanager
             .list_secret_version_ids()
@@ -176,16 +214,19 @@ pub async fn version_created(
             .send()
             .await
             .map_err(|e| Error::aws(SERVICE, "ListSecretVersionIds", e))?;
-        if let Some(v) = out
-            .versions()
-            .iter()
-            .find(|v| v.version_id() == Some(token))
-        {
-            return Ok(v.created_date().and_then(shared::aws::to_utc));
+        for v in out.versions() {
+            if let Some(id) = v.version_id() {
+                versions.push((
+                    v.created_date().and_then(shared::aws::to_utc),
+                    id.to_string(),
+                ));
+            }
         }
-        match out.next_token() {
+        match out.next_token().filter(|t| !t.is_empty()) {
             Some(t) => next = Some(t.to_string()),
-            None => return Ok(None),
+            None => break,
         }
     }
+    versions.sort_by_key(|v| std::cmp::Reverse(v.0));
+    Ok(versions.into_iter().map(|(_, id)| id).collect())
 }

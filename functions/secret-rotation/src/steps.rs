@@ -249,67 +249,116 @@ async fn set_single(
     pending: &DbSecret,
     options: &ConnectOptions,
 ) -> Result<Value, Error> {
+    let sm = &clients.secretsmanager;
     let target = endpoint(pending)?;
-    let previous = secrets::db_secret(&clients.secretsmanager, &event.secret_id, None, AWSPREVIOUS)
-        .await
-        .ok()
-        .flatten();
-    let attempts = plan::single_user_attempts(pending, current, previous.as_ref());
+    let meta = secrets::describe(sm, &event.secret_id).await?;
+    let previous = match meta.version_with(AWSPREVIOUS) {
+        Some(v) => secrets::db_secret(sm, &event.secret_id, Some(v), AWSPREVIOUS)
+            .await
+            .ok()
+            .flatten(),
+        None => None,
+    };
     let mut refused = Vec::new();
-    for which in attempts {
+    for which in plan::single_user_attempts(pending, current, previous.as_ref()) {
         let login = match which {
             Which::Pending => pending,
-            Which::Current => current,
             Which::Previous => previous.as_ref().unwrap_or(current),
+            _ => current,
         };
-        let dbname = pending.dbname.as_deref();
-        match db::connect(&target, &login.username, &login.password, dbname, options).await {
-            Ok(session) if which == Which::Pending => {
-                session.close().await;
-                return Ok(json!({"strategy": "single", "outcome": "password_already_set"}));
-            }
-            Ok(mut session) => {
-                let statement = plan::own_password_change(
-                    session.flavor,
-                    &pending.password,
-                    None,
-                    session.escaping,
-                )?;
-                if event.dry_run {
-                    session.close().await;
-                    return Ok(
-                        json!({"strategy": "single", "outcome": "planned", "login": which, "statements": [statement]}),
-                    );
-                }
-                let mut result = session.execute(&statement).await;
-                if result.as_ref().err().and_then(DbError::code) == Some(MISSING_CURRENT_PASSWORD) {
-                    let statement = plan::own_password_change(
-                        session.flavor,
-                        &pending.password,
-                        Some(&login.password),
-                        session.escaping,
-                    )?;
-                    result = session.execute(&statement).await;
-                }
-                session.close().await;
-                result.map_err(|e| with_context(e, "changing the user's own password"))?;
-                metrics::counter!("PasswordsSet").increment(1);
-                tracing::info!(secret_id = %event.secret_id, username = %pending.username, login = ?which, "password changed");
-                return Ok(
-                    json!({"strategy": "single", "outcome": "password_set", "login": which}),
-                );
-            }
-            Err(DbError::LoginRefused { code, message }) => {
-                refused.push(format!("{which:?}: {code} {message}"));
-            }
-            Err(other) => return Err(other.into()),
+        if let Some(done) = single_login(event, &target, which, login, pending, options).await? {
+            return Ok(done);
+        }
+        refused.push(format!("{which:?}"));
+    }
+    // Last resort: versions without a label (newest first) that hold this user's password.
+    let labelled: Vec<&String> = meta
+        .versions
+        .keys()
+        .filter(|v| !meta.versions[*v].is_empty())
+        .collect();
+    let tried = [&pending.password, &current.password];
+    let mut unlabelled = 0;
+    for id in secrets::version_ids(sm, &event.secret_id).await? {
+        if labelled.contains(&&id) || unlabelled >= plan::MAX_UNLABELLED_TRIES {
+            continue;
+        }
+        unlabelled += 1;
+        let Ok(Some(old)) = secrets::db_secret_version(sm, &event.secret_id, &id).await else {
+            continue;
+        };
+        if old.username != pending.username
+            || tried.contains(&&old.password)
+            || previous
+                .as_ref()
+                .is_some_and(|p| p.password == old.password)
+        {
+            continue;
+        }
+        if let Some(done) =
+            single_login(event, &target, Which::Unlabelled, &old, pending, options).await?
+        {
+            return Ok(done);
         }
     }
     Err(Error::Rejected(format!(
-        "user {} logs in with none of the stored passwords ({})",
+        "user {} logs in with none of the stored passwords (tried {} and {unlabelled} unlabelled versions)",
         pending.username,
-        refused.join("; ")
+        refused.join(", ")
     )))
+}
+
+/// Logs in with `login`; with the pending password that means done, with another one the
+/// user changes its own password to the pending one. `None`: the login was refused.
+async fn single_login(
+    event: &RotationEvent,
+    target: &Endpoint,
+    which: Which,
+    login: &DbSecret,
+    pending: &DbSecret,
+    options: &ConnectOptions,
+) -> Result<Option<Value>, Error> {
+    let dbname = pending.dbname.as_deref();
+    let mut session =
+        match db::connect(target, &login.username, &login.password, dbname, options).await {
+            Ok(s) => s,
+            Err(DbError::LoginRefused { code, message }) => {
+                tracing::info!(login = ?which, code, message, "login refused");
+                return Ok(None);
+            }
+            Err(other) => return Err(other.into()),
+        };
+    if which == Which::Pending {
+        session.close().await;
+        return Ok(Some(
+            json!({"strategy": "single", "outcome": "password_already_set"}),
+        ));
+    }
+    let statement =
+        plan::own_password_change(session.flavor, &pending.password, None, session.escaping)?;
+    if event.dry_run {
+        session.close().await;
+        return Ok(Some(
+            json!({"strategy": "single", "outcome": "planned", "login": which, "statements": [statement]}),
+        ));
+    }
+    let mut result = session.execute(&statement).await;
+    if result.as_ref().err().and_then(DbError::code) == Some(MISSING_CURRENT_PASSWORD) {
+        let statement = plan::own_password_change(
+            session.flavor,
+            &pending.password,
+            Some(&login.password),
+            session.escaping,
+        )?;
+        result = session.execute(&statement).await;
+    }
+    session.close().await;
+    result.map_err(|e| with_context(e, "changing the user's own password"))?;
+    metrics::counter!("PasswordsSet").increment(1);
+    tracing::info!(secret_id = %event.secret_id, username = %pending.username, login = ?which, "password changed");
+    Ok(Some(
+        json!({"strategy": "single", "outcome": "password_set", "login": which}),
+    ))
 }
 
 async fn test(

@@ -1,0 +1,805 @@
+//! secret-rotation through its real binary, against the bench MariaDB (TLS, verified against
+//! the bench CA given as DB_CA_BUNDLE) and moto's Secrets Manager and ECS.
+//!
+//! Secrets Manager's part is played by the test: `RotateSecret` puts the secret in the
+//! rotation state (rotation enabled, an AWSPENDING version without a value); moto then fails
+//! to find the rotation Lambda (`ResourceNotFoundException`) and leaves that state as is, so
+//! no Lambda is ever invoked by moto. The test then invokes the binary with each step's event,
+//! as Secrets Manager does. After a finished rotation Secrets Manager drops AWSPENDING from the
+//! AWSCURRENT version before the next one; moto does not (it refuses the next RotateSecret),
+//! so the test does it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use aws_sdk_secretsmanager::types::RotationRulesType;
+use mysql_async::prelude::Queryable;
+use serde_json::{Value, json};
+use wikiops_tests::{FunctionError, Lambda, MariaDb, Moto, events};
+
+const EXAMPLE_ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:wiki/db-AbCdEf";
+const EXAMPLE_TOKEN: &str = "9f1c8a52-3d4e-4b7a-9a61-2f0e8c5d7b13";
+const ROTATION_LAMBDA: &str = "arn:aws:lambda:us-east-1:123456789012:function:secret-rotation";
+const STEPS: [&str; 4] = ["create", "set", "test", "finish"];
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Strategy {
+    Alternating,
+    Single,
+}
+
+struct Bench {
+    moto: Moto,
+    db: MariaDb,
+    sm: aws_sdk_secretsmanager::Client,
+    ecs: aws_sdk_ecs::Client,
+    secret_arn: String,
+    master_arn: String,
+    strategy: Strategy,
+}
+
+fn token() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+async fn bench(strategy: Strategy) -> Bench {
+    let (moto, db) = tokio::join!(Moto::start(), MariaDb::start());
+    let mut admin = db.admin().await;
+    admin
+        .query_drop(
+            "CREATE USER 'wiki'@'%' IDENTIFIED BY 'Initial_pw.1' REQUIRE SSL \
+             WITH MAX_USER_CONNECTIONS 50",
+        )
+        .await
+        .unwrap();
+    admin
+        .query_drop("GRANT SELECT, INSERT, UPDATE, DELETE, CREATE ON wiki.* TO 'wiki'@'%'")
+        .await
+        .unwrap();
+    admin
+        .query_drop("CREATE TABLE wiki.page (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    admin
+        .query_drop("GRANT SELECT (id) ON wiki.page TO 'wiki'@'%' WITH GRANT OPTION")
+        .await
+        .unwrap();
+    admin.disconnect().await.unwrap();
+
+    let sm = moto.secretsmanager().await;
+    // What RDS creates for ManageMasterUserPassword: user name and password only.
+    let master_arn = sm
+        .create_secret()
+        .name("rds!db-0a1b2c3d")
+        .secret_string(
+            json!({"username": db.admin_user, "password": db.admin_password}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
+    let mut secret = json!({
+        "engine": "mariadb",
+        "host": "localhost",
+        "port": db.port,
+        "username": "wiki",
+        "password": "Initial_pw.1",
+        "dbname": "wiki",
+        "dbInstanceIdentifier": "wikidb",
+    });
+    if strategy == Strategy::Alternating {
+        secret["masterarn"] = json!(master_arn);
+    }
+    let secret_arn = sm
+        .create_secret()
+        .name("wiki/db")
+        .secret_string(secret.to_string())
+        .send()
+        .await
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
+    moto.ecs_service("wiki", "web", "wiki-web").await;
+    moto.ecs_service("wiki", "jobs", "wiki-jobs").await;
+    let ecs = moto.ecs().await;
+    Bench {
+        moto,
+        db,
+        sm,
+        ecs,
+        secret_arn,
+        master_arn,
+        strategy,
+    }
+}
+
+impl Bench {
+    fn env(&self) -> Vec<(String, String)> {
+        let mut env = self.moto.env();
+        env.extend(
+            [
+                ("DB_CA_BUNDLE", self.db.ca_path.display().to_string()),
+                ("ECS_CLUSTER", "wiki".into()),
+                ("ECS_SERVICE", "web, jobs".into()),
+                ("DB_CONNECT_TIMEOUT_SECONDS", "5".into()),
+                (
+                    "ROTATION_STRATEGY",
+                    match self.strategy {
+                        Strategy::Alternating => "alternating",
+                        Strategy::Single => "single",
+                    }
+                    .into(),
+                ),
+            ]
+            .map(|(k, v)| (k.to_string(), v)),
+        );
+        env
+    }
+
+    async fn lambda(&self) -> Lambda {
+        Lambda::start("secret-rotation", self.env()).await
+    }
+
+    async fn lambda_with(&self, changes: &[(&str, Option<&str>)]) -> Lambda {
+        let mut env = self.env();
+        for (k, v) in changes {
+            env.retain(|(name, _)| name != k);
+            if let Some(v) = v {
+                env.push((k.to_string(), v.to_string()));
+            }
+        }
+        Lambda::start("secret-rotation", env).await
+    }
+
+    fn event(&self, step: &str, token: &str) -> Value {
+        events::load_with(
+            &format!("secret-rotation-{step}-secret"),
+            &[(EXAMPLE_ARN, &self.secret_arn), (EXAMPLE_TOKEN, token)],
+        )
+    }
+
+    async fn stages(&self) -> std::collections::HashMap<String, Vec<String>> {
+        self.sm
+            .describe_secret()
+            .secret_id(&self.secret_arn)
+            .send()
+            .await
+            .unwrap()
+            .version_ids_to_stages()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// What Secrets Manager does when a rotation starts (see the module comment).
+    async fn start_rotation(&self, token: &str) {
+        for (v, stages) in self.stages().await {
+            if stages.iter().any(|s| s == "AWSPENDING") && stages.iter().any(|s| s == "AWSCURRENT")
+            {
+                self.sm
+                    .update_secret_version_stage()
+                    .secret_id(&self.secret_arn)
+                    .version_stage("AWSPENDING")
+                    .remove_from_version_id(v)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+        let err = self
+            .sm
+            .rotate_secret()
+            .secret_id(&self.secret_arn)
+            .client_request_token(token)
+            .rotation_lambda_arn(ROTATION_LAMBDA)
+            .rotation_rules(
+                RotationRulesType::builder()
+                    .automatically_after_days(30)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect_err("moto has no rotation Lambda to invoke");
+        assert_eq!(
+            aws_sdk_secretsmanager::error::ProvideErrorMetadata::code(&err),
+            Some("ResourceNotFoundException"),
+            "{err:?}"
+        );
+        let d = self
+            .sm
+            .describe_secret()
+            .secret_id(&self.secret_arn)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(d.rotation_enabled(), Some(true));
+        assert_eq!(
+            d.version_ids_to_stages().unwrap()[token],
+            vec!["AWSPENDING".to_string()],
+            "rotation state"
+        );
+    }
+
+    async fn step(&self, lambda: &Lambda, step: &str, token: &str) -> Value {
+        lambda
+            .invoke(self.event(step, token))
+            .await
+            .unwrap_or_else(|e| panic!("{step} failed: {e}"))
+    }
+
+    async fn steps(&self, lambda: &Lambda, token: &str, steps: &[&str]) {
+        for s in steps {
+            self.step(lambda, s, token).await;
+        }
+    }
+
+    async fn rotate(&self, lambda: &Lambda) -> String {
+        let t = token();
+        self.start_rotation(&t).await;
+        self.steps(lambda, &t, &STEPS).await;
+        t
+    }
+
+    async fn version(&self, stage: &str) -> (String, Value) {
+        let out = self
+            .sm
+            .get_secret_value()
+            .secret_id(&self.secret_arn)
+            .version_stage(stage)
+            .send()
+            .await
+            .unwrap();
+        (
+            out.version_id().unwrap().to_string(),
+            serde_json::from_str(out.secret_string().unwrap()).unwrap(),
+        )
+    }
+
+    async fn pending(&self, token: &str) -> Value {
+        let out = self
+            .sm
+            .get_secret_value()
+            .secret_id(&self.secret_arn)
+            .version_id(token)
+            .version_stage("AWSPENDING")
+            .send()
+            .await
+            .unwrap();
+        serde_json::from_str(out.secret_string().unwrap()).unwrap()
+    }
+
+    async fn login(&self, secret: &Value) -> Result<(), mysql_async::Error> {
+        let mut c = self
+            .db
+            .try_connect(
+                secret["username"].as_str().unwrap(),
+                secret["password"].as_str().unwrap(),
+            )
+            .await?;
+        let one: Option<i64> = c.query_first("SELECT 1 FROM wiki.page LIMIT 1").await?;
+        assert_eq!(one, None);
+        c.disconnect().await
+    }
+
+    async fn admin_query(&self, sql: &str) -> Vec<String> {
+        let mut c = self.db.admin().await;
+        let rows: Vec<mysql_async::Row> = c.query(sql).await.unwrap();
+        c.disconnect().await.unwrap();
+        rows.into_iter()
+            .map(|r| {
+                let v: Option<String> = r.get(0);
+                v.unwrap_or_default()
+            })
+            .collect()
+    }
+
+    async fn grants(&self, user: &str) -> Vec<String> {
+        let mut rows: Vec<String> = self
+            .admin_query(&format!("SHOW GRANTS FOR '{user}'@'%'"))
+            .await
+            .into_iter()
+            .map(|r| {
+                let r = r.replace(&format!("`{user}`@`%`"), "<grantee>");
+                // MariaDB's USAGE row carries the password hash: compare without it.
+                match r.find(" IDENTIFIED BY PASSWORD") {
+                    Some(i) => {
+                        let rest = &r[i..];
+                        let end = rest.find(" REQUIRE").unwrap_or(rest.len());
+                        format!("{}{}", &r[..i], &rest[end..])
+                    }
+                    None => r,
+                }
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    async fn primaries(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for s in ["web", "jobs"] {
+            let state = shared::ecs::describe(&self.ecs, "wiki", s).await.unwrap();
+            out.push(state.primary().unwrap().id.clone());
+        }
+        out
+    }
+
+    /// Every password the secret ever held, and the master's.
+    async fn passwords(&self) -> Vec<String> {
+        let mut out = vec![self.db.admin_password.clone()];
+        let versions = self
+            .sm
+            .list_secret_version_ids()
+            .secret_id(&self.secret_arn)
+            .include_deprecated(true)
+            .send()
+            .await
+            .unwrap();
+        for v in versions.versions() {
+            if let Ok(o) = self
+                .sm
+                .get_secret_value()
+                .secret_id(&self.secret_arn)
+                .version_id(v.version_id().unwrap())
+                .send()
+                .await
+                && let Some(s) = o.secret_string()
+            {
+                let j: Value = serde_json::from_str(s).unwrap();
+                out.push(j["password"].as_str().unwrap().to_string());
+            }
+        }
+        out
+    }
+
+    async fn assert_logs_clean(&self, lambdas: &[&Lambda]) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let passwords = self.passwords().await;
+        assert!(passwords.len() >= 2);
+        for l in lambdas {
+            let logs = l.logs();
+            assert!(!logs.is_empty());
+            for p in &passwords {
+                assert!(
+                    !logs.contains(p.as_str()),
+                    "a password is in the logs:\n{logs}"
+                );
+            }
+        }
+    }
+
+    /// The rotation to `token` is complete: AWSCURRENT is that version and logs in, AWSPENDING
+    /// is on no other version, and the services run a deployment started by it.
+    async fn assert_converged(&self, token: &str, primaries_before: &[String]) {
+        let (current_id, current) = self.version("AWSCURRENT").await;
+        assert_eq!(current_id, token);
+        self.login(&current).await.expect("AWSCURRENT logs in");
+        for (v, stages) in self.stages().await {
+            if v != token {
+                assert!(
+                    !stages.iter().any(|s| s == "AWSPENDING"),
+                    "{v} still AWSPENDING"
+                );
+            }
+        }
+        let now = self.primaries().await;
+        for (a, b) in now.iter().zip(primaries_before) {
+            assert_ne!(a, b, "service not redeployed");
+        }
+    }
+}
+
+fn refused(e: mysql_async::Error) -> u16 {
+    match e {
+        mysql_async::Error::Server(s) => s.code,
+        other => panic!("expected a server error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn alternating_rotation_end_to_end_with_every_step_twice() {
+    let b = bench(Strategy::Alternating).await;
+    let lambda = b.lambda().await;
+    let (v0, original) = b.version("AWSCURRENT").await;
+    let before = b.primaries().await;
+    let t1 = token();
+    b.start_rotation(&t1).await;
+
+    // createSecret, twice: one new version, AWSCURRENT copied with the other user.
+    let out = b.step(&lambda, "create", &t1).await;
+    assert_eq!(out["outcome"], "created", "{out}");
+    let pending = b.pending(&t1).await;
+    let again = b.step(&lambda, "create", &t1).await;
+    assert_eq!(again["outcome"], "pending_exists", "{again}");
+    assert_eq!(b.pending(&t1).await, pending);
+    assert_eq!(pending["username"], "wiki_clone");
+    assert_eq!(pending["dbInstanceIdentifier"], "wikidb");
+    assert_eq!(pending["masterarn"], json!(b.master_arn));
+    let pw = pending["password"].as_str().unwrap();
+    assert_eq!(pw.len(), 32);
+    assert!(
+        pw.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.'),
+        "default exclusions: {pw}"
+    );
+
+    // A dry run of setSecret shows the SQL with the password withheld, and changes nothing.
+    let mut dry = b.event("set", &t1);
+    dry["DryRun"] = json!(true);
+    let plan = lambda.invoke(dry).await.unwrap();
+    let statements = plan["statements"].to_string();
+    assert!(
+        statements.contains("CREATE USER IF NOT EXISTS `wiki_clone`@`%` ACCOUNT LOCK"),
+        "{plan}"
+    );
+    assert!(
+        statements.contains("IDENTIFIED BY '****' REQUIRE SSL"),
+        "{plan}"
+    );
+    assert!(!statements.contains(pw));
+    assert!(
+        b.admin_query("SELECT User FROM mysql.user WHERE User = 'wiki_clone'")
+            .await
+            .is_empty()
+    );
+
+    // setSecret, twice: the clone exists with the same grants, REQUIRE and limits.
+    let out = b.step(&lambda, "set", &t1).await;
+    assert_eq!(out["outcome"], "password_set", "{out}");
+    b.step(&lambda, "set", &t1).await;
+    b.login(&pending).await.expect("wiki_clone logs in");
+    b.login(&original).await.expect("wiki still logs in");
+    assert_eq!(b.grants("wiki_clone").await, b.grants("wiki").await);
+    assert_eq!(
+        b.admin_query("SELECT CONCAT(ssl_type, ' ', max_user_connections) FROM mysql.user WHERE User = 'wiki_clone'").await,
+        ["ANY 50"]
+    );
+
+    // testSecret, twice.
+    for _ in 0..2 {
+        let out = b.step(&lambda, "test", &t1).await;
+        assert_eq!(out["outcome"], "tested", "{out}");
+        assert_eq!(out["tls"], true);
+    }
+
+    // finishSecret, twice: AWSCURRENT moves once, each service redeploys once.
+    let out = b.step(&lambda, "finish", &t1).await;
+    assert_eq!(out["outcome"], "finished", "{out}");
+    assert_eq!(out["redeployed"].as_array().unwrap().len(), 2, "{out}");
+    let after_first = b.primaries().await;
+    let out = b.step(&lambda, "finish", &t1).await;
+    assert_eq!(out["outcome"], "already_current", "{out}");
+    assert_eq!(b.primaries().await, after_first, "redeployed twice: {out}");
+    b.assert_converged(&t1, &before).await;
+    let (prev_id, _) = b.version("AWSPREVIOUS").await;
+    assert_eq!(prev_id, v0);
+    // Any step of a finished rotation does nothing.
+    for s in STEPS[..3].iter() {
+        let out = b.step(&lambda, s, &t1).await;
+        assert_eq!(out["outcome"], "already_current", "{out}");
+    }
+
+    // The next rotation flips back to `wiki` with a new password; wiki_clone keeps working.
+    let t2 = b.rotate(&lambda).await;
+    let (_, current) = b.version("AWSCURRENT").await;
+    assert_eq!(current["username"], "wiki");
+    assert_ne!(current["password"], original["password"]);
+    b.assert_converged(&t2, &after_first).await;
+    b.login(&pending)
+        .await
+        .expect("wiki_clone (AWSPREVIOUS) still logs in");
+    assert_eq!(refused(b.login(&original).await.unwrap_err()), 1045);
+
+    b.assert_logs_clean(&[&lambda]).await;
+}
+
+#[tokio::test]
+async fn alternating_rotation_never_fails_a_client_using_awscurrent() {
+    let b = bench(Strategy::Alternating).await;
+    let lambda = b.lambda().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let client = {
+        let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+        let sm = b.sm.clone();
+        let arn = b.secret_arn.clone();
+        let port = b.db.port;
+        let ca = b.db.ca_pem.clone();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let s = sm
+                    .get_secret_value()
+                    .secret_id(&arn)
+                    .version_stage("AWSCURRENT")
+                    .send()
+                    .await
+                    .unwrap();
+                let j: Value = serde_json::from_str(s.secret_string().unwrap()).unwrap();
+                let opts = mysql_async::OptsBuilder::default()
+                    .ip_or_hostname("localhost")
+                    .tcp_port(port)
+                    .user(j["username"].as_str())
+                    .pass(j["password"].as_str())
+                    .db_name(Some("wiki"))
+                    .prefer_socket(false)
+                    .ssl_opts(
+                        mysql_async::SslOpts::default()
+                            .with_root_certs(vec![ca.as_bytes().to_vec().into()])
+                            .with_disable_built_in_roots(true),
+                    );
+                match mysql_async::Conn::new(opts).await {
+                    Ok(c) => {
+                        let _ = c.disconnect().await;
+                        ok.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(e) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("{} {e}", j["username"])),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let mut users = Vec::new();
+    for _ in 0..3 {
+        b.rotate(&lambda).await;
+        users.push(b.version("AWSCURRENT").await.1["username"].clone());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    client.await.unwrap();
+    assert_eq!(users, ["wiki_clone", "wiki", "wiki_clone"]);
+    let failures = failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "failed logins: {failures:?}");
+    assert!(
+        ok.load(Ordering::SeqCst) >= 20,
+        "too few logins to prove anything"
+    );
+    b.assert_logs_clean(&[&lambda]).await;
+}
+
+#[tokio::test]
+async fn single_user_rotation_end_to_end_with_every_step_twice() {
+    let b = bench(Strategy::Single).await;
+    let lambda = b.lambda().await;
+    let (_, original) = b.version("AWSCURRENT").await;
+    let before = b.primaries().await;
+    let t = token();
+    b.start_rotation(&t).await;
+    for s in ["create", "create"] {
+        b.step(&lambda, s, &t).await;
+    }
+    let pending = b.pending(&t).await;
+    assert_eq!(pending["username"], "wiki");
+    assert_ne!(pending["password"], original["password"]);
+
+    let out = b.step(&lambda, "set", &t).await;
+    assert_eq!(out["outcome"], "password_set", "{out}");
+    assert_eq!(out["login"], "current", "{out}");
+    let out = b.step(&lambda, "set", &t).await;
+    assert_eq!(out["outcome"], "password_already_set", "{out}");
+    b.login(&pending).await.expect("new password logs in");
+    assert_eq!(refused(b.login(&original).await.unwrap_err()), 1045);
+    b.steps(&lambda, &t, &["test", "test", "finish", "finish"])
+        .await;
+    b.assert_converged(&t, &before).await;
+
+    // A service that does not exist: AWSCURRENT moves anyway and the error says so.
+    let ghost = b.lambda_with(&[("ECS_SERVICE", Some("web,ghost"))]).await;
+    let t2 = token();
+    b.start_rotation(&t2).await;
+    b.steps(&ghost, &t2, &["create", "set", "test"]).await;
+    let err = ghost.invoke(b.event("finish", &t2)).await.unwrap_err();
+    assert_eq!(err.error_type, "PartialFailure", "{err}");
+    assert!(err.error_message.contains("ghost"), "{err}");
+    assert_eq!(b.version("AWSCURRENT").await.0, t2);
+    b.login(&b.version("AWSCURRENT").await.1).await.unwrap();
+    b.assert_logs_clean(&[&lambda, &ghost]).await;
+}
+
+async fn crash_after_each_step_then_retry_converges(strategy: Strategy) {
+    let b = bench(strategy).await;
+    for k in 1..=STEPS.len() {
+        for new_token in [false, true] {
+            let before = b.primaries().await;
+            let t1 = token();
+            b.start_rotation(&t1).await;
+            let first = b.lambda().await;
+            b.steps(&first, &t1, &STEPS[..k]).await;
+            first.stop().await;
+
+            // A fresh instance runs the whole rotation again, with the same token or (as
+            // Secrets Manager does when it retries a rotation later) with a new one.
+            let second = b.lambda().await;
+            let t = if new_token && k < STEPS.len() {
+                let t2 = token();
+                b.start_rotation(&t2).await;
+                t2
+            } else {
+                t1.clone()
+            };
+            b.steps(&second, &t, &STEPS).await;
+            b.assert_converged(&t, &before).await;
+            if strategy == Strategy::Alternating {
+                let (_, previous) = b.version("AWSPREVIOUS").await;
+                b.login(&previous)
+                    .await
+                    .expect("AWSPREVIOUS user still logs in");
+            }
+            b.assert_logs_clean(&[&second]).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn alternating_crash_after_each_step_then_retry_converges() {
+    crash_after_each_step_then_retry_converges(Strategy::Alternating).await;
+}
+
+#[tokio::test]
+async fn single_user_crash_after_each_step_then_retry_converges() {
+    crash_after_each_step_then_retry_converges(Strategy::Single).await;
+}
+
+async fn assert_failed_safely(
+    b: &Bench,
+    lambda: &Lambda,
+    err: &FunctionError,
+    current: &(String, Value),
+) {
+    assert_eq!(
+        &b.version("AWSCURRENT").await,
+        current,
+        "AWSCURRENT changed"
+    );
+    b.login(&current.1).await.expect("AWSCURRENT still logs in");
+    assert!(
+        b.admin_query("SELECT User FROM mysql.user WHERE User = 'wiki_clone'")
+            .await
+            .is_empty(),
+        "the database was changed: {err}"
+    );
+    b.assert_logs_clean(&[lambda]).await;
+}
+
+#[tokio::test]
+async fn failures_are_clear_and_leave_awscurrent_working() {
+    let b = bench(Strategy::Alternating).await;
+    let current = b.version("AWSCURRENT").await;
+    let t = token();
+    b.start_rotation(&t).await;
+    let lambda = b.lambda().await;
+    b.step(&lambda, "create", &t).await;
+
+    // Wrong master password: the server's code and message.
+    let put_master = |v: Value| {
+        let sm = b.sm.clone();
+        let arn = b.master_arn.clone();
+        async move {
+            sm.put_secret_value()
+                .secret_id(arn)
+                .secret_string(v.to_string())
+                .version_stages("AWSCURRENT")
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    put_master(json!({"username": "admin", "password": "not-the-master-pw"})).await;
+    let err = lambda.invoke(b.event("set", &t)).await.unwrap_err();
+    assert_eq!(err.error_type, "Database", "{err}");
+    assert!(
+        err.error_message
+            .starts_with("database error 1045: Access denied for user 'admin'"),
+        "{err}"
+    );
+    assert!(!err.error_message.contains("not-the-master-pw"));
+    assert_failed_safely(&b, &lambda, &err, &current).await;
+    let err = lambda.invoke(b.event("test", &t)).await.unwrap_err();
+    assert_eq!(
+        err.error_type, "Database",
+        "testSecret before setSecret: {err}"
+    );
+    assert!(err.error_message.contains("1045"), "{err}");
+
+    // Unreachable database (a master secret with its own host, on a closed port).
+    let closed = wikiops_tests::free_port();
+    put_master(json!({"username": "admin", "password": b.db.admin_password, "host": "127.0.0.1", "port": closed})).await;
+    let err = lambda.invoke(b.event("set", &t)).await.unwrap_err();
+    assert_eq!(err.error_type, "Unreachable", "{err}");
+    assert!(
+        err.error_message.contains(&format!("127.0.0.1:{closed}")),
+        "{err}"
+    );
+    assert_failed_safely(&b, &lambda, &err, &current).await;
+    put_master(json!({"username": "admin", "password": b.db.admin_password})).await;
+
+    // A certificate that fails verification: another CA, or only the built-in roots.
+    let other = wikiops_tests::tls::Ca::new("not the server's CA");
+    let other_path = b.db.dir().join("other-ca.pem");
+    std::fs::write(&other_path, &other.cert_pem).unwrap();
+    let other_path = other_path.display().to_string();
+    for ca in [Some(other_path.as_str()), None] {
+        let l = b.lambda_with(&[("DB_CA_BUNDLE", ca)]).await;
+        let err = l.invoke(b.event("set", &t)).await.unwrap_err();
+        assert_eq!(err.error_type, "Unreachable", "{err}");
+        assert!(err.error_message.contains("TLS"), "{err}");
+        assert!(err.error_message.contains("certificate"), "{err}");
+        assert_failed_safely(&b, &l, &err, &current).await;
+        let err = l.invoke(b.event("test", &t)).await.unwrap_err();
+        assert!(err.error_message.contains("TLS"), "{err}");
+    }
+
+    // A bundle that is not there: a settings error naming the variable.
+    let l = b
+        .lambda_with(&[("DB_CA_BUNDLE", Some("/nonexistent/ca.pem"))])
+        .await;
+    let err = l.invoke(b.event("set", &t)).await.unwrap_err();
+    assert_eq!(err.error_type, "Settings", "{err}");
+    assert!(err.error_message.contains("DB_CA_BUNDLE"), "{err}");
+
+    // The contract: a token that is not a version, a rotation not enabled, a bad event.
+    let err = lambda.invoke(b.event("set", &token())).await.unwrap_err();
+    assert_eq!(err.error_type, "Rejected", "{err}");
+    assert!(err.error_message.contains("not a version"), "{err}");
+    let err = lambda
+        .invoke(json!({"Step": "setSecret"}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type, "InvalidEvent", "{err}");
+
+    // With everything right again the same rotation completes.
+    b.steps(&lambda, &t, &["set", "test", "finish"]).await;
+    b.login(&b.version("AWSCURRENT").await.1).await.unwrap();
+    b.assert_logs_clean(&[&lambda]).await;
+}
+
+#[tokio::test]
+async fn every_printable_ascii_character_survives_as_a_password_in_both_sql_modes() {
+    let all: String = (0x20u8..=0x7e).map(char::from).collect();
+    for strategy in [Strategy::Alternating, Strategy::Single] {
+        let b = bench(strategy).await;
+        let lambda = b.lambda().await;
+        for sql_mode in ["DEFAULT", "'NO_BACKSLASH_ESCAPES'"] {
+            let mut admin = b.db.admin().await;
+            admin
+                .query_drop(format!("SET GLOBAL sql_mode = {sql_mode}"))
+                .await
+                .unwrap();
+            admin.disconnect().await.unwrap();
+            let t = token();
+            b.start_rotation(&t).await;
+            // The pending version carries a password with every printable ASCII character.
+            let (_, current) = b.version("AWSCURRENT").await;
+            let mut pending = current.clone();
+            if strategy == Strategy::Alternating {
+                pending["username"] = json!(if current["username"] == "wiki" {
+                    "wiki_clone"
+                } else {
+                    "wiki"
+                });
+            }
+            let pw = format!("{all}{sql_mode}");
+            pending["password"] = json!(pw);
+            b.sm.put_secret_value()
+                .secret_id(&b.secret_arn)
+                .client_request_token(&t)
+                .secret_string(pending.to_string())
+                .version_stages("AWSPENDING")
+                .send()
+                .await
+                .unwrap();
+            b.steps(&lambda, &t, &STEPS).await;
+            b.login(&pending)
+                .await
+                .unwrap_or_else(|e| panic!("{strategy:?} {sql_mode}: {e}"));
+            assert_eq!(b.version("AWSCURRENT").await.1, pending);
+        }
+        b.assert_logs_clean(&[&lambda]).await;
+    }
+}
