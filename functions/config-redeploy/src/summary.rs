@@ -58,7 +58,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Records one full set of counters (zeros included, so alarms never see missing data).
+    /// Records this invocation's counters (flushed as one EMF document; zero counters are omitted).
     pub fn record_metrics(&self) {
         metrics::counter!("Redeployed").increment(self.redeployed.len() as u64);
         metrics::counter!("Skipped").increment(self.skipped.len() as u64);

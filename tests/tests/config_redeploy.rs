@@ -1,0 +1,590 @@
+//! config-redeploy on the bench: the real binary, through the Lambda Runtime API, against moto
+//! (a versioned config bucket, an ECS cluster and services).
+//!
+//! Deployments are counted the way moto shows them: `UpdateService` with `forceNewDeployment`
+//! gives the PRIMARY deployment a new id, so "one deployment" means the PRIMARY id changed
+//! once, to the id the function reported.
+
+use aws_sdk_s3::primitives::ByteStream;
+use chrono::{SecondsFormat, Utc};
+use serde_json::{Value, json};
+use shared::ecs;
+use wikiops_tests::{Lambda, Moto, events};
+
+const BUCKET: &str = "wiki-config";
+const FIXTURE_BUCKET: &str = "wiki-config-123456789012";
+const FIXTURE_VERSION: &str = "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY";
+const FIXTURE_TIME: &str = "2026-11-29T07:00:00.123Z";
+const GOOD: &str = "<?php\n$wgSitename = 'Wiki';\n";
+
+struct Bench {
+    moto: Moto,
+    s3: aws_sdk_s3::Client,
+    ecs: aws_sdk_ecs::Client,
+}
+
+impl Bench {
+    async fn start() -> Bench {
+        let moto = Moto::start().await;
+        let s3 = moto.s3().await;
+        s3.create_bucket().bucket(BUCKET).send().await.unwrap();
+        s3.put_bucket_versioning()
+            .bucket(BUCKET)
+            .versioning_configuration(
+                aws_sdk_s3::types::VersioningConfiguration::builder()
+                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        moto.ecs_service("wiki", "web", "wiki-web").await;
+        let ecs = moto.ecs().await;
+        Bench { moto, s3, ecs }
+    }
+
+    async fn lambda(&self, extra: &[(&str, &str)]) -> Lambda {
+        let mut env = self.moto.env();
+        env.push(("CONFIG_BUCKET".into(), BUCKET.into()));
+        env.push(("ECS_CLUSTER".into(), "wiki".into()));
+        env.push(("ECS_SERVICE".into(), "web".into()));
+        for (k, v) in extra {
+            env.retain(|(n, _)| n != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        Lambda::start("config-redeploy", env).await
+    }
+
+    /// Puts an object and returns its version id.
+    async fn put(&self, key: &str, body: &str) -> String {
+        self.s3
+            .put_object()
+            .bucket(BUCKET)
+            .key(key)
+            .content_type("text/x-php")
+            .body(ByteStream::from(body.as_bytes().to_vec()))
+            .send()
+            .await
+            .unwrap()
+            .version_id()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn body(&self, key: &str) -> String {
+        let out = self
+            .s3
+            .get_object()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        String::from_utf8(out.body.collect().await.unwrap().into_bytes().to_vec()).unwrap()
+    }
+
+    async fn primary(&self, service: &str) -> String {
+        ecs::describe(&self.ecs, "wiki", service)
+            .await
+            .unwrap()
+            .primary()
+            .unwrap()
+            .id
+            .clone()
+    }
+
+    async fn ledger(&self, prefix: &str, service: &str, deployment: &str) -> Option<Value> {
+        let key = format!("{prefix}.wikiops/deployments/wiki/{service}/{deployment}.json");
+        let out = self
+            .s3
+            .get_object()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .ok()?;
+        serde_json::from_slice(&out.body.collect().await.unwrap().into_bytes()).ok()
+    }
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The S3 put fixture for `key` (written as S3 encodes it), version and time.
+fn s3_put(encoded_key: &str, version: &str, time: &str) -> Value {
+    events::load_with(
+        "config-redeploy-s3-put",
+        &[
+            (FIXTURE_BUCKET, BUCKET),
+            ("\"LocalSettings.php\"", &format!("\"{encoded_key}\"")),
+            (FIXTURE_VERSION, version),
+            (FIXTURE_TIME, time),
+        ],
+    )
+}
+
+/// An S3 notification with one record per `(encoded key, version)`, from the batch fixture's first record.
+fn s3_batch(records: &[(&str, &str)]) -> Value {
+    let template = s3_put("LocalSettings.php", "v", &now())["Records"][0].clone();
+    let records: Vec<Value> = records
+        .iter()
+        .map(|(key, version)| {
+            let mut r = template.clone();
+            r["s3"]["object"]["key"] = json!(key);
+            r["s3"]["object"]["versionId"] = json!(version);
+            r
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+fn deployment_failed(deployment: &str) -> Value {
+    events::load_with(
+        "config-redeploy-ecs-deployment-failed",
+        &[("ecs-svc/1234567890123456789", deployment)],
+    )
+}
+
+fn reasons(out: &Value) -> Vec<String> {
+    out["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["reason"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn emf(lambda: &Lambda) -> Vec<Value> {
+    lambda
+        .logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("_aws").is_some())
+        .collect()
+}
+
+#[tokio::test]
+async fn one_change_one_deployment_and_duplicates_change_nothing() {
+    let b = Bench::start().await;
+    let lambda = b.lambda(&[]).await;
+    let before = b.primary("web").await;
+
+    // A key with a space and a plus, as S3 encodes it in notifications.
+    let key = "extensions/My Extension+1.php";
+    let version = b.put(key, GOOD).await;
+    let event = s3_put("extensions/My+Extension%2B1.php", &version, &now());
+    let out = lambda.invoke(event.clone()).await.unwrap();
+    let deployed = b.primary("web").await;
+    assert_ne!(deployed, before, "{out}");
+    assert_eq!(
+        out["redeployed"],
+        json!([{"cluster": "wiki", "service": "web", "deployment_id": deployed, "keys": [key]}])
+    );
+    let ledger = b
+        .ledger("", "web", &deployed)
+        .await
+        .expect("ledger written");
+    assert_eq!(ledger["kind"], "config");
+    assert_eq!(ledger["changes"][0]["key"], key);
+    assert_eq!(ledger["changes"][0]["version_id"], version.as_str());
+
+    // Ten deliveries of the same event: still that one deployment.
+    for _ in 0..10 {
+        let again = lambda.invoke(event.clone()).await.unwrap();
+        assert_eq!(again["redeployed"], json!([]), "{again}");
+        assert!(reasons(&again)[0].contains(&deployed), "{again}");
+    }
+    assert_eq!(b.primary("web").await, deployed);
+
+    // The ledger write is an event too, and is ignored.
+    let ledger_key = format!(".wikiops/deployments/wiki/web/{deployed}.json");
+    let out = lambda
+        .invoke(s3_put(&ledger_key, "x", &now()))
+        .await
+        .unwrap();
+    assert!(reasons(&out)[0].contains("own records"), "{out}");
+    assert_eq!(b.primary("web").await, deployed);
+
+    // One EMF document per invocation, with the counters that moved.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let docs = emf(&lambda);
+    assert_eq!(docs.len(), 12, "{docs:?}");
+    assert_eq!(docs[0]["Redeployed"], 1);
+    assert_eq!(docs[0]["Function"], "config-redeploy");
+    assert!(
+        docs[1..].iter().all(|d| d["Skipped"] == 1
+            && d.get("Redeployed").is_none()
+            && d.get("Errors").is_none()),
+        "{docs:?}"
+    );
+}
+
+#[tokio::test]
+async fn coarse_event_times_are_deduplicated_by_the_ledger() {
+    let b = Bench::start().await;
+    let lambda = b.lambda(&[]).await;
+    let before = b.primary("web").await;
+    let version = b.put("LocalSettings.php", GOOD).await;
+    // EventBridge writes whole seconds. A time in the future (a skewed clock) means the
+    // deployment can never be proven newer than the change: only the ledger can tell.
+    let future =
+        (Utc::now() + chrono::Duration::seconds(30)).to_rfc3339_opts(SecondsFormat::Secs, true);
+    let event = events::load_with(
+        "config-redeploy-eventbridge-object-created",
+        &[
+            (FIXTURE_BUCKET, BUCKET),
+            (FIXTURE_VERSION, &version),
+            ("2026-11-29T07:00:00Z", &future),
+        ],
+    );
+    let out = lambda.invoke(event.clone()).await.unwrap();
+    let deployed = b.primary("web").await;
+    assert_ne!(deployed, before);
+    assert_eq!(out["redeployed"][0]["deployment_id"], deployed.as_str());
+    for _ in 0..10 {
+        let again = lambda.invoke(event.clone()).await.unwrap();
+        assert_eq!(again["redeployed"], json!([]), "{again}");
+        assert!(
+            reasons(&again)[0].contains("carries the same objects"),
+            "{again}"
+        );
+    }
+    assert_eq!(b.primary("web").await, deployed);
+
+    // A real change under the same coarse time is not mistaken for a duplicate.
+    b.put("LocalSettings.php", "<?php\n$wgSitename = 'Other';\n")
+        .await;
+    let out = lambda.invoke(event).await.unwrap();
+    let third = b.primary("web").await;
+    assert_ne!(third, deployed);
+    assert_eq!(out["redeployed"][0]["deployment_id"], third.as_str());
+}
+
+#[tokio::test]
+async fn a_batch_is_one_deployment_per_service_and_routes_by_longest_prefix() {
+    let b = Bench::start().await;
+    b.moto.ecs_service("wiki", "de", "wiki-de").await;
+    let lambda = b
+        .lambda(&[(
+            "CONFIG_ROUTES",
+            r#"[{"prefix":"de/","cluster":"wiki","service":"de"}]"#,
+        )])
+        .await;
+    let (web0, de0) = (b.primary("web").await, b.primary("de").await);
+    let v1 = b.put("LocalSettings.php", GOOD).await;
+    let v2 = b.put("extensions/Cite.php", GOOD).await;
+    let v3 = b.put("de/LocalSettings.php", GOOD).await;
+    let v4 = b.put("de/skins/custom styles.css", "body{}").await;
+    let mut event = s3_batch(&[
+        ("LocalSettings.php", &v1),
+        ("extensions/Cite.php", &v2),
+        ("de/LocalSettings.php", &v3),
+        ("de/skins/custom+styles.css", &v4),
+        ("images/", "null"),
+        ("de/.wikiops/deployments/wiki/de/ecs-svc/1.json", "x"),
+        ("LocalSettings.php", &v1),
+    ]);
+    let mut foreign = event["Records"][0].clone();
+    foreign["s3"]["bucket"]["name"] = json!("someone-else");
+    event["Records"].as_array_mut().unwrap().push(foreign);
+
+    let out = lambda.invoke(event.clone()).await.unwrap();
+    let (web1, de1) = (b.primary("web").await, b.primary("de").await);
+    assert_ne!(web1, web0);
+    assert_ne!(de1, de0);
+    let redeployed = out["redeployed"].as_array().unwrap();
+    assert_eq!(redeployed.len(), 2, "{out}");
+    let by = |svc: &str| {
+        redeployed
+            .iter()
+            .find(|r| r["service"] == svc)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by("web")["deployment_id"], web1.as_str());
+    assert_eq!(
+        by("web")["keys"],
+        json!(["LocalSettings.php", "extensions/Cite.php"])
+    );
+    assert_eq!(by("de")["deployment_id"], de1.as_str());
+    assert_eq!(
+        by("de")["keys"],
+        json!(["de/LocalSettings.php", "de/skins/custom styles.css"])
+    );
+    let r = reasons(&out);
+    assert_eq!(r.len(), 3, "{out}");
+    assert!(r.iter().any(|s| s == "folder marker"));
+    assert!(r.iter().any(|s| s.contains("own records")));
+    assert!(r.iter().any(|s| s.contains("someone-else")));
+    // The de ledger lives under the de prefix, and lists only the de objects.
+    let de_ledger = b.ledger("de/", "de", &de1).await.unwrap();
+    let snapshot: Vec<&String> = de_ledger["snapshot"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        snapshot,
+        vec!["de/LocalSettings.php", "de/skins/custom styles.css"]
+    );
+
+    // The whole batch again: nothing new.
+    let out = lambda.invoke(event).await.unwrap();
+    assert_eq!(out["redeployed"], json!([]), "{out}");
+    assert_eq!((b.primary("web").await, b.primary("de").await), (web1, de1));
+}
+
+#[tokio::test]
+async fn an_invalid_object_is_refused_and_the_service_left_alone() {
+    let b = Bench::start().await;
+    let lambda = b.lambda(&[("MAX_CONFIG_BYTES", "64")]).await;
+    let before = b.primary("web").await;
+    b.put("LocalSettings.php", GOOD).await;
+    let v1 = b.put("Extra.php", "echo 'no opening tag';\n").await;
+    let v2 = b.put("Empty.php", "").await;
+    let v3 = b.put("big.css", &"x".repeat(65)).await;
+    let event = s3_batch(&[("Extra.php", &v1), ("Empty.php", &v2), ("big.css", &v3)]);
+    let out = lambda.invoke(event).await.unwrap();
+    assert_eq!(b.primary("web").await, before, "{out}");
+    assert_eq!(out["redeployed"], json!([]));
+    let rejected = out["rejected"].as_array().unwrap();
+    let keys: Vec<&str> = rejected
+        .iter()
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, vec!["Empty.php", "Extra.php", "big.css"], "{out}");
+    assert!(rejected[0]["reason"].as_str().unwrap().contains("empty"));
+    assert!(rejected[1]["reason"].as_str().unwrap().contains("<?php"));
+    assert!(
+        rejected[2]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("MAX_CONFIG_BYTES")
+    );
+
+    // A valid change elsewhere would still boot the refused ones: still refused.
+    let v = b.put("skin.css", "body{}").await;
+    let out = lambda.invoke(s3_put("skin.css", &v, &now())).await.unwrap();
+    assert_eq!(out["rejected"].as_array().unwrap().len(), 3, "{out}");
+    assert_eq!(b.primary("web").await, before);
+
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let docs = emf(&lambda);
+    assert_eq!(docs.len(), 2, "{docs:?}");
+    assert!(
+        docs.iter()
+            .all(|d| d["Rejected"] == 3 && d.get("Redeployed").is_none()),
+        "{docs:?}"
+    );
+    assert!(lambda.logs().contains("configuration refused"));
+
+    // Fixed: the next change rolls out.
+    b.s3.delete_object()
+        .bucket(BUCKET)
+        .key("Empty.php")
+        .send()
+        .await
+        .unwrap();
+    b.s3.delete_object()
+        .bucket(BUCKET)
+        .key("big.css")
+        .send()
+        .await
+        .unwrap();
+    let v = b.put("Extra.php", "<?php\necho 'fixed';\n").await;
+    let out = lambda
+        .invoke(s3_put("Extra.php", &v, &now()))
+        .await
+        .unwrap();
+    assert_eq!(out["rejected"], json!([]), "{out}");
+    assert_ne!(b.primary("web").await, before);
+}
+
+#[tokio::test]
+async fn a_failed_config_deployment_rolls_back_once_and_never_loops() {
+    let b = Bench::start().await;
+    let lambda = b.lambda(&[]).await;
+    let original = b.primary("web").await;
+    let good = b.put("LocalSettings.php", GOOD).await;
+    lambda
+        .invoke(s3_put("LocalSettings.php", &good, &now()))
+        .await
+        .unwrap();
+    let d1 = b.primary("web").await;
+
+    let bad_body = "<?php\n$wgDBserver = 'nowhere';\n";
+    let bad = b.put("LocalSettings.php", bad_body).await;
+    let created = b.put("extensions/New.php", "<?php\n// new\n").await;
+    b.put("extensions/Old.php", "<?php\n// old\n").await;
+    b.s3.delete_object()
+        .bucket(BUCKET)
+        .key("extensions/Old.php")
+        .send()
+        .await
+        .unwrap();
+    let mut batch = s3_batch(&[
+        ("LocalSettings.php", &bad),
+        ("extensions/New.php", &created),
+    ]);
+    let mut removed = batch["Records"][0].clone();
+    removed["eventName"] = json!("ObjectRemoved:DeleteMarkerCreated");
+    removed["s3"]["object"]["key"] = json!("extensions/Old.php");
+    batch["Records"].as_array_mut().unwrap().push(removed);
+    let out = lambda.invoke(batch).await.unwrap();
+    let d2 = b.primary("web").await;
+    assert_ne!(d2, d1);
+    assert_eq!(out["redeployed"][0]["deployment_id"], d2.as_str());
+
+    // ECS's circuit breaker fails d2: the previous configuration comes back, then a redeploy.
+    let out = lambda.invoke(deployment_failed(&d2)).await.unwrap();
+    let d3 = b.primary("web").await;
+    assert_ne!(d3, d2);
+    let rb = &out["rolled_back"][0];
+    assert_eq!(rb["failed_deployment_id"], d2.as_str(), "{out}");
+    assert_eq!(rb["deployment_id"], d3.as_str());
+    assert_eq!(b.body("LocalSettings.php").await, GOOD);
+    assert_eq!(b.body("extensions/Old.php").await, "<?php\n// old\n");
+    let gone =
+        b.s3.head_object()
+            .bucket(BUCKET)
+            .key("extensions/New.php")
+            .send()
+            .await;
+    assert!(gone.is_err(), "the new file is removed again");
+    let head =
+        b.s3.head_object()
+            .bucket(BUCKET)
+            .key("LocalSettings.php")
+            .send()
+            .await
+            .unwrap();
+    let meta = head.metadata().unwrap();
+    assert_eq!(meta["wikiops-rollback-of"], bad);
+    assert_eq!(meta["wikiops-rollback-for"], d2);
+    assert_eq!(head.content_type(), Some("text/x-php"));
+    let ledger = b.ledger("", "web", &d3).await.unwrap();
+    assert_eq!(ledger["kind"], "rollback");
+    assert_eq!(ledger["rollback_of"], d2.as_str());
+    assert_eq!(
+        b.ledger("", "web", &d2).await.unwrap()["rolled_back_by"],
+        d3.as_str()
+    );
+
+    // The same failure delivered again: nothing more.
+    let out = lambda.invoke(deployment_failed(&d2)).await.unwrap();
+    assert_eq!(out["rolled_back"], json!([]), "{out}");
+    assert!(reasons(&out)[0].contains("already rolled back"), "{out}");
+    // The restore's own S3 event: the rollback deployment already carries it.
+    let restored = head.version_id().unwrap().to_string();
+    let out = lambda
+        .invoke(s3_put("LocalSettings.php", &restored, &now()))
+        .await
+        .unwrap();
+    assert_eq!(out["redeployed"], json!([]), "{out}");
+    // The rollback fails too: never rolled back.
+    let out = lambda.invoke(deployment_failed(&d3)).await.unwrap();
+    assert_eq!(out["rolled_back"], json!([]), "{out}");
+    assert!(reasons(&out)[0].contains("never rolled back"), "{out}");
+    // A deployment this function did not start is ECS's business.
+    let out = lambda.invoke(deployment_failed(&original)).await.unwrap();
+    assert!(
+        reasons(&out)[0].contains("not started by config-redeploy"),
+        "{out}"
+    );
+    // Other deployment events and other services are not rollbacks.
+    let mut completed = deployment_failed(&d3);
+    completed["detail"]["eventName"] = json!("SERVICE_DEPLOYMENT_COMPLETED");
+    let out = lambda.invoke(completed).await.unwrap();
+    assert!(reasons(&out)[0].contains("needs no rollback"), "{out}");
+    let mut other = deployment_failed(&d2);
+    other["resources"] = json!(["arn:aws:ecs:us-east-1:123456789012:service/wiki/api"]);
+    let out = lambda.invoke(other).await.unwrap();
+    assert!(reasons(&out)[0].contains("not routed"), "{out}");
+
+    assert_eq!(b.primary("web").await, d3);
+    assert_eq!(b.body("LocalSettings.php").await, GOOD);
+    let versions =
+        b.s3.list_object_versions()
+            .bucket(BUCKET)
+            .prefix("LocalSettings.php")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(
+        versions.versions().len(),
+        3,
+        "good, bad, restored: exactly one restore"
+    );
+}
+
+#[tokio::test]
+async fn dry_run_prints_the_plan_and_changes_nothing() {
+    let b = Bench::start().await;
+    let lambda = b.lambda(&[("DRY_RUN", "true")]).await;
+    let before = b.primary("web").await;
+    let v = b.put("LocalSettings.php", GOOD).await;
+    let out = lambda
+        .invoke(s3_put("LocalSettings.php", &v, &now()))
+        .await
+        .unwrap();
+    assert_eq!(out["dry_run"], true);
+    assert_eq!(
+        out["redeployed"],
+        json!([{"cluster": "wiki", "service": "web", "deployment_id": null, "keys": ["LocalSettings.php"]}])
+    );
+    assert_eq!(b.primary("web").await, before);
+    assert!(b.ledger("", "web", &before).await.is_none());
+    assert!(lambda.logs().contains("\"plan\":"), "plan not logged");
+    assert!(lambda.logs().contains("redeploy"), "plan not logged");
+}
+
+#[tokio::test]
+async fn errors_name_their_cause_and_other_services_still_roll_out() {
+    let b = Bench::start().await;
+
+    // Missing setting: one error naming it, nothing changed.
+    let mut env = b.moto.env();
+    env.push(("CONFIG_BUCKET".into(), BUCKET.into()));
+    env.push(("ECS_CLUSTER".into(), "wiki".into()));
+    let lambda = Lambda::start("config-redeploy", env).await;
+    let before = b.primary("web").await;
+    let v = b.put("LocalSettings.php", GOOD).await;
+    let err = lambda
+        .invoke(s3_put("LocalSettings.php", &v, &now()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type, "Settings");
+    assert_eq!(
+        err.error_message,
+        "missing environment variable ECS_SERVICE"
+    );
+    drop(lambda);
+
+    let lambda = b
+        .lambda(&[(
+            "CONFIG_ROUTES",
+            r#"[{"prefix":"gone/","cluster":"wiki","service":"gone"}]"#,
+        )])
+        .await;
+    // Malformed event.
+    let err = lambda
+        .invoke(json!({"Records": [{"nope": 1}]}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type, "InvalidEvent", "{err}");
+    assert_eq!(b.primary("web").await, before);
+
+    // One route's service does not exist: its error, and the other route still rolls out.
+    let g = b.put("gone/LocalSettings.php", GOOD).await;
+    let batch = s3_batch(&[("LocalSettings.php", &v), ("gone/LocalSettings.php", &g)]);
+    let err = lambda.invoke(batch).await.unwrap_err();
+    assert_eq!(err.error_type, "PartialFailure", "{err}");
+    assert!(err.error_message.contains("wiki/gone"), "{err}");
+    assert_ne!(b.primary("web").await, before);
+    assert!(lambda.logs().contains("done with errors"));
+
+    // Only the missing one: its own error type.
+    let err = lambda
+        .invoke(s3_put("gone/LocalSettings.php", &g, &now()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type, "NotFound", "{err}");
+    assert!(err.error_message.contains("gone"), "{err}");
+}
