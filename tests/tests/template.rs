@@ -1183,7 +1183,11 @@ fn backup_lifecycle_outlives_every_kept_snapshot() {
 
 #[test]
 fn wiki_tasks_get_credentials_through_secrets_and_uploads_through_efs_iam() {
-    for id in ["WikiTaskDefinition", "SchemaTaskDefinition"] {
+    for id in [
+        "WikiTaskDefinition",
+        "SchemaTaskDefinition",
+        "JobsTaskDefinition",
+    ] {
         let td = &raw(id)["Properties"];
         assert_ne!(
             td["ExecutionRoleArn"], td["TaskRoleArn"],
@@ -1206,7 +1210,26 @@ fn wiki_tasks_get_credentials_through_secrets_and_uploads_through_efs_iam() {
         for s in ["DB_USER", "DB_PASSWORD", "WIKI_SECRET_KEY"] {
             assert!(secrets.contains(&s.to_string()), "{id}: {s} not in secrets");
         }
+        // what wiki-boot requires (wiki/README.md)
+        let env: Vec<String> = as_list(&container["Environment"])
+            .iter()
+            .map(|v| v["Name"].as_str().expect("name").to_string())
+            .collect();
+        for v in [
+            "CONFIG_BUCKET",
+            "CONFIG_PREFIX",
+            "WIKI_SERVER",
+            "VPC_CIDR",
+            "DB_HOST",
+            "DB_NAME",
+        ] {
+            assert!(env.iter().any(|e| e == v), "{id}: {v} is not set");
+        }
     }
+    assert_eq!(
+        raw("JobsTaskDefinition")["Properties"]["ContainerDefinitions"][0]["Command"],
+        serde_json::json!(["wiki-boot", "jobs"])
+    );
     let schema = &raw("SchemaTaskDefinition")["Properties"]["ContainerDefinitions"][0];
     assert_eq!(
         schema["Command"],
