@@ -88,7 +88,6 @@ pub async fn run(
     let stop_at = deadline
         .checked_sub(settings.deadline_margin)
         .unwrap_or(started);
-    store.require_versioning().await?;
 
     let latest = store.latest().await?;
     let previous: Option<Manifest> = match &latest {
@@ -101,7 +100,9 @@ pub async fn run(
         None => None,
     };
     let previous_id = previous.as_ref().map(|m| m.header.snapshot_id.clone());
-    let (ck_header, done) = match store.checkpoint().await? {
+    let checkpoint = store.checkpoint().await?;
+    let resumed = checkpoint.is_some();
+    let (ck_header, done) = match checkpoint {
         Some((h, d)) => {
             tracing::info!(snapshot_id = %h.snapshot_id, files = d.len(), "resuming from checkpoint");
             (h, d)
@@ -175,6 +176,10 @@ pub async fn run(
             settings.source_dir,
             previous_id.unwrap_or_default()
         )));
+    }
+
+    if !resumed {
+        store.start_run(&ck_header).await?;
     }
 
     // Upload, watching the deadline and saving progress now and then.

@@ -5,7 +5,6 @@
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::BucketVersioningStatus;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -45,24 +44,6 @@ pub fn b64_sha256(bytes: &[u8]) -> String {
 }
 
 impl Store {
-    /// Fails unless versioning is enabled: older snapshots live in noncurrent versions.
-    pub async fn require_versioning(&self) -> Result<(), Error> {
-        let out = self
-            .s3
-            .get_bucket_versioning()
-            .bucket(&self.bucket)
-            .send()
-            .await
-            .map_err(|e| Error::aws("S3", "GetBucketVersioning", e))?;
-        if out.status() != Some(&BucketVersioningStatus::Enabled) {
-            return Err(Error::Rejected(format!(
-                "bucket {} does not have versioning enabled; older snapshots would be lost",
-                self.bucket
-            )));
-        }
-        Ok(())
-    }
-
     /// An object's bytes (a given version, or the current one); `None` when it does not exist.
     pub async fn get(&self, key: &str, version: Option<&str>) -> Result<Option<Vec<u8>>, Error> {
         self.get_range(key, version, None).await
@@ -225,16 +206,29 @@ impl Store {
         }
     }
 
-    /// Saves the progress of a run.
+    /// Saves the progress of a run; returns the checkpoint's version id.
     pub async fn put_checkpoint(
         &self,
         header: &CheckpointHeader,
         done: &[Entry],
-    ) -> Result<(), Error> {
+    ) -> Result<Option<String>, Error> {
         let bytes = manifest::encode(header, done)
             .map_err(|e| Error::io("compressing the checkpoint", e))?;
         self.put(&self.layout.checkpoint_key(), bytes, "application/gzip")
-            .await?;
+            .await
+    }
+
+    /// Starts a run: writes its empty checkpoint, which also proves the bucket is versioned
+    /// (older snapshots live in noncurrent versions). An unversioned bucket is refused and
+    /// left as it was.
+    pub async fn start_run(&self, header: &CheckpointHeader) -> Result<(), Error> {
+        if self.put_checkpoint(header, &[]).await?.is_none() {
+            self.delete(&self.layout.checkpoint_key()).await?;
+            return Err(Error::Rejected(format!(
+                "bucket {} does not have versioning enabled; older snapshots would be lost",
+                self.bucket
+            )));
+        }
         Ok(())
     }
 }

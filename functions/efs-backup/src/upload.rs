@@ -68,6 +68,7 @@ pub struct Uploader {
     pub memory_mib: u32,
     /// Optional cap on reads, in KiB per second.
     pub limiter: Option<DefaultDirectRateLimiter>,
+    read_kib_per_s: u32,
     /// Set when the deadline is near: multipart uploads stop between parts.
     pub stop: Arc<AtomicBool>,
 }
@@ -91,25 +92,34 @@ impl Uploader {
             memory: Arc::new(Semaphore::new(memory_mib as usize)),
             memory_mib,
             limiter,
+            read_kib_per_s: read_mib_per_s.unwrap_or(0).saturating_mul(1024),
             stop: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    async fn throttle(&self, bytes: u64) {
-        let Some(l) = &self.limiter else { return };
+    /// Waits until `bytes` may be read under the read cap; `false` when stopped meanwhile.
+    async fn throttle(&self, bytes: u64) -> bool {
+        let Some(l) = &self.limiter else {
+            return !self.stop.load(Ordering::Relaxed);
+        };
         let mut kib = bytes.div_ceil(1024).max(1);
+        // Never ask for more than one second's budget at once.
+        let bite = u64::from(self.read_kib_per_s.max(1));
         while kib > 0 {
-            let n = kib.min(64 * 1024) as u32;
+            let n = kib.min(bite) as u32;
             let cells = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
-            if l.until_n_ready(cells).await.is_err() {
-                // More than one second's budget at once: take it in smaller bites.
-                let half = NonZeroU32::new((n / 2).max(1)).unwrap_or(NonZeroU32::MIN);
-                let _ = l.until_n_ready(half).await;
-                kib = kib.saturating_sub(u64::from(half.get()));
-                continue;
+            loop {
+                if self.stop.load(Ordering::Relaxed) {
+                    return false;
+                }
+                tokio::select! {
+                    _ = l.until_n_ready(cells) => break,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+                }
             }
             kib -= u64::from(n);
         }
+        true
     }
 
     /// Reads and stores one planned file, retrying while it changes under the read.
@@ -153,7 +163,9 @@ impl Uploader {
     ) -> Result<Attempt, Error> {
         let mib = (before.size().div_ceil(MIB) as u32).clamp(1, self.memory_mib);
         let _permit = self.memory.acquire_many(mib).await.map_err(closed)?;
-        self.throttle(before.size()).await;
+        if !self.throttle(before.size()).await {
+            return Ok(Attempt::Cancelled);
+        }
         let p = path.to_path_buf();
         let read = tokio::task::spawn_blocking(
             move || -> std::io::Result<(Vec<u8>, std::fs::Metadata)> {
@@ -346,7 +358,10 @@ impl Uploader {
             let mut buf = Vec::with_capacity(part as usize);
             while (buf.len() as u64) < part {
                 let want = (part - buf.len() as u64).min(MIB) as usize;
-                self.throttle(want as u64).await;
+                if !self.throttle(want as u64).await {
+                    in_flight.shutdown().await;
+                    return Ok(Streamed::Cancelled);
+                }
                 let start = buf.len();
                 buf.resize(start + want, 0);
                 match file.read(&mut buf[start..]).await {

@@ -1,0 +1,852 @@
+//! efs-backup through its real binary, against moto S3 (a versioned bucket), with a local
+//! directory standing in for the EFS mount.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_s3::Client;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use wikiops_tests::{Lambda, Moto, events};
+
+const BUCKET: &str = "wiki-backup";
+const PREFIX: &str = "efs/";
+
+/// One entry of a tree as compared after a restore: kind, mode, mtime, content hash or target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    kind: &'static str,
+    mode: u32,
+    mtime_ns: i64,
+    uid: u32,
+    gid: u32,
+    content: String,
+}
+
+/// Everything under `root` (not following symlinks), keyed by relative path.
+fn tree(root: &Path) -> BTreeMap<String, Seen> {
+    fn go(root: &Path, dir: &Path, out: &mut BTreeMap<String, Seen>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().to_str().unwrap().to_string();
+            let (kind, content) = if md.is_dir() {
+                go(root, &p, out);
+                ("dir", String::new())
+            } else if md.file_type().is_symlink() {
+                (
+                    "symlink",
+                    std::fs::read_link(&p).unwrap().display().to_string(),
+                )
+            } else {
+                (
+                    "file",
+                    hex::encode(Sha256::digest(std::fs::read(&p).unwrap())),
+                )
+            };
+            out.insert(
+                rel,
+                Seen {
+                    kind,
+                    // A symlink's mode is always 0777 on Linux and not settable.
+                    mode: md.mode() & 0o7777,
+                    mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+                    uid: md.uid(),
+                    gid: md.gid(),
+                    content,
+                },
+            );
+        }
+    }
+    let mut out = BTreeMap::new();
+    go(root, root, &mut out);
+    out
+}
+
+fn write(root: &Path, rel: &str, bytes: &[u8]) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, bytes).unwrap();
+}
+
+/// Deterministic pseudo-random bytes.
+fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 32);
+    let mut block = Sha256::digest(seed.to_le_bytes()).to_vec();
+    while out.len() < len {
+        out.extend_from_slice(&block);
+        block = Sha256::digest(&block).to_vec();
+    }
+    out.truncate(len);
+    out
+}
+
+/// A MediaWiki-shaped `images/` tree: hashed folders, a symlink, an empty folder, excluded
+/// transient folders.
+fn wiki_tree(root: &Path) {
+    for i in 0..24u64 {
+        let h = hex::encode(Sha256::digest(i.to_le_bytes()));
+        let rel = format!("{}/{}/File_{i}.png", &h[..1], &h[..2]);
+        write(root, &rel, &bytes(i, 500 + (i as usize * 997) % 20_000));
+    }
+    write(
+        root,
+        "archive/0/01/20260101000000!Old.png",
+        &bytes(99, 1234),
+    );
+    write(root, "thumb/0/01/Old.png/120px-Old.png", b"thumbnail");
+    write(root, "temp/upload.tmp", b"half an upload");
+    write(root, "lockdir/lock", b"");
+    std::fs::create_dir_all(root.join("deleted")).unwrap();
+    std::os::unix::fs::symlink("archive/0/01", root.join("latest-archive")).unwrap();
+    std::fs::set_permissions(
+        root.join("archive/0/01/20260101000000!Old.png"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+}
+
+async fn versioned_bucket(moto: &Moto) -> Client {
+    let s3 = moto.s3().await;
+    s3.create_bucket().bucket(BUCKET).send().await.unwrap();
+    s3.put_bucket_versioning()
+        .bucket(BUCKET)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    s3
+}
+
+fn env(moto: &Moto, source: &Path, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = moto.env();
+    env.extend(
+        [
+            ("SOURCE_DIR", source.to_str().unwrap()),
+            ("BACKUP_BUCKET", BUCKET),
+            ("BACKUP_PREFIX", PREFIX),
+            ("UPLOAD_CONCURRENCY", "8"),
+            ("DEADLINE_MARGIN_MS", "1000"),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    env
+}
+
+/// Current objects (latest version not deleted) under `files/`: path → sha256 of content.
+async fn mirror(s3: &Client) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let list = s3
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .prefix(format!("{PREFIX}files/"))
+        .send()
+        .await
+        .unwrap();
+    for o in list.contents() {
+        let key = o.key().unwrap();
+        let body = s3
+            .get_object()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        let data = body.body.collect().await.unwrap().into_bytes();
+        out.insert(
+            key.strip_prefix(&format!("{PREFIX}files/"))
+                .unwrap()
+                .to_string(),
+            hex::encode(Sha256::digest(&data)),
+        );
+    }
+    out
+}
+
+/// Number of object versions per key under `files/` (delete markers not counted).
+async fn versions(s3: &Client) -> HashMap<String, usize> {
+    let out = s3
+        .list_object_versions()
+        .bucket(BUCKET)
+        .prefix(format!("{PREFIX}files/"))
+        .send()
+        .await
+        .unwrap();
+    let mut n = HashMap::new();
+    for v in out.versions() {
+        *n.entry(v.key().unwrap().to_string()).or_insert(0) += 1;
+    }
+    n
+}
+
+fn files_of(t: &BTreeMap<String, Seen>) -> BTreeMap<String, String> {
+    t.iter()
+        .filter(|(_, s)| s.kind == "file")
+        .map(|(p, s)| (p.clone(), s.content.clone()))
+        .collect()
+}
+
+fn without_excluded(mut t: BTreeMap<String, Seen>) -> BTreeMap<String, Seen> {
+    t.retain(|p, _| {
+        !["thumb", "temp", "lockdir"]
+            .iter()
+            .any(|x| p == x || p.starts_with(&format!("{x}/")))
+    });
+    t
+}
+
+async fn restore(lambda: &Lambda, snapshot: &str, target: &Path) -> Value {
+    lambda
+        .invoke(
+            json!({"action":"restore","snapshot":snapshot,"target_dir":target.to_str().unwrap()}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("restore {snapshot}: {e}"))
+}
+
+#[tokio::test]
+async fn incremental_backups_mirror_the_tree_and_restore_byte_identical() {
+    let moto = Moto::start().await;
+    let s3 = versioned_bucket(&moto).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("wiki");
+    wiki_tree(&src);
+    // A file larger than one part: a multipart upload of 3 parts.
+    write(
+        &src,
+        "f/f0/Big_video.webm",
+        &bytes(7, 8 * 1024 * 1024 * 2 + 12345),
+    );
+    let lambda = Lambda::start("efs-backup", env(&moto, &src, &[])).await;
+
+    // Full backup.
+    let first = lambda
+        .invoke(events::load("efs-backup-backup"))
+        .await
+        .unwrap();
+    assert_eq!(first["status"], "complete", "{first}");
+    let expected = without_excluded(tree(&src));
+    let n_files = files_of(&expected).len() as u64;
+    assert_eq!(first["files_total"], n_files, "{first}");
+    assert_eq!(first["files_uploaded"], n_files, "{first}");
+    assert_eq!(first["symlinks_total"], 1);
+    let first_id = first["snapshot_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        mirror(&s3).await,
+        files_of(&expected),
+        "the bucket mirrors the tree"
+    );
+
+    // Unchanged: nothing uploaded (a scheduled event is a backup too).
+    let again = lambda
+        .invoke(events::load("efs-backup-scheduled"))
+        .await
+        .unwrap();
+    assert_eq!(again["status"], "complete", "{again}");
+    assert_eq!(again["files_uploaded"], 0, "{again}");
+    assert_eq!(again["bytes_uploaded"], 0, "{again}");
+    assert_eq!(again["files_unchanged"], n_files, "{again}");
+    assert_eq!(again["previous_snapshot"], first_id.as_str());
+
+    // Modify, add, delete, rename, symlink, empty directory, chmod.
+    let t0 = tree(&src);
+    write(&src, "archive/0/01/20260101000000!Old.png", b"rewritten");
+    write(&src, "9/9a/New_upload.jpg", &bytes(1000, 4321));
+    let (first_png, _) = files_of(&t0)
+        .into_iter()
+        .find(|(p, _)| p.ends_with("File_0.png"))
+        .unwrap();
+    std::fs::remove_file(src.join(&first_png)).unwrap();
+    let (second_png, _) = files_of(&t0)
+        .into_iter()
+        .find(|(p, _)| p.ends_with("File_1.png"))
+        .unwrap();
+    std::fs::rename(src.join(&second_png), src.join("f/f0/Renamed.png")).unwrap();
+    std::os::unix::fs::symlink("../f/f0/Renamed.png", src.join("deleted/link-to-renamed")).unwrap();
+    std::fs::create_dir_all(src.join("e/e1/empty")).unwrap();
+    std::fs::set_permissions(
+        src.join("f/f0/Big_video.webm"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    let third = lambda
+        .invoke(events::load("efs-backup-backup"))
+        .await
+        .unwrap();
+    assert_eq!(third["status"], "complete", "{third}");
+    // The rewritten file, the new one and the renamed one; chmod needs no upload.
+    assert_eq!(third["files_uploaded"], 3, "{third}");
+    assert_eq!(third["files_deleted"], 2, "{third}");
+    let expected3 = without_excluded(tree(&src));
+    assert_eq!(mirror(&s3).await, files_of(&expected3));
+    let third_id = third["snapshot_id"].as_str().unwrap().to_string();
+
+    // Both snapshots restore byte-identical: contents, modes, mtimes, owners, symlinks, empty dirs.
+    let r1 = dir.path().join("restore-1");
+    let out = restore(&lambda, &first_id, &r1).await;
+    assert_eq!(out["status"], "complete", "{out}");
+    assert_eq!(out["files_restored"], n_files, "{out}");
+    assert_eq!(tree(&r1), expected);
+    let r3 = dir.path().join("restore-3");
+    let out = restore(&lambda, "latest", &r3).await;
+    assert_eq!(out["snapshot_id"], third_id.as_str(), "{out}");
+    assert_eq!(tree(&r3), expected3);
+    assert!(tree(&r3)["e/e1/empty"].kind == "dir");
+
+    // An existing target is never overwritten unless asked; nothing is changed when refused.
+    let before = tree(&r1);
+    let err = lambda
+        .invoke(json!({"action":"restore","snapshot":third_id,"target_dir":r1.to_str().unwrap()}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type, "Rejected", "{err}");
+    assert!(err.error_message.contains("overwrite"), "{err}");
+    assert_eq!(tree(&r1), before, "a refused restore changed the target");
+    // Sending the same restore again finds everything in place (a resumed restore).
+    let out = restore(&lambda, &first_id, &r1).await;
+    assert_eq!(out["files_restored"], 0, "{out}");
+    assert_eq!(out["already_in_place"].as_u64().unwrap() > 0, true, "{out}");
+    let out = lambda
+        .invoke(json!({"action":"restore","snapshot":third_id,"target_dir":r1.to_str().unwrap(),"overwrite":true}))
+        .await
+        .unwrap();
+    assert_eq!(out["status"], "complete", "{out}");
+    // Overwrite replaces what differs, and leaves what the snapshot lacks.
+    let r1_now = tree(&r1);
+    for (p, want) in &expected3 {
+        assert_eq!(r1_now.get(p), Some(want), "{p}");
+    }
+    assert!(r1_now.contains_key(&first_png), "overwrite deleted a file");
+
+    // Restore of some paths only.
+    let rp = dir.path().join("restore-part");
+    let out = lambda
+        .invoke(json!({"action":"restore","snapshot":"latest","target_dir":rp.to_str().unwrap(),"paths":["f/f0"]}))
+        .await
+        .unwrap();
+    let mut want = expected3.clone();
+    want.retain(|p, _| p == "f" || p == "f/f0" || p.starts_with("f/f0/"));
+    assert!(want.contains_key("f/f0/Renamed.png"));
+    assert_eq!(out["files_restored"], want.len() as u64 - 2, "{out}");
+    assert_eq!(tree(&rp), want);
+
+    // List and verify.
+    let list = lambda
+        .invoke(events::load("efs-backup-list"))
+        .await
+        .unwrap();
+    let ids: Vec<&str> = list["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["snapshot_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "{list}");
+    assert_eq!(ids[0], third_id, "newest first: {list}");
+    assert_eq!(list["latest"], third_id.as_str());
+    assert_eq!(
+        list["snapshots"][0]["files"],
+        files_of(&expected3).len() as u64,
+        "{list}"
+    );
+    let v = lambda
+        .invoke(json!({"action":"verify","snapshot":first_id,"sample":1000}))
+        .await
+        .unwrap();
+    assert_eq!(v["checked"], n_files, "{v}");
+    assert_eq!(v["failed"], json!([]));
+
+    // Someone overwrites a backed-up object: the snapshot's own version is untouched.
+    let key = format!("{PREFIX}files/f/f0/Renamed.png");
+    s3.put_object()
+        .bucket(BUCKET)
+        .key(&key)
+        .body(b"corrupt".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let v = lambda
+        .invoke(json!({"action":"verify","snapshot":third_id,"sample":1000}))
+        .await
+        .unwrap();
+    assert_eq!(v["failed"], json!([]), "{v}");
+
+    // EMF metrics were emitted.
+    let logs = lambda.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("\"_aws\"") && l.contains("FilesUploaded")),
+        "no EMF document: {logs}"
+    );
+}
+
+#[tokio::test]
+async fn resumes_after_a_forced_early_deadline_without_uploading_again() {
+    let moto = Moto::start().await;
+    let s3 = versioned_bucket(&moto).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("wiki");
+    for i in 0..40u64 {
+        write(
+            &src,
+            &format!("{:x}/{:02x}/F{i}.png", i % 16, i),
+            &bytes(i, 64 * 1024),
+        );
+    }
+    // 2.5 MiB at 1 MiB/s: an invocation with a 2.5 s deadline (1 s margin) cannot finish.
+    let lambda = Lambda::start(
+        "efs-backup",
+        env(
+            &moto,
+            &src,
+            &[
+                ("MAX_READ_MIB_PER_SECOND", "1"),
+                ("CHECKPOINT_INTERVAL_SECONDS", "1"),
+            ],
+        ),
+    )
+    .await;
+    let first = lambda
+        .invoke_with_deadline(json!({"action":"backup"}), Duration::from_millis(2500))
+        .await
+        .unwrap();
+    assert_eq!(first["status"], "incomplete", "{first}");
+    let up1 = first["files_uploaded"].as_u64().unwrap();
+    assert!(up1 > 0 && up1 < 40, "{first}");
+    assert_eq!(
+        first["files_remaining"].as_u64().unwrap(),
+        40 - up1,
+        "{first}"
+    );
+    let list = lambda
+        .invoke(events::load("efs-backup-list"))
+        .await
+        .unwrap();
+    assert_eq!(
+        list["snapshots"],
+        json!([]),
+        "no snapshot before completion: {list}"
+    );
+    assert_eq!(list["in_progress"], first["snapshot_id"]);
+
+    // The continuation (what the Step Functions loop does): same event, finishes.
+    let second = lambda
+        .invoke_with_deadline(json!({"action":"backup"}), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(second["status"], "complete", "{second}");
+    assert_eq!(second["snapshot_id"], first["snapshot_id"], "the same run");
+    assert_eq!(
+        second["files_uploaded"].as_u64().unwrap(),
+        40 - up1,
+        "{second}"
+    );
+    assert_eq!(second["files_total"], 40);
+    let v = versions(&s3).await;
+    assert_eq!(v.len(), 40);
+    assert!(
+        v.values().all(|n| *n == 1),
+        "a file was uploaded twice: {v:?}"
+    );
+    let r = dir.path().join("restored");
+    restore(&lambda, "latest", &r).await;
+    assert_eq!(tree(&r), tree(&src));
+}
+
+#[tokio::test]
+async fn a_file_changing_while_read_is_retried_then_reported() {
+    let moto = Moto::start().await;
+    let s3 = versioned_bucket(&moto).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("wiki");
+    write(&src, "a/a1/Stable.png", &bytes(1, 1000));
+    // Read at 4 MiB/s (shared), each of these takes over a second to read.
+    write(
+        &src,
+        "b/b1/Always_changing.log",
+        &bytes(2, 10 * 1024 * 1024),
+    );
+    write(&src, "c/c1/Changes_once.webm", &bytes(3, 10 * 1024 * 1024));
+    let lambda = Lambda::start(
+        "efs-backup",
+        env(
+            &moto,
+            &src,
+            &[
+                ("MAX_READ_MIB_PER_SECOND", "4"),
+                ("UPLOAD_CONCURRENCY", "4"),
+            ],
+        ),
+    )
+    .await;
+    // One file changes all the time, the other during the first second only (its first read).
+    let stop = Arc::new(AtomicBool::new(false));
+    let mutator = {
+        let stop = stop.clone();
+        let always = src.join("b/b1/Always_changing.log");
+        let once = src.join("c/c1/Changes_once.webm");
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                let f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&always)
+                    .unwrap();
+                f.set_modified(SystemTime::now()).unwrap();
+                if start.elapsed() < Duration::from_millis(1000) {
+                    let f = std::fs::OpenOptions::new().write(true).open(&once).unwrap();
+                    f.set_modified(SystemTime::now()).unwrap();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let out = lambda.invoke(json!({"action":"backup"})).await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    mutator.join().unwrap();
+    assert_eq!(out["status"], "complete", "{out}");
+    assert_eq!(
+        out["changed_during_read"],
+        json!(["b/b1/Always_changing.log"]),
+        "{out}"
+    );
+    assert_eq!(out["files_total"], 2, "{out}");
+    let v = versions(&s3).await;
+    assert_eq!(
+        v.get(&format!("{PREFIX}files/b/b1/Always_changing.log")),
+        None,
+        "an inconsistent read was stored: {v:?}"
+    );
+    assert_eq!(
+        v.get(&format!("{PREFIX}files/c/c1/Changes_once.webm")),
+        Some(&1),
+        "{v:?}"
+    );
+    let logs = lambda.logs();
+    for f in ["Changes_once.webm", "Always_changing.log"] {
+        assert!(
+            logs.lines()
+                .any(|l| l.contains("file changed while being read") && l.contains(f)),
+            "{f} was not retried: {logs}"
+        );
+    }
+    // The one that settled is stored as it is now.
+    let r = dir.path().join("restored");
+    restore(&lambda, "latest", &r).await;
+    let got = tree(&r);
+    let want = tree(&src);
+    assert_eq!(
+        got["c/c1/Changes_once.webm"],
+        want["c/c1/Changes_once.webm"]
+    );
+    assert!(!got.contains_key("b/b1/Always_changing.log"));
+}
+
+#[tokio::test]
+async fn exclude_rules_skip_transient_folders() {
+    let moto = Moto::start().await;
+    let s3 = versioned_bucket(&moto).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("wiki");
+    wiki_tree(&src);
+    write(
+        &src,
+        "transcoded/a/ab/Clip.webm/Clip.webm.480p.vp9.webm",
+        b"derived",
+    );
+    write(&src, "a/ab/cache.tmp", b"x");
+    let lambda = Lambda::start("efs-backup", env(&moto, &src, &[])).await;
+    lambda.invoke(json!({"action":"backup"})).await.unwrap();
+    let keys = mirror(&s3).await;
+    assert!(
+        keys.keys().all(|k| !k.starts_with("thumb/")
+            && !k.starts_with("temp/")
+            && !k.starts_with("transcoded/")
+            && !k.starts_with("lockdir/")),
+        "{keys:?}"
+    );
+    assert!(keys.contains_key("a/ab/cache.tmp"));
+
+    // A custom EXCLUDE replaces the defaults; `*` stays within one folder, `**` crosses them.
+    let lambda = Lambda::start(
+        "efs-backup",
+        env(
+            &moto,
+            &src,
+            &[("EXCLUDE", "**/*.tmp,thumb"), ("BACKUP_PREFIX", "custom/")],
+        ),
+    )
+    .await;
+    let dry = lambda
+        .invoke(events::load("efs-backup-backup-dry-run"))
+        .await
+        .unwrap();
+    assert_eq!(dry["status"], "dry_run", "{dry}");
+    let planned: Vec<&str> = dry["plan"]["upload_paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        planned.contains(&"temp/upload.tmp") == false
+            && planned.contains(&"a/ab/cache.tmp") == false,
+        "{dry}"
+    );
+    assert!(
+        planned.iter().any(|p| p.starts_with("transcoded/")),
+        "{dry}"
+    );
+    assert!(planned.iter().all(|p| !p.starts_with("thumb/")), "{dry}");
+    let list = s3
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .prefix("custom/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(list.key_count(), Some(0), "a dry run wrote something");
+}
+
+#[tokio::test]
+async fn retention_never_orphans_a_kept_snapshot() {
+    let moto = Moto::start().await;
+    let s3 = versioned_bucket(&moto).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("wiki");
+    let lambda = Lambda::start(
+        "efs-backup",
+        env(
+            &moto,
+            &src,
+            &[("KEEP_SNAPSHOTS", "3"), ("RETENTION_DAYS", "30")],
+        ),
+    )
+    .await;
+    // Four runs, the same file changed each time.
+    let mut trees = Vec::new();
+    let mut ids = Vec::new();
+    for run in 0..4u64 {
+        write(&src, "a/ab/Logo.png", &bytes(run, 3000 + run as usize));
+        write(
+            &src,
+            &format!("b/b{run}/Added_{run}.png"),
+            &bytes(100 + run, 100),
+        );
+        let out = lambda.invoke(json!({"action":"backup"})).await.unwrap();
+        assert_eq!(out["status"], "complete", "{out}");
+        ids.push(out["snapshot_id"].as_str().unwrap().to_string());
+        trees.push(tree(&src));
+    }
+    // KEEP_SNAPSHOTS=3: the oldest of four is gone.
+    let list = lambda
+        .invoke(events::load("efs-backup-list"))
+        .await
+        .unwrap();
+    let listed = |list: &Value| -> Vec<String> {
+        list["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["snapshot_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        listed(&list),
+        [ids[3].clone(), ids[2].clone(), ids[1].clone()]
+    );
+
+    // Age the kept snapshots: move their manifests to ids 40, 20 and 10 days in the past.
+    let aged = |id: &str, days: i64| -> String {
+        let t = chrono::NaiveDateTime::parse_from_str(id, "%Y%m%dT%H%M%S%.3fZ")
+            .unwrap()
+            .and_utc()
+            - chrono::Duration::days(days);
+        t.format("%Y%m%dT%H%M%S%.3fZ").to_string()
+    };
+    let moves = [
+        (ids[1].clone(), aged(&ids[1], 40)),
+        (ids[2].clone(), aged(&ids[2], 20)),
+        (ids[3].clone(), aged(&ids[3], 10)),
+    ];
+    s3.put_object()
+        .bucket(BUCKET)
+        .key(format!("{PREFIX}latest.json"))
+        .body(serde_json::to_vec(&json!({"snapshot_id": moves[2].1, "manifest_key": format!("{PREFIX}snapshots/{}.jsonl.gz", moves[2].1), "manifest_version_id": null})).unwrap().into())
+        .send()
+        .await
+        .unwrap();
+    for (from, to) in &moves {
+        s3.copy_object()
+            .bucket(BUCKET)
+            .copy_source(format!("{BUCKET}/{PREFIX}snapshots/{from}.jsonl.gz"))
+            .key(format!("{PREFIX}snapshots/{to}.jsonl.gz"))
+            .send()
+            .await
+            .unwrap();
+        s3.delete_object()
+            .bucket(BUCKET)
+            .key(format!("{PREFIX}snapshots/{from}.jsonl.gz"))
+            .send()
+            .await
+            .unwrap();
+    }
+    // A snapshot older than RETENTION_DAYS is no longer offered, even before pruning.
+    let list = lambda
+        .invoke(events::load("efs-backup-list"))
+        .await
+        .unwrap();
+    assert_eq!(
+        listed(&list),
+        [moves[2].1.clone(), moves[1].1.clone()],
+        "{list}"
+    );
+
+    // The next backup prunes: the 40-day-old snapshot goes, the newest three stay... within 30 days.
+    write(&src, "a/ab/Logo.png", &bytes(77, 999));
+    let out = lambda.invoke(json!({"action":"backup"})).await.unwrap();
+    assert_eq!(out["retention"]["delete"], json!([moves[0].1]), "{out}");
+    let newest = out["snapshot_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        out["retention"]["keep"],
+        json!([newest, moves[2].1, moves[1].1]),
+        "{out}"
+    );
+
+    // Every kept snapshot still restores byte-identical and verifies: nothing it references
+    // was removed, although its files were overwritten since.
+    for (i, id) in [(2usize, &moves[1].1), (3, &moves[2].1)] {
+        let v = lambda
+            .invoke(json!({"action":"verify","snapshot":id,"sample":100}))
+            .await
+            .unwrap();
+        assert_eq!(v["failed"], json!([]), "{v}");
+        let r = dir.path().join(format!("r-{i}"));
+        restore(&lambda, id, &r).await;
+        assert_eq!(tree(&r), trees[i], "snapshot {id}");
+    }
+    // The pruned one is gone for good.
+    let err = lambda
+        .invoke(json!({"action":"restore","snapshot":moves[0].1,"target_dir":dir.path().join("x").to_str().unwrap()}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type, "NotFound", "{err}");
+    // The newest snapshot's versions are all current: the lifecycle rule cannot touch them.
+    let m = mirror(&s3).await;
+    assert_eq!(m, files_of(&tree(&src)));
+}
+
+#[tokio::test]
+async fn bad_input_and_settings_change_nothing() {
+    let moto = Moto::start().await;
+    let s3 = moto.s3().await;
+    s3.create_bucket()
+        .bucket("unversioned")
+        .send()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("wiki");
+    write(&src, "a/ab/X.png", b"x");
+
+    // Missing setting: one error naming it.
+    let mut e = env(&moto, &src, &[]);
+    e.retain(|(k, _)| k != "BACKUP_BUCKET");
+    let lambda = Lambda::start("efs-backup", e).await;
+    let err = lambda.invoke(json!({"action":"backup"})).await.unwrap_err();
+    assert_eq!(err.error_type, "Settings");
+    assert_eq!(
+        err.error_message,
+        "missing environment variable BACKUP_BUCKET"
+    );
+    drop(lambda);
+
+    // An unversioned bucket is refused before anything is written.
+    let lambda = Lambda::start(
+        "efs-backup",
+        env(&moto, &src, &[("BACKUP_BUCKET", "unversioned")]),
+    )
+    .await;
+    let err = lambda.invoke(json!({"action":"backup"})).await.unwrap_err();
+    assert_eq!(err.error_type, "Rejected", "{err}");
+    assert!(err.error_message.contains("versioning"), "{err}");
+    let list = s3
+        .list_objects_v2()
+        .bucket("unversioned")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(list.key_count(), Some(0));
+    let err = lambda
+        .invoke(json!({"action":"explode"}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type, "InvalidEvent");
+    drop(lambda);
+
+    // An empty source (the mount missing) does not erase a backup.
+    let s3 = versioned_bucket(&moto).await;
+    let lambda = Lambda::start("efs-backup", env(&moto, &src, &[])).await;
+    lambda.invoke(json!({"action":"backup"})).await.unwrap();
+    std::fs::remove_dir_all(src.join("a")).unwrap();
+    let err = lambda.invoke(json!({"action":"backup"})).await.unwrap_err();
+    assert_eq!(err.error_type, "Rejected", "{err}");
+    assert_eq!(mirror(&s3).await.len(), 1, "a delete marker was written");
+    let out = lambda
+        .invoke(json!({"action":"backup","allow_empty":true}))
+        .await
+        .unwrap();
+    assert_eq!(out["files_deleted"], 1, "{out}");
+    std::fs::remove_dir_all(&src).unwrap();
+    let err = lambda.invoke(json!({"action":"backup"})).await.unwrap_err();
+    assert_eq!(err.error_type, "Io", "{err}");
+    assert!(err.error_message.contains("SOURCE_DIR"), "{err}");
+    let err = lambda
+        .invoke(json!({"action":"restore","snapshot":"yesterday","target_dir":"/tmp/x"}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type, "InvalidEvent", "{err}");
+}
+
+#[tokio::test]
+async fn every_sample_event_is_understood() {
+    let moto = Moto::start().await;
+    versioned_bucket(&moto).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("wiki");
+    write(&src, "images/a/ab/X.png", b"x");
+    let lambda = Lambda::start("efs-backup", env(&moto, &src, &[])).await;
+    lambda.invoke(json!({"action":"backup"})).await.unwrap();
+    let names: Vec<String> = events::all()
+        .into_iter()
+        .filter(|n| n.starts_with("efs-backup-"))
+        .collect();
+    assert!(names.len() >= 6, "{names:?}");
+    let target = dir.path().join("restore");
+    for name in names {
+        let e = events::load_with(&name, &[("/mnt/wiki/restore", target.to_str().unwrap())]);
+        let out = lambda
+            .invoke(e)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            ["complete", "dry_run"].contains(&out["status"].as_str().unwrap_or_default()),
+            "{name}: {out}"
+        );
+    }
+    assert_eq!(
+        tree(&target).len(),
+        4,
+        "images, images/a, images/a/ab, X.png"
+    );
+}
