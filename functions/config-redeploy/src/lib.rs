@@ -24,6 +24,7 @@ use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 use shared::{Env, Error};
 
+pub use run::process;
 pub use settings::Settings;
 pub use summary::Summary;
 
@@ -40,5 +41,5 @@ pub struct Clients {
 pub async fn handler(clients: &Clients, event: LambdaEvent<Value>) -> Result<Summary, Error> {
     let settings = Settings::from_env(&Env::from_process())?;
     let trigger = event::parse(&event.payload)?;
-    run::run(clients, &settings, trigger).await
+    run::process(clients, &settings, trigger).await
 }

@@ -15,7 +15,7 @@ use crate::summary::{Failure, Redeployed, Rejected, RolledBack, Summary};
 use crate::{Clients, apply, observe};
 
 /// Runs one trigger to completion and reports it.
-pub async fn run(
+pub async fn process(
     clients: &Clients,
     settings: &Settings,
     trigger: Trigger,
