@@ -92,6 +92,11 @@ impl Bucket {
         }
     }
 
+    /// Takes one token if there is one now (a server-side bucket, in simulations).
+    pub fn try_take(&self) -> bool {
+        self.limiter.check().is_ok()
+    }
+
     /// Total time spent waiting for tokens.
     pub fn waited(&self) -> Duration {
         Duration::from_nanos(self.waited_ns.load(Ordering::Relaxed))
