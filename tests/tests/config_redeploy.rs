@@ -439,6 +439,27 @@ async fn a_failed_config_deployment_rolls_back_once_and_never_loops() {
     let rb = &out["rolled_back"][0];
     assert_eq!(rb["failed_deployment_id"], d2.as_str(), "{out}");
     assert_eq!(rb["deployment_id"], d3.as_str());
+    let objects = rb["objects"].as_array().unwrap();
+    assert!(
+        objects.contains(
+            &json!({"outcome": "restore", "key": "LocalSettings.php", "bad_version": bad,
+            "action": "copy", "version_id": good})
+        ),
+        "{out}"
+    );
+    assert!(
+        objects.contains(
+            &json!({"outcome": "restore", "key": "extensions/New.php", "bad_version": created,
+            "action": "delete"})
+        ),
+        "{out}"
+    );
+    assert!(
+        objects.iter().any(|o| o["key"] == "extensions/Old.php"
+            && o["bad_version"].is_null()
+            && o["action"] == "copy"),
+        "{out}"
+    );
     assert_eq!(b.body("LocalSettings.php").await, GOOD);
     assert_eq!(b.body("extensions/Old.php").await, "<?php\n// old\n");
     let gone =
