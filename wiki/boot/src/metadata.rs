@@ -208,7 +208,10 @@ mod tests {
     #[test]
     fn refuses_malformed_documents() {
         let mut missing_az: serde_json::Value = serde_json::from_str(FARGATE_TASK).unwrap();
-        missing_az.as_object_mut().unwrap().remove("AvailabilityZone");
+        missing_az
+            .as_object_mut()
+            .unwrap()
+            .remove("AvailabilityZone");
         let mut no_ip: serde_json::Value = serde_json::from_str(FARGATE_TASK).unwrap();
         no_ip["Containers"][0]["Networks"][0]["IPv4Addresses"] = serde_json::json!([]);
         let mut bad_arn: serde_json::Value = serde_json::from_str(FARGATE_TASK).unwrap();

@@ -108,7 +108,17 @@ pub async fn install(settings: &Settings, admin_password: &str) -> Result<(), Er
     write_private(&dbpassfile, &settings.db.password)?;
     write_private(&passfile, admin_password)?;
     let args = install_args(settings, scratch.path(), &dbpassfile, &passfile);
-    run(settings, "install", &args, &[]).await
+    // The installer refuses to run where a LocalSettings.php exists (ours, from S3): point
+    // it at the scratch directory, where it also writes the configuration it generates.
+    let own_config = vec![(
+        "MW_CONFIG_FILE".to_string(),
+        scratch
+            .path()
+            .join("LocalSettings.php")
+            .display()
+            .to_string(),
+    )];
+    run(settings, "install", &args, &own_config).await
 }
 
 fn write_private(path: &Path, content: &str) -> Result<(), Error> {

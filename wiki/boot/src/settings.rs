@@ -120,7 +120,12 @@ fn server(env: &Env) -> Result<String, SettingsError> {
 /// Checks `a.b.c.d/n` (IPv4) or an IPv6 network with a prefix length.
 fn cidr(env: &Env) -> Result<String, SettingsError> {
     let v = env.required("VPC_CIDR")?;
-    let bad = || SettingsError::malformed("VPC_CIDR", "expected an address and a prefix length (a.b.c.d/n)");
+    let bad = || {
+        SettingsError::malformed(
+            "VPC_CIDR",
+            "expected an address and a prefix length (a.b.c.d/n)",
+        )
+    };
     let (addr, len) = v.split_once('/').ok_or_else(bad)?;
     let len: u8 = len.parse().map_err(|_| bad())?;
     let max = match addr.parse::<std::net::IpAddr>().map_err(|_| bad())? {
@@ -159,7 +164,10 @@ impl Settings {
                 .unwrap_or_else(|| "/var/www/html".into()),
         );
         if !web_root.is_absolute() {
-            return Err(SettingsError::malformed("WEB_ROOT", "must be an absolute path"));
+            return Err(SettingsError::malformed(
+                "WEB_ROOT",
+                "must be an absolute path",
+            ));
         }
         let mut required = env.list("REQUIRED_CONFIG");
         if required.is_empty() {
@@ -289,7 +297,11 @@ mod tests {
             let err = Settings::from_env(&Env::from_pairs(pairs)).unwrap_err();
             assert_eq!(err, SettingsError::Missing(name.to_string()), "{name}");
             let err = with(&[(name, "  ")]).unwrap_err();
-            assert_eq!(err, SettingsError::Missing(name.to_string()), "{name} blank");
+            assert_eq!(
+                err,
+                SettingsError::Missing(name.to_string()),
+                "{name} blank"
+            );
         }
     }
 
@@ -301,10 +313,7 @@ mod tests {
             ("a/b", "a/b/"),
             ("/", ""),
         ] {
-            assert_eq!(
-                with(&[("CONFIG_PREFIX", raw)]).unwrap().config.prefix,
-                want
-            );
+            assert_eq!(with(&[("CONFIG_PREFIX", raw)]).unwrap().config.prefix, want);
         }
         for bad in ["a//b", "../x", "a/./b"] {
             let err = with(&[("CONFIG_PREFIX", bad)]).unwrap_err();
@@ -341,7 +350,10 @@ mod tests {
             ("VPC_CIDR", "fd00::/56"),
             ("REQUIRED_CONFIG", "LocalSettings.php, extra/Settings.php"),
             ("APACHE_COMMAND", "apache2 -DFOREGROUND"),
-            ("ECS_CONTAINER_METADATA_URI_V4", "http://169.254.170.2/v4/abc/"),
+            (
+                "ECS_CONTAINER_METADATA_URI_V4",
+                "http://169.254.170.2/v4/abc/",
+            ),
         ])
         .unwrap();
         assert_eq!(s.server, "https://wiki.example.com");

@@ -1,0 +1,482 @@
+//! The wiki container's boot program, run as ECS runs it, against moto S3, a stub of the
+//! task metadata endpoint and the bench MariaDB. `APACHE_COMMAND` points at a script that
+//! prints its pid, arguments and environment, so the tests see what Apache would get.
+
+#[path = "wiki_support.rs"]
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wikiops_tests::{MariaDb, Moto};
+
+const LOCAL_SETTINGS: &[u8] = include_bytes!("../../wiki/config/LocalSettings.php");
+const LONG: Duration = Duration::from_secs(60);
+
+/// A stand-in for `apache2-foreground`: prints its pid, arguments and environment.
+fn apache_stub(dir: &Path) -> PathBuf {
+    let p = dir.join("apache-stub");
+    std::fs::write(
+        &p,
+        "#!/bin/sh\necho \"apache-stub pid=$$ args=$*\"\nenv | sort\n",
+    )
+    .expect("write stub");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod stub");
+    p
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+}
+
+#[tokio::test]
+async fn pulls_the_config_then_execs_apache_with_the_task_identity() {
+    let (moto, db) = tokio::join!(Moto::start(), MariaDb::start());
+    bucket_with(
+        &moto,
+        "wiki-config",
+        &[
+            ("prod/", b""),
+            ("prod/LocalSettings.php", LOCAL_SETTINGS),
+            ("prod/extra/Branding.php", b"<?php $wgLogos = [];\n"),
+            ("prod/extra/", b""),
+            ("prod/.wikiops/last-good/LocalSettings.php", b"<?php old"),
+            (".wikiops/state.json", b"{}"),
+            ("staging/LocalSettings.php", b"<?php other"),
+        ],
+    )
+    .await;
+    let web = open_tempdir();
+    let scratch = tempfile::tempdir().unwrap();
+    let stub = apache_stub(scratch.path());
+    // The image's own files stay; a file from S3 replaces the image's copy.
+    std::fs::write(web.path().join("index.php"), "<?php // MediaWiki").unwrap();
+    std::fs::write(web.path().join("LocalSettings.php"), "<?php // baked in").unwrap();
+    let (meta, _server) = metadata_stub(200, fargate_task().to_string()).await;
+
+    let mut env = task_env(&moto, "wiki-config", "prod", web.path());
+    set(&mut env, "DB_PORT", &db.port.to_string());
+    set(&mut env, "DB_PASSWORD", &db.admin_password);
+    set(&mut env, "DB_CA_BUNDLE", &db.ca_path.display().to_string());
+    set(&mut env, "ECS_CONTAINER_METADATA_URI_V4", &meta);
+    set(
+        &mut env,
+        "APACHE_COMMAND",
+        &format!("{} -DFOREGROUND", stub.display()),
+    );
+    let run = run_boot(&[], &env, LONG).await;
+
+    assert_eq!(run.code, Some(0), "{}", run.logs());
+    // exec: the stub runs in the boot program's own process, with the arguments given.
+    assert!(
+        run.stdout
+            .contains(&format!("apache-stub pid={} args=-DFOREGROUND", run.pid)),
+        "{}",
+        run.stdout
+    );
+    for want in [
+        format!("WIKI_TASK_ARN={TASK_ARN}"),
+        format!("WIKI_TASK_ID={TASK_ID}"),
+        format!("WIKI_AVAILABILITY_ZONE={TASK_AZ}"),
+        format!("WIKI_PRIVATE_IP={TASK_IP}"),
+        "WIKI_CLUSTER=arn:aws:ecs:us-east-1:123456789012:cluster/wiki".to_string(),
+        format!("WEB_ROOT={}", web.path().display()),
+        "VPC_CIDR=127.0.0.0/8".to_string(),
+        "WIKI_SERVER=https://wiki.test".to_string(),
+    ] {
+        assert!(
+            run.stdout.lines().any(|l| l == want),
+            "Apache's environment lacks {want}:\n{}",
+            run.stdout
+        );
+    }
+
+    assert_eq!(
+        files_under(web.path()),
+        vec!["LocalSettings.php", "extra/Branding.php", "index.php"],
+        "bookkeeping, markers and other prefixes are not copied"
+    );
+    let ls = web.path().join("LocalSettings.php");
+    assert_eq!(std::fs::read(&ls).unwrap(), LOCAL_SETTINGS);
+    assert_eq!(mode(&ls), 0o644, "readable by Apache's user");
+    assert_eq!(
+        std::fs::read_to_string(web.path().join("extra/Branding.php")).unwrap(),
+        "<?php $wgLogos = [];\n"
+    );
+    // The boot program's own log: what it printed before Apache (the stub) took over.
+    let stub_at = run
+        .stdout
+        .find("apache-stub pid=")
+        .unwrap_or(run.stdout.len());
+    let logs = format!("{}\n{}", &run.stdout[..stub_at], run.stderr);
+    assert!(logs.contains("database is ready"), "{logs}");
+    assert!(logs.contains("configuration file installed"), "{logs}");
+    for secret in [db.admin_password.as_str(), "wiki-s3cr3t-key"] {
+        assert!(!logs.contains(secret), "a secret reached the log: {logs}");
+    }
+}
+
+#[tokio::test]
+async fn a_missing_required_object_stops_before_apache() {
+    let moto = Moto::start().await;
+    bucket_with(
+        &moto,
+        "wiki-config",
+        &[
+            ("prod/logo.png", b"png"),
+            ("prod/.wikiops/last-good/LocalSettings.php", b"<?php"),
+            ("LocalSettings.php", b"<?php // another prefix"),
+        ],
+    )
+    .await;
+    let web = open_tempdir();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut env = task_env(&moto, "wiki-config", "prod/", web.path());
+    set(
+        &mut env,
+        "APACHE_COMMAND",
+        &apache_stub(scratch.path()).display().to_string(),
+    );
+    let run = run_boot(&["serve"], &env, LONG).await;
+    assert_eq!(run.code, Some(1));
+    let logs = run.logs();
+    assert!(
+        logs.contains("required configuration object prod/LocalSettings.php is missing"),
+        "{logs}"
+    );
+    assert!(logs.contains("NotFound"), "{logs}");
+    assert!(!logs.contains("apache-stub"), "Apache started: {logs}");
+    assert!(
+        files_under(web.path()).is_empty(),
+        "nothing is written when the config is incomplete"
+    );
+
+    // A second required file (REQUIRED_CONFIG) is checked the same way.
+    bucket_with(&moto, "other", &[("LocalSettings.php", b"<?php")]).await;
+    set(&mut env, "CONFIG_BUCKET", "other");
+    set(&mut env, "CONFIG_PREFIX", "");
+    set(
+        &mut env,
+        "REQUIRED_CONFIG",
+        "LocalSettings.php,extensions.php",
+    );
+    let run = run_boot(&[], &env, LONG).await;
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.logs()
+            .contains("required configuration object extensions.php is missing"),
+        "{}",
+        run.logs()
+    );
+
+    // A bucket that does not exist: S3's own error.
+    set(&mut env, "CONFIG_BUCKET", "no-such-bucket");
+    let run = run_boot(&[], &env, LONG).await;
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.logs().contains("S3 ListObjectsV2 failed: NoSuchBucket"),
+        "{}",
+        run.logs()
+    );
+}
+
+#[tokio::test]
+async fn a_missing_setting_is_named_and_no_secret_is_logged() {
+    let moto = Moto::start().await;
+    let web = open_tempdir();
+    for name in [
+        "CONFIG_BUCKET",
+        "WIKI_SERVER",
+        "DB_HOST",
+        "DB_PASSWORD",
+        "WIKI_SECRET_KEY",
+        "VPC_CIDR",
+    ] {
+        let mut env = task_env(&moto, "wiki-config", "prod", web.path());
+        env.retain(|(k, _)| k != name);
+        let run = run_boot(&[], &env, LONG).await;
+        assert_eq!(run.code, Some(1), "{name}");
+        let logs = run.logs();
+        assert!(
+            logs.contains(&format!("missing environment variable {name}")),
+            "{name}: {logs}"
+        );
+        assert!(logs.contains("error_type=\"Settings\""), "{logs}");
+        assert!(!logs.contains("s3cr3t"), "{logs}");
+    }
+    let mut env = task_env(&moto, "wiki-config", "prod", web.path());
+    set(&mut env, "WIKI_SERVER", "wiki.test");
+    let run = run_boot(&[], &env, LONG).await;
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.logs()
+            .contains("environment variable WIKI_SERVER is malformed"),
+        "{}",
+        run.logs()
+    );
+
+    let run = run_boot(&["migrate"], &env, LONG).await;
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.logs().contains("unknown command \"migrate\""),
+        "{}",
+        run.logs()
+    );
+}
+
+/// A proxy in front of moto that cuts the body of every `GET` of `cut` in half (and closes
+/// the connection), as a dropped connection does; everything else passes through.
+async fn cutting_proxy(upstream: u16, cut: &'static str) -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 8192];
+                let head_end = loop {
+                    let Ok(n) = client.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    req.extend_from_slice(&buf[..n]);
+                    if let Some(i) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&req[..head_end]).to_string();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                while req.len() < head_end + len {
+                    let Ok(n) = client.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    req.extend_from_slice(&buf[..n]);
+                }
+                let mut new_head: Vec<&str> = head
+                    .trim_end()
+                    .lines()
+                    .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+                    .collect();
+                new_head.push("Connection: close");
+                let mut forward = new_head.join("\r\n").into_bytes();
+                forward.extend_from_slice(b"\r\n\r\n");
+                forward.extend_from_slice(&req[head_end..]);
+                let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    return;
+                };
+                if up.write_all(&forward).await.is_err() {
+                    return;
+                }
+                let mut resp = Vec::new();
+                let _ = up.read_to_end(&mut resp).await;
+                let first = head.lines().next().unwrap_or_default();
+                if first.starts_with("GET ") && first.contains(cut) {
+                    let body_at = resp
+                        .windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .map(|i| i + 4)
+                        .unwrap_or(resp.len());
+                    let keep = body_at + (resp.len() - body_at) / 2;
+                    resp.truncate(keep);
+                }
+                let _ = client.write_all(&resp).await;
+                let _ = client.shutdown().await;
+            });
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn a_cut_download_leaves_the_web_root_as_it_was() {
+    let moto = Moto::start().await;
+    let mut big = LOCAL_SETTINGS.to_vec();
+    big.extend(std::iter::repeat_n(b'#', 64 * 1024));
+    bucket_with(
+        &moto,
+        "wiki-config",
+        &[
+            ("prod/LocalSettings.php", &big),
+            ("prod/extra/Branding.php", b"<?php // complete"),
+        ],
+    )
+    .await;
+    let (proxy, _task) = cutting_proxy(moto.port, "/LocalSettings.php").await;
+    let web = open_tempdir();
+    std::fs::write(web.path().join("LocalSettings.php"), "<?php // previous").unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut env = task_env(&moto, "wiki-config", "prod", web.path());
+    set(
+        &mut env,
+        "AWS_ENDPOINT_URL",
+        &format!("http://127.0.0.1:{proxy}"),
+    );
+    set(
+        &mut env,
+        "APACHE_COMMAND",
+        &apache_stub(scratch.path()).display().to_string(),
+    );
+    let run = run_boot(&[], &env, LONG).await;
+    assert_eq!(run.code, Some(1), "{}", run.logs());
+    let logs = run.logs();
+    assert!(
+        logs.contains("download of s3://wiki-config/prod/LocalSettings.php was cut short")
+            || logs.contains("s3://wiki-config/prod/LocalSettings.php: received"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("retrying"),
+        "a cut download is retried: {logs}"
+    );
+    assert!(!logs.contains("apache-stub"), "Apache started: {logs}");
+    // All or nothing: the complete object was not installed either, no temp file is left.
+    assert_eq!(files_under(web.path()), vec!["LocalSettings.php"]);
+    assert_eq!(
+        std::fs::read_to_string(web.path().join("LocalSettings.php")).unwrap(),
+        "<?php // previous"
+    );
+}
+
+#[tokio::test]
+async fn bad_task_metadata_stops_before_apache() {
+    let moto = Moto::start().await;
+    bucket_with(
+        &moto,
+        "wiki-config",
+        &[("LocalSettings.php", LOCAL_SETTINGS)],
+    )
+    .await;
+    let web = open_tempdir();
+    let scratch = tempfile::tempdir().unwrap();
+    let stub = apache_stub(scratch.path());
+
+    let mut no_az = fargate_task();
+    no_az.as_object_mut().unwrap().remove("AvailabilityZone");
+    let mut no_ip = fargate_task();
+    no_ip["Containers"][0]["Networks"] = serde_json::json!([]);
+    let cases = [
+        (
+            200,
+            no_az.to_string(),
+            "ECS task metadata: AvailabilityZone is missing",
+        ),
+        (
+            200,
+            no_ip.to_string(),
+            "ECS task metadata: no container network has an IPv4 address",
+        ),
+        (
+            200,
+            "<html>502</html>".to_string(),
+            "ECS task metadata: not a task document",
+        ),
+        (
+            404,
+            "not found".to_string(),
+            "ECS task metadata: the endpoint answered 404 Not Found",
+        ),
+    ];
+    for (status, body, want) in cases {
+        let (meta, server) = metadata_stub(status, body).await;
+        let mut env = task_env(&moto, "wiki-config", "", web.path());
+        set(&mut env, "ECS_CONTAINER_METADATA_URI_V4", &meta);
+        set(&mut env, "APACHE_COMMAND", &stub.display().to_string());
+        let run = run_boot(&[], &env, LONG).await;
+        server.abort();
+        assert_eq!(run.code, Some(1), "{want}");
+        let logs = run.logs();
+        assert!(logs.contains(want), "{want}: {logs}");
+        assert!(!logs.contains("apache-stub"), "Apache started: {logs}");
+    }
+
+    // An endpoint that does not answer: a bounded number of tries, then a clear refusal.
+    let closed = wikiops_tests::free_port();
+    let mut env = task_env(&moto, "wiki-config", "", web.path());
+    set(
+        &mut env,
+        "ECS_CONTAINER_METADATA_URI_V4",
+        &format!("http://127.0.0.1:{closed}/v4/x"),
+    );
+    set(&mut env, "APACHE_COMMAND", &stub.display().to_string());
+    let started = Instant::now();
+    let run = run_boot(&[], &env, LONG).await;
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.logs()
+            .contains("unreachable: ECS task metadata endpoint after 5 attempts"),
+        "{}",
+        run.logs()
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[tokio::test]
+async fn the_database_wait_is_bounded_and_verifies_tls() {
+    let (moto, db) = tokio::join!(Moto::start(), MariaDb::start());
+    bucket_with(
+        &moto,
+        "wiki-config",
+        &[("LocalSettings.php", LOCAL_SETTINGS)],
+    )
+    .await;
+    let web = open_tempdir();
+    let scratch = tempfile::tempdir().unwrap();
+    let stub = apache_stub(scratch.path());
+
+    // Nothing listens: refused after DB_WAIT_SECONDS, with the cause.
+    let mut env = task_env(&moto, "wiki-config", "", web.path());
+    set(&mut env, "DB_PORT", &wikiops_tests::free_port().to_string());
+    set(&mut env, "DB_WAIT_SECONDS", "3");
+    set(&mut env, "APACHE_COMMAND", &stub.display().to_string());
+    let started = Instant::now();
+    let run = run_boot(&[], &env, LONG).await;
+    let took = started.elapsed();
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.logs().contains("not ready after 3 tries"),
+        "{}",
+        run.logs()
+    );
+    assert!(run.logs().contains("database not ready"), "{}", run.logs());
+    // Bounded by DB_WAIT_SECONDS (3 s of sleeps), not the default 180 s; slack for a busy machine.
+    assert!(took < Duration::from_secs(40), "{took:?}");
+
+    // A server whose certificate another CA signed is not trusted.
+    let other = wikiops_tests::tls::Ca::new("someone else");
+    let other_ca = scratch.path().join("other-ca.pem");
+    std::fs::write(&other_ca, &other.cert_pem).unwrap();
+    set(&mut env, "DB_PORT", &db.port.to_string());
+    set(&mut env, "DB_PASSWORD", &db.admin_password);
+    set(&mut env, "DB_CA_BUNDLE", &other_ca.display().to_string());
+    set(&mut env, "DB_WAIT_SECONDS", "1");
+    let run = run_boot(&[], &env, LONG).await;
+    assert_eq!(run.code, Some(1));
+    assert!(!run.logs().contains("apache-stub"));
+
+    // Wrong password: the server's own error, never the password.
+    set(&mut env, "DB_CA_BUNDLE", &db.ca_path.display().to_string());
+    set(&mut env, "DB_PASSWORD", "wrong-s3cr3t");
+    let run = run_boot(&[], &env, LONG).await;
+    assert_eq!(run.code, Some(1));
+    assert!(run.logs().contains("server error 1045"), "{}", run.logs());
+    assert!(!run.logs().contains("wrong-s3cr3t"));
+}

@@ -1,0 +1,631 @@
+//! End to end on a real MediaWiki: Debian's `mediawiki` package (1.39) served by a
+//! test-owned Apache with `mod_php`, the bench MariaDB (TLS), moto S3 holding
+//! `wiki/config/LocalSettings.php`, and the real `wiki-boot` doing what the image's `CMD`
+//! does. The Apache and PHP settings are the files the Dockerfile installs
+//! (`wiki/apache/wikiops.conf`, `wiki/php/wikiops.ini`).
+//!
+//! `wiki-boot schema` installs the wiki (and upgrades it on a second run); `wiki-boot`
+//! (serve) pulls the config, reads the task metadata stub, waits for the database and execs
+//! Apache; the test then talks to the wiki as the load balancer would (X-Forwarded-For,
+//! X-Forwarded-Proto: https, Host of `WIKI_SERVER`): siteinfo, login with the installer's
+//! administrator, an edit read back, an upload larger than PHP's default limit landing on
+//! the "EFS" directory, the job queue drained by `wiki-boot jobs`, SIGTERM reaching Apache.
+
+#[path = "wiki_support.rs"]
+mod support;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use serde_json::Value;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wikiops_tests::{MariaDb, Moto};
+
+const LOCAL_SETTINGS: &[u8] = include_bytes!("../../wiki/config/LocalSettings.php");
+const MEDIAWIKI: &str = "/usr/share/mediawiki";
+const ADMIN_PASSWORD: &str = "e2e-Admin-pass-7f3c9a1d";
+const CLIENT_IP: &str = "203.0.113.7";
+const HOST: &str = "wiki.test";
+const WWW_DATA: u32 = 33;
+
+/// A web root like Debian's /var/lib/mediawiki (links to the code) with the "EFS" images/
+/// directory and a local cache/ owned by www-data, as in the image.
+fn web_root(dir: &Path) -> PathBuf {
+    let root = dir.join("html");
+    std::fs::create_dir(&root).unwrap();
+    for e in std::fs::read_dir(MEDIAWIKI).expect("Debian's mediawiki package is installed") {
+        let e = e.unwrap();
+        let name = e.file_name();
+        if ["LocalSettings.php", "images", "cache"]
+            .iter()
+            .any(|n| name == *n)
+        {
+            continue;
+        }
+        std::os::unix::fs::symlink(e.path(), root.join(&name)).unwrap();
+    }
+    for d in ["images", "cache"] {
+        let p = root.join(d);
+        std::fs::create_dir(&p).unwrap();
+        std::os::unix::fs::chown(&p, Some(WWW_DATA), Some(WWW_DATA)).unwrap();
+    }
+    root
+}
+
+fn php_module() -> PathBuf {
+    std::fs::read_dir("/usr/lib/apache2/modules")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libphp") && n.ends_with(".so"))
+        })
+        .expect("libapache2-mod-php is installed")
+}
+
+/// The test's own Apache: Debian's modules, the repository's wikiops.conf, its own
+/// port, pid file and runtime directory; errors and access log to the boot process's output.
+fn apache_conf(dir: &Path, root: &Path, port: u16) -> PathBuf {
+    let m = "/usr/lib/apache2/modules";
+    let run = dir.join("run");
+    std::fs::create_dir(&run).unwrap();
+    let conf = format!(
+        r#"ServerRoot "{dir}"
+ServerName {HOST}
+Listen 127.0.0.1:{port}
+PidFile "{dir}/apache.pid"
+DefaultRuntimeDir "{run}"
+Mutex file:{run} default
+LoadModule mpm_prefork_module {m}/mod_mpm_prefork.so
+LoadModule authz_core_module {m}/mod_authz_core.so
+LoadModule mime_module {m}/mod_mime.so
+LoadModule dir_module {m}/mod_dir.so
+LoadModule setenvif_module {m}/mod_setenvif.so
+LoadModule headers_module {m}/mod_headers.so
+LoadModule remoteip_module {m}/mod_remoteip.so
+LoadModule php_module {php}
+StartServers 2
+MinSpareServers 1
+MaxSpareServers 4
+MaxRequestWorkers 8
+User www-data
+Group www-data
+ErrorLog /dev/stderr
+LogLevel warn
+TypesConfig /etc/mime.types
+DocumentRoot "{root}"
+<Directory />
+    AllowOverride None
+    Require all denied
+</Directory>
+<Directory "{root}">
+    Options FollowSymLinks
+    AllowOverride None
+    Require all granted
+</Directory>
+<Directory "{mediawiki}">
+    Options FollowSymLinks
+    AllowOverride None
+    Require all granted
+</Directory>
+DirectoryIndex index.php
+<FilesMatch "\.php$">
+    SetHandler application/x-httpd-php
+</FilesMatch>
+Include "{wikiops}"
+CustomLog /dev/stdout wikiops
+"#,
+        dir = dir.display(),
+        run = run.display(),
+        root = root.display(),
+        php = php_module().display(),
+        mediawiki = MEDIAWIKI,
+        wikiops = wikiops_tests::paths::root()
+            .join("wiki/apache/wikiops.conf")
+            .display(),
+    );
+    let p = dir.join("httpd.conf");
+    std::fs::write(&p, conf).unwrap();
+    p
+}
+
+/// One HTTP/1.0 exchange with the wiki, as the load balancer forwards it.
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {} {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+struct Client {
+    port: u16,
+    cookies: Vec<(String, String)>,
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    fn enc(s: &str) -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+impl Client {
+    async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        extra: &[(&str, String)],
+        body: &[u8],
+        behind_alb: bool,
+    ) -> Response {
+        let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {HOST}\r\n");
+        if behind_alb {
+            req.push_str(&format!(
+                "X-Forwarded-For: {CLIENT_IP}\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\n"
+            ));
+        }
+        if !self.cookies.is_empty() {
+            let c: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            req.push_str(&format!("Cookie: {}\r\n", c.join("; ")));
+        }
+        for (k, v) in extra {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if method == "POST" {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        req.push_str("\r\n");
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("connect to Apache");
+        s.write_all(req.as_bytes()).await.unwrap();
+        s.write_all(body).await.unwrap();
+        let mut raw = Vec::new();
+        tokio::time::timeout(Duration::from_secs(120), s.read_to_end(&mut raw))
+            .await
+            .expect("Apache answered in time")
+            .unwrap();
+        let at = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a header block");
+        let head = String::from_utf8_lossy(&raw[..at]).to_string();
+        let mut lines = head.lines();
+        let status: u16 = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .expect("status line");
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        for (k, v) in &headers {
+            if k.eq_ignore_ascii_case("set-cookie") {
+                let pair = v.split(';').next().unwrap_or_default();
+                if let Some((name, value)) = pair.split_once('=') {
+                    self.cookies.retain(|(n, _)| n != name);
+                    if value != "deleted" && !value.is_empty() {
+                        self.cookies.push((name.to_string(), value.to_string()));
+                    }
+                }
+            }
+        }
+        Response {
+            status,
+            headers,
+            body: raw[at + 4..].to_vec(),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Response {
+        self.send("GET", path, &[], b"", true).await
+    }
+
+    async fn api_get(&mut self, query: &[(&str, &str)]) -> Value {
+        let mut q = query.to_vec();
+        q.push(("format", "json"));
+        let r = self.get(&format!("/api.php?{}", form(&q))).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json()
+    }
+
+    async fn api_post(&mut self, params: &[(&str, &str)]) -> Value {
+        let mut p = params.to_vec();
+        p.push(("format", "json"));
+        let body = form(&p);
+        let r = self
+            .send(
+                "POST",
+                "/api.php",
+                &[(
+                    "Content-Type",
+                    "application/x-www-form-urlencoded".to_string(),
+                )],
+                body.as_bytes(),
+                true,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json()
+    }
+
+    async fn token(&mut self, kind: &str) -> String {
+        let v = self
+            .api_get(&[("action", "query"), ("meta", "tokens"), ("type", kind)])
+            .await;
+        v["query"]["tokens"][format!("{kind}token")]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {kind} token: {v}"))
+            .to_string()
+    }
+}
+
+/// A PNG of random pixels stored without compression: about 3.2 MB, over PHP's default
+/// upload_max_filesize (2M), so it goes through only with wiki/php/wikiops.ini in effect.
+fn big_png(path: &Path) {
+    let script = r#"
+import os, struct, sys, zlib
+w, h = 1040, 1024
+raw = b"".join(b"\x00" + os.urandom(w * 3) for _ in range(h))
+def chunk(t, d):
+    return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) \
+    + chunk(b"IDAT", zlib.compress(raw, 0)) + chunk(b"IEND", b"")
+open(sys.argv[1], "wb").write(png)
+"#;
+    let status = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .status()
+        .expect("python3");
+    assert!(status.success());
+}
+
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmd).contains(needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Stops whatever is left of the test's Apache (only processes started with its config).
+struct ApacheGuard(String);
+
+impl Drop for ApacheGuard {
+    fn drop(&mut self) {
+        for pid in processes_mentioning(&self.0) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+#[tokio::test]
+async fn boot_installs_and_serves_a_real_mediawiki() {
+    let (moto, db) = tokio::join!(Moto::start(), MariaDb::start());
+    bucket_with(
+        &moto,
+        "wiki-config",
+        &[
+            ("prod/LocalSettings.php", LOCAL_SETTINGS),
+            ("prod/.wikiops/last-good/LocalSettings.php", b"<?php exit;"),
+        ],
+    )
+    .await;
+
+    let dir = open_tempdir();
+    let root = web_root(dir.path());
+    let port = wikiops_tests::free_port();
+    let conf = apache_conf(dir.path(), &root, port);
+    let _guard = ApacheGuard(conf.display().to_string());
+    let (meta, _server) = metadata_stub(200, fargate_task().to_string()).await;
+
+    let mut env = task_env(&moto, "wiki-config", "prod", &root);
+    for (k, v) in [
+        ("DB_PORT", db.port.to_string()),
+        ("DB_PASSWORD", db.admin_password.clone()),
+        ("DB_CA_BUNDLE", db.ca_path.display().to_string()),
+        ("DB_WAIT_SECONDS", "30".to_string()),
+        ("WIKI_NAME", "Wikiops E2E".to_string()),
+        ("WIKI_ADMIN_USER", "Admin".to_string()),
+        ("WIKI_ADMIN_PASSWORD", ADMIN_PASSWORD.to_string()),
+        ("WIKI_CACHE_DIR", root.join("cache").display().to_string()),
+        // Debian's MediaWiki finds its code in /usr/share/mediawiki; the config is ours.
+        (
+            "MW_CONFIG_FILE",
+            root.join("LocalSettings.php").display().to_string(),
+        ),
+        // The image installs wikiops.ini into PHP's conf.d; here it is scanned after Debian's.
+        (
+            "PHP_INI_SCAN_DIR",
+            format!(
+                ":{}",
+                wikiops_tests::paths::root().join("wiki/php").display()
+            ),
+        ),
+        ("ECS_CONTAINER_METADATA_URI_V4", meta.clone()),
+        (
+            "APACHE_COMMAND",
+            format!("apache2 -f {} -DFOREGROUND", conf.display()),
+        ),
+    ] {
+        set(&mut env, k, &v);
+    }
+
+    // --- schema: install on an empty database, then the upgrade path -----------------------
+    let run = run_boot(&["schema"], &env, Duration::from_secs(600)).await;
+    assert_eq!(run.code, Some(0), "schema install failed:\n{}", run.logs());
+    assert!(run.logs().contains("has_tables=false"), "{}", run.logs());
+    let mut conn = db.admin().await;
+    let tables: Vec<String> = conn
+        .query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'wiki'")
+        .await
+        .unwrap();
+    for t in ["page", "revision", "user", "objectcache", "job"] {
+        assert!(tables.iter().any(|x| x == t), "no {t} table: {tables:?}");
+    }
+    let run = run_boot(&["schema"], &env, Duration::from_secs(600)).await;
+    assert_eq!(run.code, Some(0), "schema upgrade failed:\n{}", run.logs());
+    assert!(run.logs().contains("has_tables=true"), "{}", run.logs());
+    assert!(!run.logs().contains("install.php"), "{}", run.logs());
+    for secret in [
+        db.admin_password.as_str(),
+        ADMIN_PASSWORD,
+        "wiki-s3cr3t-key",
+    ] {
+        assert!(!run.logs().contains(secret), "a secret reached the log");
+    }
+
+    // --- serve: boot execs Apache -------------------------------------------------------------
+    let mut child = boot_command(&[], &env)
+        .stdout(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("start wiki-boot");
+    let boot_pid = child.id().expect("pid");
+    wikiops_tests::wait_for_port(port, Duration::from_secs(60), "Apache (via wiki-boot)").await;
+    let pid_file = dir.path().join("apache.pid");
+    let started = Instant::now();
+    while !pid_file.exists() && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let apache_pid: u32 = std::fs::read_to_string(&pid_file)
+        .expect("Apache wrote its pid file")
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(apache_pid, boot_pid, "wiki-boot execs Apache: same process");
+
+    let mut c = Client {
+        port,
+        cookies: Vec::new(),
+    };
+    let site = c
+        .get("/api.php?action=query&meta=siteinfo&siprop=general|statistics&format=json")
+        .await;
+    assert_eq!(site.status, 200, "{}", String::from_utf8_lossy(&site.body));
+    assert_eq!(
+        site.header("X-Served-By"),
+        Some(format!("{TASK_ID} {TASK_AZ}").as_str()),
+        "PHP sees the task identity"
+    );
+    let general = &site.json()["query"]["general"];
+    assert_eq!(general["sitename"], "Wikiops E2E");
+    assert_eq!(
+        general["server"], "https://wiki.test",
+        "$wgServer from WIKI_SERVER"
+    );
+    assert_eq!(general["maxuploadsize"], 100 * 1024 * 1024);
+
+    // The client's address from X-Forwarded-For (the proxy is in VPC_CIDR).
+    let me = c
+        .api_get(&[("action", "query"), ("meta", "userinfo")])
+        .await;
+    assert_eq!(me["query"]["userinfo"]["name"], CLIENT_IP, "{me}");
+
+    // Plain HTTP straight to Apache (no ALB): redirected to the https origin.
+    let plain = c
+        .send("GET", "/index.php?title=Main_Page", &[], b"", false)
+        .await;
+    assert!(
+        matches!(plain.status, 301 | 302),
+        "{}: {:?}",
+        plain.status,
+        plain.headers
+    );
+    assert!(
+        plain
+            .header("Location")
+            .is_some_and(|l| l.starts_with("https://wiki.test/")),
+        "{:?}",
+        plain.headers
+    );
+
+    // --- log in (sessions in the database), edit, read back --------------------------------
+    let login_token = c.token("login").await;
+    let login = c
+        .api_post(&[
+            ("action", "clientlogin"),
+            ("username", "Admin"),
+            ("password", ADMIN_PASSWORD),
+            ("logintoken", &login_token),
+            ("loginreturnurl", "https://wiki.test/"),
+        ])
+        .await;
+    assert_eq!(login["clientlogin"]["status"], "PASS", "{login}");
+    let sessions: i64 = conn
+        .query_first("SELECT COUNT(*) FROM wiki.objectcache WHERE keyname LIKE '%MWSession%'")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(sessions > 0, "sessions live in the shared database cache");
+
+    let csrf = c.token("csrf").await;
+    let text = "Written through the API by the wikiops end-to-end test.";
+    let edit = c
+        .api_post(&[
+            ("action", "edit"),
+            ("title", "Wikiops E2E"),
+            ("text", text),
+            ("summary", "e2e"),
+            ("token", &csrf),
+        ])
+        .await;
+    assert_eq!(edit["edit"]["result"], "Success", "{edit}");
+    let read = c
+        .api_get(&[
+            ("action", "query"),
+            ("prop", "revisions"),
+            ("rvprop", "content|user"),
+            ("rvslots", "main"),
+            ("titles", "Wikiops E2E"),
+            ("formatversion", "2"),
+        ])
+        .await;
+    let rev = &read["query"]["pages"][0]["revisions"][0];
+    assert_eq!(rev["slots"]["main"]["content"], text, "{read}");
+    assert_eq!(rev["user"], "Admin", "{read}");
+
+    // --- an upload over PHP's default 2M limit, onto the "EFS" directory --------------------
+    let png = dir.path().join("big.png");
+    big_png(&png);
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.len() > 3 * 1024 * 1024);
+    let boundary = "wikiops-e2e-boundary";
+    let mut body = Vec::new();
+    for (k, v) in [
+        ("action", "upload"),
+        ("filename", "Wikiops-e2e.png"),
+        ("ignorewarnings", "1"),
+        ("format", "json"),
+        ("token", csrf.as_str()),
+    ] {
+        body.extend(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    body.extend(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.png\"\r\nContent-Type: image/png\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend(&bytes);
+    body.extend(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let up = c
+        .send(
+            "POST",
+            "/api.php",
+            &[(
+                "Content-Type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )],
+            &body,
+            true,
+        )
+        .await;
+    assert_eq!(up.status, 200);
+    let up = up.json();
+    assert_eq!(up["upload"]["result"], "Success", "{up}");
+    let stored: Vec<String> = files_under(&root.join("images"))
+        .into_iter()
+        .filter(|f| f.ends_with("Wikiops-e2e.png") && !f.starts_with("thumb"))
+        .collect();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let meta_file = std::fs::metadata(root.join("images").join(&stored[0])).unwrap();
+    assert_eq!(meta_file.len(), bytes.len() as u64);
+    assert_eq!(meta_file.uid(), WWW_DATA, "uploads are owned by www-data");
+    // Uploaded files are never run as PHP.
+    std::fs::write(root.join("images/probe.php"), "<?php echo 'ran'.'-php';").unwrap();
+    let probe = c.get("/images/probe.php").await;
+    assert!(
+        !String::from_utf8_lossy(&probe.body).contains("ran-php"),
+        "PHP ran in images/"
+    );
+
+    // --- jobs: queued by the edit and the upload, run only by `wiki-boot jobs` ---------------
+    let queued: i64 = conn
+        .query_first("SELECT COUNT(*) FROM wiki.job")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(queued > 0, "web requests run no jobs ($wgJobRunRate = 0)");
+    let run = run_boot(&["jobs"], &env, Duration::from_secs(300)).await;
+    assert_eq!(run.code, Some(0), "{}", run.logs());
+    let left: i64 = conn
+        .query_first("SELECT COUNT(*) FROM wiki.job WHERE job_token = ''")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(left, 0, "the job run drained the queue");
+    conn.disconnect().await.unwrap();
+
+    // --- SIGTERM (what ECS sends) reaches Apache, which stops with its children --------------
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &boot_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exited = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("Apache stopped after SIGTERM")
+        .unwrap();
+    let started = Instant::now();
+    while !processes_mentioning(&conf.display().to_string()).is_empty()
+        && started.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        processes_mentioning(&conf.display().to_string()).is_empty(),
+        "Apache children left behind"
+    );
+    eprintln!("Apache exited with {exited:?} after SIGTERM");
+}
