@@ -329,7 +329,7 @@ async fn main() {
     );
     let _ = writeln!(
         md,
-        "| scenario | invocations | simulated time | API calls | Describe­TaskDefinition | Deregister | DeleteTaskDefinitions calls | deregistered | deleted | throttled | reference: time | reference: calls | speed-up |"
+        "| scenario | invocations | simulated time | API calls | DescribeTaskDefinition | Deregister | DeleteTaskDefinitions calls | deregistered | deleted | throttled | reference: time | reference: calls | speed-up |"
     );
     let _ = writeln!(
         md,
