@@ -482,8 +482,23 @@ async fn alternating_rotation_end_to_end_with_every_step_twice() {
         assert_eq!(out["outcome"], "already_current", "{out}");
     }
 
+    // A privilege revoked from the user in use does not come back through the other one.
+    let mut admin = b.db.admin().await;
+    admin
+        .query_drop("REVOKE DELETE ON wiki.* FROM 'wiki_clone'@'%'")
+        .await
+        .unwrap();
+    admin.disconnect().await.unwrap();
+    assert_ne!(b.grants("wiki_clone").await, b.grants("wiki").await);
+
     // The next rotation flips back to `wiki` with a new password; wiki_clone keeps working.
     let t2 = b.rotate(&lambda).await;
+    assert_eq!(b.grants("wiki").await, b.grants("wiki_clone").await);
+    assert!(
+        !b.grants("wiki").await.iter().any(|g| g.contains("DELETE")),
+        "{:?}",
+        b.grants("wiki").await
+    );
     let (_, current) = b.version("AWSCURRENT").await;
     assert_eq!(current["username"], "wiki");
     assert_ne!(current["password"], original["password"]);

@@ -2,6 +2,8 @@
 //! a secret value.
 
 use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::error::SdkError;
+use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use chrono::{DateTime, Utc};
 use shared::Error;
 
@@ -11,6 +13,12 @@ use crate::settings::Settings;
 
 const SERVICE: &str = "SecretsManager";
 
+/// GetSecretValue's "no such version / no value yet".
+fn not_found<R>(e: &SdkError<GetSecretValueError, R>) -> bool {
+    e.as_service_error()
+        .is_some_and(|s| s.is_resource_not_found_exception())
+}
+
 /// DescribeSecret, reduced to what the contract checks.
 pub async fn describe(secretsmanager: &Client, secret_id: &str) -> Result<SecretMeta, Error> {
     let out = secretsmanager
@@ -19,11 +27,12 @@ pub async fn describe(secretsmanager: &Client, secret_id: &str) -> Result<Secret
         .send()
         .await
         .map_err(|e| {
-            let e = Error::aws(SERVICE, "DescribeSecret", e);
-            if e.aws_code() == Some("ResourceNotFoundException") {
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_not_found_exception())
+            {
                 Error::NotFound(format!("secret {secret_id}"))
             } else {
-                e
+                Error::aws(SERVICE, "DescribeSecret", e)
             }
         })?;
     Ok(SecretMeta {
@@ -57,14 +66,8 @@ pub async fn value(
                 "{stage} of secret {secret_id} is binary; expected a JSON SecretString"
             ))),
         },
-        Err(e) => {
-            let e = Error::aws(SERVICE, "GetSecretValue", e);
-            if e.aws_code() == Some("ResourceNotFoundException") {
-                Ok(None)
-            } else {
-                Err(e)
-            }
-        }
+        Err(e) if not_found(&e) => Ok(None),
+        Err(e) => Err(Error::aws(SERVICE, "GetSecretValue", e)),
     }
 }
 
@@ -97,14 +100,8 @@ pub async fn db_secret_version(
         .await;
     match out {
         Ok(o) => Ok(o.secret_string().and_then(|s| DbSecret::parse(s).ok())),
-        Err(e) => {
-            let e = Error::aws(SERVICE, "GetSecretValue", e);
-            if e.aws_code() == Some("ResourceNotFoundException") {
-                Ok(None)
-            } else {
-                Err(e)
-            }
-        }
+        Err(e) if not_found(&e) => Ok(None),
+        Err(e) => Err(Error::aws(SERVICE, "GetSecretValue", e)),
     }
 }
 
