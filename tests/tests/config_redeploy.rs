@@ -609,3 +609,103 @@ async fn errors_name_their_cause_and_other_services_still_roll_out() {
     assert_eq!(err.error_type, "NotFound", "{err}");
     assert!(err.error_message.contains("gone"), "{err}");
 }
+
+#[tokio::test]
+async fn an_eventbridge_deletion_is_a_change_too() {
+    let b = Bench::start().await;
+    let lambda = b.lambda(&[]).await;
+    b.put("LocalSettings.php", GOOD).await;
+    b.put("extensions/Cite.php", GOOD).await;
+    let before = b.primary("web").await;
+    let marker =
+        b.s3.delete_object()
+            .bucket(BUCKET)
+            .key("extensions/Cite.php")
+            .send()
+            .await
+            .unwrap()
+            .version_id()
+            .unwrap()
+            .to_string();
+    let event = events::load_with(
+        "config-redeploy-eventbridge-object-deleted",
+        &[
+            (FIXTURE_BUCKET, BUCKET),
+            ("Zf4b6oFE0xF0dWp9jvhtXyAdqX5k7Ihg", &marker),
+            (
+                "2026-11-29T07:05:00Z",
+                &Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+            ),
+        ],
+    );
+    let out = lambda.invoke(event.clone()).await.unwrap();
+    let deployed = b.primary("web").await;
+    assert_ne!(deployed, before);
+    assert_eq!(
+        out["redeployed"][0]["keys"],
+        json!(["extensions/Cite.php"]),
+        "{out}"
+    );
+    let ledger = b.ledger("", "web", &deployed).await.unwrap();
+    assert_eq!(
+        ledger["changes"][0],
+        json!({"key": "extensions/Cite.php", "version_id": null, "restoration": false})
+    );
+    let snapshot: Vec<&String> = ledger["snapshot"].as_object().unwrap().keys().collect();
+    assert_eq!(snapshot, vec!["LocalSettings.php"]);
+    let out = lambda.invoke(event).await.unwrap();
+    assert_eq!(out["redeployed"], json!([]), "{out}");
+    assert_eq!(b.primary("web").await, deployed);
+}
+
+#[tokio::test]
+async fn a_deleted_service_is_an_error_for_its_route() {
+    let b = Bench::start().await;
+    b.moto.ecs_service("wiki", "old", "wiki-old").await;
+    b.ecs
+        .delete_service()
+        .cluster("wiki")
+        .service("old")
+        .force(true)
+        .send()
+        .await
+        .unwrap();
+    let lambda = b
+        .lambda(&[(
+            "CONFIG_ROUTES",
+            r#"[{"prefix":"old/","cluster":"wiki","service":"old"}]"#,
+        )])
+        .await;
+    let before = b.primary("web").await;
+    let v = b.put("old/LocalSettings.php", GOOD).await;
+    let w = b.put("LocalSettings.php", GOOD).await;
+    let err = lambda
+        .invoke(s3_batch(&[
+            ("old/LocalSettings.php", &v),
+            ("LocalSettings.php", &w),
+        ]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type, "PartialFailure", "{err}");
+    assert!(err.error_message.contains("wiki/old"), "{err}");
+    assert!(
+        err.error_message.contains("INACTIVE") || err.error_message.contains("MISSING"),
+        "{err}"
+    );
+    assert_ne!(
+        b.primary("web").await,
+        before,
+        "the other route still rolled out"
+    );
+    // The summary is logged even though the invocation failed.
+    let logs = lambda.logs();
+    let summary: Value = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "done with errors")
+        .and_then(|l| serde_json::from_str(l["fields"]["summary"].as_str()?).ok())
+        .expect("summary logged");
+    assert_eq!(summary["errors"][0]["service"], "old", "{summary}");
+    assert_eq!(summary["errors"][0]["error_type"], "NotFound", "{summary}");
+    assert_eq!(summary["redeployed"][0]["service"], "web", "{summary}");
+}
