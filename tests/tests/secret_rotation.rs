@@ -586,6 +586,11 @@ async fn single_user_rotation_end_to_end_with_every_step_twice() {
     let before = b.primaries().await;
     let t = token();
     b.start_rotation(&t).await;
+    // finishSecret before createSecret: refused, AWSCURRENT untouched.
+    let err = lambda.invoke(b.event("finish", &t)).await.unwrap_err();
+    assert_eq!(err.error_type, "Rejected", "{err}");
+    assert!(err.error_message.contains("has no value"), "{err}");
+    assert_eq!(b.version("AWSCURRENT").await.1, original);
     for s in ["create", "create"] {
         b.step(&lambda, s, &t).await;
     }
@@ -605,10 +610,27 @@ async fn single_user_rotation_end_to_end_with_every_step_twice() {
     b.assert_converged(&t, &before).await;
 
     // A service that does not exist: AWSCURRENT moves anyway and the error says so.
-    let ghost = b.lambda_with(&[("ECS_SERVICE", Some("web,ghost"))]).await;
+    // (With every punctuation character excluded and another length.)
+    let punctuation: String = (0x21u8..=0x7e)
+        .map(char::from)
+        .filter(char::is_ascii_punctuation)
+        .collect();
+    let ghost = b
+        .lambda_with(&[
+            ("ECS_SERVICE", Some("web,ghost")),
+            ("EXCLUDE_CHARACTERS", Some(&punctuation)),
+            ("PASSWORD_LENGTH", Some("40")),
+        ])
+        .await;
     let t2 = token();
     b.start_rotation(&t2).await;
     b.steps(&ghost, &t2, &["create", "set", "test"]).await;
+    let pw = b.pending(&t2).await["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(pw.len(), 40);
+    assert!(pw.chars().all(|c| c.is_ascii_alphanumeric()), "{pw}");
     let err = ghost.invoke(b.event("finish", &t2)).await.unwrap_err();
     assert_eq!(err.error_type, "PartialFailure", "{err}");
     assert!(err.error_message.contains("ghost"), "{err}");

@@ -9,7 +9,7 @@ use shared::Error;
 
 use crate::plan::SecretMeta;
 use crate::secret::{DbSecret, Password};
-use crate::settings::Settings;
+use crate::settings::{EmptyClasses, Settings};
 
 const SERVICE: &str = "SecretsManager";
 
@@ -127,10 +127,15 @@ pub async fn random_password(
     secretsmanager: &Client,
     settings: &Settings,
 ) -> Result<Password, Error> {
+    let empty = EmptyClasses::of(&settings.exclude_characters);
     let out = secretsmanager
         .get_random_password()
         .password_length(i64::from(settings.password_length))
         .exclude_characters(&settings.exclude_characters)
+        .exclude_lowercase(empty.lowercase)
+        .exclude_uppercase(empty.uppercase)
+        .exclude_numbers(empty.numbers)
+        .exclude_punctuation(empty.punctuation)
         .include_space(false)
         .require_each_included_type(true)
         .send()

@@ -106,6 +106,34 @@ impl Settings {
     }
 }
 
+/// Which character classes GetRandomPassword must leave out entirely because
+/// `EXCLUDE_CHARACTERS` removes every member (with RequireEachIncludedType it would fail).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EmptyClasses {
+    pub lowercase: bool,
+    pub uppercase: bool,
+    pub numbers: bool,
+    pub punctuation: bool,
+}
+
+impl EmptyClasses {
+    /// The classes `exclude` empties.
+    pub fn of(exclude: &str) -> EmptyClasses {
+        let all = |f: fn(&char) -> bool| {
+            (0x21u8..=0x7e)
+                .map(char::from)
+                .filter(f)
+                .all(|c| exclude.contains(c))
+        };
+        EmptyClasses {
+            lowercase: all(char::is_ascii_lowercase),
+            uppercase: all(char::is_ascii_uppercase),
+            numbers: all(char::is_ascii_digit),
+            punctuation: all(char::is_ascii_punctuation),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +197,22 @@ mod tests {
             let e = Settings::from_env(&env(&pairs)).unwrap_err().to_string();
             assert!(e.contains(var), "{pairs:?}: {e}");
         }
+    }
+
+    #[test]
+    fn emptied_classes() {
+        assert_eq!(
+            EmptyClasses::of(DEFAULT_EXCLUDE_CHARACTERS),
+            EmptyClasses::default()
+        );
+        let punct: String = (0x21u8..=0x7e)
+            .map(char::from)
+            .filter(char::is_ascii_punctuation)
+            .collect();
+        let e = EmptyClasses::of(&format!("{punct}0123456789"));
+        assert!(e.punctuation && e.numbers && !e.lowercase && !e.uppercase);
+        assert!(EmptyClasses::of("abcdefghijklmnopqrstuvwxyz").lowercase);
+        assert!(!EmptyClasses::of("abcdefghijklmnopqrstuvwxy").lowercase);
     }
 
     #[test]

@@ -420,6 +420,9 @@ async fn finish(
     // whose PRIMARY deployment started after the version was created is left alone.
     let since: Option<DateTime<Utc>> = match &plan {
         FinishPlan::MoveCurrent { from } => {
+            // Never make a version without a usable value AWSCURRENT (finishSecret invoked
+            // by hand, or before createSecret).
+            pending(clients, event).await?;
             secrets::move_current(sm, &event.secret_id, &event.token, from).await?;
             metrics::counter!("RotationsFinished").increment(1);
             tracing::info!(secret_id = %event.secret_id, token = %event.token, previous = %from, "AWSCURRENT moved");
