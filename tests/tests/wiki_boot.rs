@@ -120,6 +120,44 @@ async fn pulls_the_config_then_execs_apache_with_the_task_identity() {
 }
 
 #[tokio::test]
+async fn check_prints_the_plan_and_writes_nothing() {
+    let moto = Moto::start().await;
+    bucket_with(
+        &moto,
+        "wiki-config",
+        &[
+            ("prod/LocalSettings.php", LOCAL_SETTINGS),
+            ("prod/extra/Branding.php", b"<?php"),
+            ("prod/.wikiops/state.json", b"{}"),
+        ],
+    )
+    .await;
+    let web = open_tempdir();
+    let env = task_env(&moto, "wiki-config", "prod", web.path());
+    let run = run_boot(&["check"], &env, LONG).await;
+    assert_eq!(run.code, Some(0), "{}", run.logs());
+    let plan: serde_json::Value = run
+        .stdout
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .expect("a JSON plan on stdout");
+    assert_eq!(plan["bucket"], "wiki-config");
+    assert_eq!(plan["prefix"], "prod/");
+    assert_eq!(
+        plan["files"],
+        serde_json::json!([
+            {"key": "prod/LocalSettings.php", "relative": "LocalSettings.php", "size": LOCAL_SETTINGS.len()},
+            {"key": "prod/extra/Branding.php", "relative": "extra/Branding.php", "size": 5},
+        ])
+    );
+    assert!(
+        files_under(web.path()).is_empty(),
+        "a dry run writes nothing"
+    );
+    assert!(!run.logs().contains("s3cr3t"));
+}
+
+#[tokio::test]
 async fn a_missing_required_object_stops_before_apache() {
     let moto = Moto::start().await;
     bucket_with(

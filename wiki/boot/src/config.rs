@@ -23,7 +23,7 @@ pub struct Listed {
 }
 
 /// One file to write: object `key` to `relative` under the web root.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Planned {
     pub key: String,
     pub relative: String,
@@ -124,6 +124,15 @@ async fn list(s3: &aws_sdk_s3::Client, source: &ConfigSource) -> Result<Vec<List
     Ok(out)
 }
 
+/// Lists the prefix and plans the files, writing nothing (what `wiki-boot check` prints).
+pub async fn plan_remote(
+    s3: &aws_sdk_s3::Client,
+    source: &ConfigSource,
+) -> Result<Vec<Planned>, Error> {
+    let listing = list(s3, source).await?;
+    Ok(plan(source, &listing)?)
+}
+
 /// Downloads one object completely, or fails naming it.
 async fn fetch(s3: &aws_sdk_s3::Client, bucket: &str, file: &Planned) -> Result<Vec<u8>, Error> {
     let out = s3
@@ -190,8 +199,7 @@ fn stage(dir: &Path, body: &[u8]) -> std::io::Result<tempfile::NamedTempFile> {
 
 /// Lists, plans, downloads and installs the configuration files. All or nothing.
 pub async fn pull(s3: &aws_sdk_s3::Client, source: &ConfigSource) -> Result<Vec<Written>, Error> {
-    let listing = list(s3, source).await?;
-    let files = plan(source, &listing)?;
+    let files = plan_remote(s3, source).await?;
     let mut staged = Vec::with_capacity(files.len());
     for file in &files {
         let body = fetch_with_retries(s3, &source.bucket, file).await?;

@@ -8,6 +8,8 @@
 //!   tables yet) and `update.php --quick` ([`php`]). Run once per deployment as a one-off task.
 //! - `jobs`: configuration, database, then `runJobs.php` for a bounded time. Run on a schedule
 //!   (the web tasks run no jobs: `$wgJobRunRate = 0`).
+//! - `check`: the dry run: checks the settings, lists the configuration objects and prints the
+//!   plan (which object goes where) as JSON, writing nothing and starting nothing.
 //!
 //! Any missing setting or object stops the program before Apache starts, with one log line
 //! naming the cause, and a non-zero exit status.
@@ -30,6 +32,7 @@ pub enum Command {
     Serve,
     Schema,
     Jobs,
+    Check,
 }
 
 impl Command {
@@ -39,8 +42,9 @@ impl Command {
             None | Some("serve") => Ok(Command::Serve),
             Some("schema") => Ok(Command::Schema),
             Some("jobs") => Ok(Command::Jobs),
+            Some("check") => Ok(Command::Check),
             Some(other) => Err(Error::Rejected(format!(
-                "unknown command {other:?}: expected serve (default), schema or jobs"
+                "unknown command {other:?}: expected serve (default), schema, jobs or check"
             ))),
         }
     }
@@ -51,6 +55,9 @@ pub async fn run(command: Command, env: &Env) -> Result<(), Error> {
     let settings = Settings::from_env(env)?;
     let sdk = shared::aws::sdk_config().await;
     let s3 = shared::aws::s3_client(&sdk, env)?;
+    if command == Command::Check {
+        return check(&s3, &settings).await;
+    }
     let written = config::pull(&s3, &settings.config).await?;
     tracing::info!(
         files = written.len(),
@@ -62,7 +69,23 @@ pub async fn run(command: Command, env: &Env) -> Result<(), Error> {
         Command::Serve => serve(&settings).await,
         Command::Schema => schema(&settings, env).await,
         Command::Jobs => jobs(&settings).await,
+        // Answered before the pull: a dry run writes nothing.
+        Command::Check => Ok(()),
     }
+}
+
+async fn check(s3: &aws_sdk_s3::Client, settings: &Settings) -> Result<(), Error> {
+    let files = config::plan_remote(s3, &settings.config).await?;
+    let plan = serde_json::json!({
+        "bucket": settings.config.bucket,
+        "prefix": settings.config.prefix,
+        "web_root": settings.config.web_root,
+        "required": settings.config.required,
+        "files": files,
+        "apache_command": settings.apache_command,
+    });
+    println!("{plan}");
+    Ok(())
 }
 
 async fn serve(settings: &Settings) -> Result<(), Error> {
@@ -150,6 +173,7 @@ mod tests {
         assert_eq!(a(&["serve"]).unwrap(), Command::Serve);
         assert_eq!(a(&["schema"]).unwrap(), Command::Schema);
         assert_eq!(a(&["jobs"]).unwrap(), Command::Jobs);
+        assert_eq!(a(&["check"]).unwrap(), Command::Check);
         let e = a(&["migrate"]).unwrap_err();
         assert_eq!(e.error_type(), "Rejected");
         assert!(e.to_string().contains("migrate"), "{e}");
