@@ -181,6 +181,27 @@ pub fn snapshot(
         .collect()
 }
 
+/// The decision that needs only the service's deployments, so the adapter reads nothing
+/// else for it: the service is not ACTIVE, or its PRIMARY deployment was created after the
+/// last instant any of the changes may have happened (nothing is rolled out, so nothing needs
+/// validating). `None`: look further ([`plan_target`]).
+pub fn plan_from_deployments(events: &[ObjectEvent], service: &ServiceState) -> Option<TargetPlan> {
+    // The last instant any of the changes may have happened; unknown if one has no time.
+    let changed_at = events
+        .iter()
+        .map(|e| e.time.map(|t| t.latest()))
+        .collect::<Option<Vec<_>>>()
+        .and_then(|ts| ts.into_iter().max());
+    match ecs::decide(service, changed_at) {
+        Decision::NotActive { status } => Some(TargetPlan::Unavailable { status }),
+        Decision::AlreadyRollingOut { deployment_id } => Some(TargetPlan::Covered {
+            deployment_id,
+            coverage: Coverage::StartedAfter,
+        }),
+        Decision::Redeploy => None,
+    }
+}
+
 /// Decides what to do for one service, given its changed objects and what was observed.
 pub fn plan_target(
     target: &Target,
@@ -188,15 +209,8 @@ pub fn plan_target(
     observed: &Observed,
     settings: &Settings,
 ) -> TargetPlan {
-    // The last instant any of the changes may have happened; unknown if one has no time.
-    let changed_at = events
-        .iter()
-        .map(|e| e.time.map(|t| t.latest()))
-        .collect::<Option<Vec<_>>>()
-        .and_then(|ts| ts.into_iter().max());
-    let time_rule = ecs::decide(&observed.service, changed_at);
-    if let Decision::NotActive { status } = time_rule {
-        return TargetPlan::Unavailable { status };
+    if let Some(plan) = plan_from_deployments(events, &observed.service) {
+        return plan;
     }
 
     // Everything the new tasks would read must be valid, not only the changed files.
@@ -222,12 +236,6 @@ pub fn plan_target(
     }
 
     let snapshot = snapshot(&observed.objects, target, settings);
-    if let Decision::AlreadyRollingOut { deployment_id } = time_rule {
-        return TargetPlan::Covered {
-            deployment_id,
-            coverage: Coverage::StartedAfter,
-        };
-    }
     // The PRIMARY deployment and its ledger, when this function started it.
     let ours = observed
         .service
@@ -571,6 +579,25 @@ mod tests {
         assert!(matches!(
             plan_target(&web(), &[ev("LocalSettings.php", Some(10))], &o, &s),
             TargetPlan::Redeploy { .. }
+        ));
+    }
+
+    #[test]
+    fn deployments_alone_settle_duplicates() {
+        let e = [ev("LocalSettings.php", Some(10))];
+        assert_eq!(
+            plan_from_deployments(&e, &state(11, "IN_PROGRESS")),
+            Some(TargetPlan::Covered {
+                deployment_id: "ecs-svc/1".into(),
+                coverage: Coverage::StartedAfter
+            })
+        );
+        assert_eq!(plan_from_deployments(&e, &state(10, "COMPLETED")), None);
+        // Covered: nothing is rolled out, so an invalid object is not even looked at.
+        let o = observed(11, vec![obj("Extra.php", b"")]);
+        assert!(matches!(
+            plan_target(&web(), &e, &o, &settings()),
+            TargetPlan::Covered { .. }
         ));
     }
 

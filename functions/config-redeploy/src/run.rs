@@ -102,23 +102,12 @@ async fn changes(
 ) -> Result<(), Error> {
     let (s3, bucket) = (&clients.s3, settings.bucket.as_str());
     let service = ecs::describe(&clients.ecs, &target.cluster, &target.service).await?;
-    let primary_ledger = match service.primary() {
-        Some(p) => observe::ledger(s3, bucket, settings.home_of(target), target, &p.id).await?,
-        None => None,
+    // Duplicates usually end here, after one DescribeServices.
+    let quick = plan::plan_from_deployments(events, &service);
+    let plan = match quick {
+        Some(plan) => plan,
+        None => observe_and_plan(clients, settings, target, events, service).await?,
     };
-    let objects = observe::objects(s3, bucket, &settings.prefixes_of(target)).await?;
-    let mut heads = BTreeMap::new();
-    for e in events {
-        let head = observe::head(s3, bucket, &e.key).await?;
-        heads.insert(e.key.clone(), head.map(|h| h.to_head()));
-    }
-    let observed = Observed {
-        service,
-        primary_ledger,
-        objects,
-        heads,
-    };
-    let plan = plan::plan_target(target, events, &observed, settings);
     let plan_json = serde_json::to_string(&plan).unwrap_or_default();
     tracing::info!(cluster = target.cluster, service = target.service, plan = %plan_json, dry_run = settings.dry_run, "plan");
     let keys: Vec<String> = events.iter().map(|e| e.key.clone()).collect();
@@ -201,6 +190,36 @@ async fn changes(
             Ok(())
         }
     }
+}
+
+/// Reads what the full decision needs (the PRIMARY's ledger, the service's objects, the
+/// changed objects' versions) and plans.
+async fn observe_and_plan(
+    clients: &Clients,
+    settings: &Settings,
+    target: &Target,
+    events: &[ObjectEvent],
+    service: shared::ecs::ServiceState,
+) -> Result<TargetPlan, Error> {
+    let (s3, bucket) = (&clients.s3, settings.bucket.as_str());
+    let primary_ledger = match service.primary() {
+        Some(p) => observe::ledger(s3, bucket, settings.home_of(target), target, &p.id).await?,
+        None => None,
+    };
+    let objects = observe::objects(s3, bucket, &settings.prefixes_of(target)).await?;
+    let mut heads = BTreeMap::new();
+    for e in events {
+        let head = observe::head(s3, bucket, &e.key).await?;
+        heads.insert(e.key.clone(), head.map(|h| h.to_head()));
+    }
+    let observed = Observed {
+        service,
+        primary_ledger,
+        objects,
+        heads,
+    };
+    let plan = plan::plan_target(target, events, &observed, settings);
+    Ok(plan)
 }
 
 /// An ECS deployment state change: roll back a failed configuration deployment.
