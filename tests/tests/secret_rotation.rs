@@ -683,6 +683,48 @@ async fn single_user_crash_after_each_step_then_retry_converges() {
     crash_after_each_step_then_retry_converges(Strategy::Single).await;
 }
 
+/// A MySQL server that greets without the CLIENT_SSL capability and records what the client
+/// sends back.
+async fn plaintext_only_server() -> (u16, Arc<std::sync::Mutex<Vec<u8>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            // Protocol 10; capabilities: LONG_PASSWORD, CONNECT_WITH_DB, PROTOCOL_41,
+            // SECURE_CONNECTION, PLUGIN_AUTH - and no SSL (0x0800).
+            let caps: u32 = 0x0001 | 0x0008 | 0x0200 | 0x8000 | 0x0008_0000;
+            let mut p = vec![10u8];
+            p.extend_from_slice(b"8.0.36-fake\0");
+            p.extend_from_slice(&7u32.to_le_bytes());
+            p.extend_from_slice(b"abcdefgh\0");
+            p.extend_from_slice(&(caps as u16).to_le_bytes());
+            p.push(45);
+            p.extend_from_slice(&2u16.to_le_bytes());
+            p.extend_from_slice(&((caps >> 16) as u16).to_le_bytes());
+            p.push(21);
+            p.extend_from_slice(&[0; 10]);
+            p.extend_from_slice(b"ijklmnopqrst\0");
+            p.extend_from_slice(b"mysql_native_password\0");
+            let len = (p.len() as u32).to_le_bytes();
+            let mut packet = vec![len[0], len[1], len[2], 0];
+            packet.extend_from_slice(&p);
+            if sock.write_all(&packet).await.is_err() {
+                continue;
+            }
+            let mut buf = vec![0u8; 4096];
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_secs(2), sock.read(&mut buf)).await
+            {
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        }
+    });
+    (port, received)
+}
+
 async fn assert_failed_safely(
     b: &Bench,
     lambda: &Lambda,
@@ -771,6 +813,21 @@ async fn failures_are_clear_and_leave_awscurrent_working() {
         let err = l.invoke(b.event("test", &t)).await.unwrap_err();
         assert!(err.error_message.contains("TLS"), "{err}");
     }
+
+    // A server that does not offer TLS: an error, and the password never goes out in clear.
+    let (port, received) = plaintext_only_server().await;
+    put_master(json!({"username": "admin", "password": b.db.admin_password, "host": "127.0.0.1", "port": port})).await;
+    let err = lambda.invoke(b.event("set", &t)).await.unwrap_err();
+    assert_eq!(err.error_type, "Unreachable", "{err}");
+    assert!(err.error_message.contains("does not offer TLS"), "{err}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sent = received.lock().unwrap().clone();
+    assert!(
+        !String::from_utf8_lossy(&sent).contains("admin"),
+        "a login was sent in clear: {sent:?}"
+    );
+    assert_failed_safely(&b, &lambda, &err, &current).await;
+    put_master(json!({"username": "admin", "password": b.db.admin_password})).await;
 
     // A bundle that is not there: a settings error naming the variable.
     let l = b
