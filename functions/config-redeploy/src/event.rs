@@ -26,7 +26,7 @@ pub enum Trigger {
 pub enum Change {
     /// Created or overwritten (`ObjectCreated:*`, `Object Created`).
     Created,
-    /// Deleted or hidden by a delete marker (`ObjectRemoved:*`, `Object Deleted`).
+    /// Deleted or hidden by a delete marker (`ObjectRemoved:*`, `LifecycleExpiration:*`, `Object Deleted`).
     Removed,
     /// Anything else (tagging, restore from Glacier, …): not a content change.
     Other(String),
@@ -182,7 +182,7 @@ fn s3_change(name: &str) -> Change {
     let name = name.strip_prefix("s3:").unwrap_or(name);
     if name.starts_with("ObjectCreated:") {
         Change::Created
-    } else if name.starts_with("ObjectRemoved:") {
+    } else if name.starts_with("ObjectRemoved:") || name.starts_with("LifecycleExpiration:") {
         Change::Removed
     } else {
         Change::Other(name.to_string())
@@ -418,6 +418,9 @@ mod tests {
         let o = objects(parse(&e).unwrap());
         assert_eq!(o[0].change, Change::Removed);
         assert_eq!(o[0].time, None);
+        let e = json!({"Records":[{"eventSource":"aws:s3","eventName":"LifecycleExpiration:Delete",
+            "s3":{"bucket":{"name":"b"},"object":{"key":"k"}}}]});
+        assert_eq!(objects(parse(&e).unwrap())[0].change, Change::Removed);
     }
 
     #[test]
