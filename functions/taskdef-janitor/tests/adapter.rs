@@ -340,3 +340,68 @@ async fn stops_before_the_deadline_and_the_next_run_finishes() {
     assert_eq!(deleted, revs("web", 1..=90));
     assert_eq!(state.lock().unwrap().active("web"), (91..=100).collect());
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_dry_run_plans_exactly_what_the_real_run_does() {
+    let fleet = || {
+        let mut st = State::new(NOW);
+        st.family("web", 40);
+        st.family("jobs", 25);
+        st.service("wiki", "web", &[("web", 40), ("web", 12)]);
+        st.tasks
+            .push(("batch".into(), "t1".into(), td_arn("jobs", 3)));
+        st.clusters.push("batch".into());
+        for (r, age) in [(1, 30), (2, 3), (5, 9)] {
+            let td = st.tds.get_mut(&("web".to_string(), r)).unwrap();
+            td.active = false;
+            td.deregistered_at = Some(NOW - age * DAY);
+        }
+        // Plaintext: one inside the keep window, one outside, one in use.
+        for (f, r) in [("web", 38), ("web", 20), ("web", 12), ("jobs", 3)] {
+            st.tds.get_mut(&(f.to_string(), r)).unwrap().env =
+                vec![("DB_PASSWORD".into(), "not-a-reference-value".into())];
+        }
+        Arc::new(Mutex::new(st))
+    };
+    let pairs = [("KEEP_REVISIONS", "5"), ("PURGE_PLAINTEXT", "true")];
+
+    let dry_state = fleet();
+    let clients = sim::clients(&dry_state);
+    let dry = taskdef_janitor::run(&clients, &settings(&pairs), true, now(), HOUR)
+        .await
+        .unwrap();
+    {
+        let st = dry_state.lock().unwrap();
+        assert!(!st.calls.contains_key("ecs:DeregisterTaskDefinition"));
+        assert!(!st.calls.contains_key("ecs:DeleteTaskDefinitions"));
+        assert_eq!(st.active("web").len(), 37);
+    }
+    assert!(dry.deregistered.is_empty() && dry.deleted.is_empty());
+    assert!(dry.complete);
+
+    let real_state = fleet();
+    let real = run(&real_state, &pairs, HOUR).await.unwrap();
+    assert_eq!(
+        set(dry.planned.deregister.clone()),
+        set(real.deregistered.clone())
+    );
+    assert_eq!(set(dry.planned.delete.clone()), set(real.deleted.clone()));
+    // Old INACTIVE (1, 5) and the purged unused ones (38 in the window, 20 outside) go;
+    // web:2 (3 days) waits; web:12 and jobs:3 are in use.
+    assert_eq!(set(real.deleted.clone()), revs("web", [1, 5, 20, 38]));
+    let outcomes: BTreeSet<(String, &str)> = dry
+        .plaintext_findings
+        .iter()
+        .map(|f| (f.task_definition.clone(), f.outcome))
+        .collect();
+    assert_eq!(
+        outcomes,
+        BTreeSet::from([
+            (td_arn("web", 12), "kept_in_use"),
+            (td_arn("web", 20), "would_delete"),
+            (td_arn("web", 38), "would_delete"),
+            (td_arn("jobs", 3), "kept_in_use"),
+        ])
+    );
+    assert_eq!(real.remaining.unwrap().total, 0);
+}
