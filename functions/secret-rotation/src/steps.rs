@@ -91,9 +91,10 @@ async fn create(
         .await?
         .is_some();
     let plan = plan::plan_create(&current, strategy, exists)?;
-    let out = json!({"strategy": strategy_name(strategy), "plan": plan});
     if event.dry_run {
-        return Ok(out);
+        return Ok(
+            json!({"strategy": strategy_name(strategy), "outcome": "planned", "plan": plan}),
+        );
     }
     match &plan {
         CreatePlan::PendingExists => {
