@@ -827,7 +827,8 @@ async fn failures_are_clear_and_leave_awscurrent_working() {
         "a login was sent in clear: {sent:?}"
     );
     assert_failed_safely(&b, &lambda, &err, &current).await;
-    put_master(json!({"username": "admin", "password": b.db.admin_password})).await;
+    // A master secret with its own endpoint (what a SecretTargetAttachment adds) is used as is.
+    put_master(json!({"username": "admin", "password": b.db.admin_password, "host": "localhost", "port": b.db.port, "engine": "mariadb"})).await;
 
     // A bundle that is not there: a settings error naming the variable.
     let l = b
