@@ -179,7 +179,9 @@ pub async fn run(
     }
 
     if !resumed {
-        store.start_run(&ck_header).await?;
+        store
+            .start_run(&ck_header, settings.allow_unversioned)
+            .await?;
     }
 
     // Upload, watching the deadline and saving progress now and then.

@@ -150,7 +150,7 @@ pub async fn handler(clients: &Clients, event: LambdaEvent<Value>) -> Result<Val
                 dry_run,
                 allow_empty,
             };
-            to_json(backup::run(&store, &settings, deadline, &opts).await?)
+            to_json(Box::pin(backup::run(&store, &settings, deadline, &opts)).await?)
         }
         Request::Restore {
             snapshot,
@@ -169,12 +169,29 @@ pub async fn handler(clients: &Clients, event: LambdaEvent<Value>) -> Result<Val
             let stop_at = deadline
                 .checked_sub(settings.deadline_margin)
                 .unwrap_or(deadline);
-            to_json(restore::run(&store, &m, &req, settings.upload_concurrency, stop_at).await?)
+            to_json(
+                Box::pin(restore::run(
+                    &store,
+                    &m,
+                    &req,
+                    settings.upload_concurrency,
+                    stop_at,
+                ))
+                .await?,
+            )
         }
-        Request::List {} => to_json(verify::list(&store, &settings).await?),
+        Request::List {} => to_json(Box::pin(verify::list(&store, &settings)).await?),
         Request::Verify { snapshot, sample } => {
             let m = resolve(&store, &settings, &snapshot).await?;
-            to_json(verify::verify(&store, &m, sample, settings.upload_concurrency).await?)
+            to_json(
+                Box::pin(verify::verify(
+                    &store,
+                    &m,
+                    sample,
+                    settings.upload_concurrency,
+                ))
+                .await?,
+            )
         }
         Request::Prune { dry_run } => {
             let plan = backup::prune(&store, &settings, dry_run).await?;

@@ -1,4 +1,5 @@
 //! Lambda entry point of efs-backup.
+#![recursion_limit = "256"]
 
 use efs_backup::{Clients, handler};
 

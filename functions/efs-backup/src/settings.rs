@@ -33,6 +33,9 @@ pub struct Settings {
     pub checkpoint_interval: Duration,
     /// `MAX_READ_MIB_PER_SECOND`: optional cap on reads from the file system (EFS burst credits).
     pub max_read_mib_per_second: Option<u32>,
+    /// `ALLOW_UNVERSIONED_BUCKET`: accept a store without versioning (S3-compatible servers in
+    /// benchmarks); only the newest snapshot is then restorable.
+    pub allow_unversioned: bool,
 }
 
 impl Settings {
@@ -108,6 +111,7 @@ impl Settings {
             deadline_margin: Duration::from_millis(margin_ms),
             checkpoint_interval: Duration::from_secs(checkpoint_s),
             max_read_mib_per_second: max_read,
+            allow_unversioned: env.flag("ALLOW_UNVERSIONED_BUCKET", false)?,
         })
     }
 

@@ -221,8 +221,12 @@ impl Store {
     /// Starts a run: writes its empty checkpoint, which also proves the bucket is versioned
     /// (older snapshots live in noncurrent versions). An unversioned bucket is refused and
     /// left as it was.
-    pub async fn start_run(&self, header: &CheckpointHeader) -> Result<(), Error> {
-        if self.put_checkpoint(header, &[]).await?.is_none() {
+    pub async fn start_run(
+        &self,
+        header: &CheckpointHeader,
+        allow_unversioned: bool,
+    ) -> Result<(), Error> {
+        if self.put_checkpoint(header, &[]).await?.is_none() && !allow_unversioned {
             self.delete(&self.layout.checkpoint_key()).await?;
             return Err(Error::Rejected(format!(
                 "bucket {} does not have versioning enabled; older snapshots would be lost",
