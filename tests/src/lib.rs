@@ -20,12 +20,14 @@
 //! ```
 
 pub mod events;
+pub mod http;
 pub mod lambda;
 pub mod mariadb;
 pub mod measure;
 pub mod moto;
 pub mod paths;
 pub mod tls;
+pub mod wiki;
 
 pub use lambda::{FunctionError, Lambda};
 pub use mariadb::MariaDb;
