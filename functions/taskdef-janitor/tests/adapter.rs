@@ -405,3 +405,44 @@ async fn the_dry_run_plans_exactly_what_the_real_run_does() {
     );
     assert_eq!(real.remaining.unwrap().total, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_finding_says_what_became_of_its_revision() {
+    let mut st = State::new(NOW);
+    st.family("web", 30);
+    let young = st.tds.get_mut(&("web".to_string(), 2)).unwrap();
+    young.active = false;
+    young.deregistered_at = Some(NOW - DAY);
+    for r in [2, 3, 20, 29] {
+        st.tds.get_mut(&("web".to_string(), r)).unwrap().env =
+            vec![("API_TOKEN".into(), "tok-live-not-a-reference".into())];
+    }
+    let state = Arc::new(Mutex::new(st));
+    // Deregistrations at 1 per 2 s with no burst and 10 s: the oldest few are done, the rest
+    // (web:20 among them) wait for the next run.
+    let pairs = [
+        ("KEEP_REVISIONS", "2"),
+        ("ECS_MODIFY_RATE", "0.5"),
+        ("ECS_MODIFY_BURST", "1"),
+        ("DEADLINE_MARGIN_MS", "0"),
+    ];
+    let report = run(&state, &pairs, Duration::from_secs(10)).await.unwrap();
+    let outcome = |r: u32| {
+        report
+            .plaintext_findings
+            .iter()
+            .find(|f| f.task_definition == td_arn("web", r))
+            .map(|f| f.outcome)
+    };
+    assert_eq!(outcome(2), Some("kept_inactive"), "{report:#?}");
+    assert_eq!(outcome(3), Some("deregistered"));
+    assert_eq!(outcome(20), Some("pending"));
+    assert_eq!(outcome(29), Some("kept_recent"));
+    assert_eq!(report.stopped, Some("deadline"));
+    assert!(
+        report
+            .plaintext_findings
+            .iter()
+            .all(|f| f.variables[0].variable == "API_TOKEN")
+    );
+}
