@@ -297,12 +297,16 @@ impl Bench {
     }
 
     async fn grants(&self, user: &str) -> Vec<String> {
+        self.grants_at(user, "%").await
+    }
+
+    async fn grants_at(&self, user: &str, host: &str) -> Vec<String> {
         let mut rows: Vec<String> = self
-            .admin_query(&format!("SHOW GRANTS FOR '{user}'@'%'"))
+            .admin_query(&format!("SHOW GRANTS FOR '{user}'@'{host}'"))
             .await
             .into_iter()
             .map(|r| {
-                let r = r.replace(&format!("`{user}`@`%`"), "<grantee>");
+                let r = r.replace(&format!("`{user}`@`{host}`"), "<grantee>");
                 // MariaDB's USAGE row carries the password hash: compare without it.
                 match r.find(" IDENTIFIED BY PASSWORD") {
                     Some(i) => {
@@ -402,6 +406,17 @@ fn refused(e: mysql_async::Error) -> u16 {
 #[tokio::test]
 async fn alternating_rotation_end_to_end_with_every_step_twice() {
     let b = bench(Strategy::Alternating).await;
+    // A second account of the same user, with other grants: logins from this machine use it.
+    let mut admin = b.db.admin().await;
+    admin
+        .query_drop("CREATE USER 'wiki'@'localhost' IDENTIFIED BY 'Initial_pw.1' REQUIRE NONE WITH MAX_USER_CONNECTIONS 9")
+        .await
+        .unwrap();
+    admin
+        .query_drop("GRANT SELECT ON wiki.* TO 'wiki'@'localhost'")
+        .await
+        .unwrap();
+    admin.disconnect().await.unwrap();
     let lambda = b.lambda().await;
     let (v0, original) = b.version("AWSCURRENT").await;
     let before = b.primaries().await;
@@ -454,8 +469,16 @@ async fn alternating_rotation_end_to_end_with_every_step_twice() {
     b.login(&original).await.expect("wiki still logs in");
     assert_eq!(b.grants("wiki_clone").await, b.grants("wiki").await);
     assert_eq!(
-        b.admin_query("SELECT CONCAT(ssl_type, ' ', max_user_connections) FROM mysql.user WHERE User = 'wiki_clone'").await,
-        ["ANY 50"]
+        b.grants_at("wiki_clone", "localhost").await,
+        b.grants_at("wiki", "localhost").await
+    );
+    assert_eq!(
+        b.admin_query("SELECT CONCAT(Host, ' ', ssl_type, ' ', max_user_connections) FROM mysql.user WHERE User = 'wiki_clone' ORDER BY Host").await,
+        ["% ANY 50", "localhost  9"]
+    );
+    assert_eq!(
+        out["accounts"],
+        json!(["'wiki_clone'@'%'", "'wiki_clone'@'localhost'"])
     );
 
     // testSecret, twice.
