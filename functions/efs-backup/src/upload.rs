@@ -218,6 +218,9 @@ impl Uploader {
             .key(&key)
             .checksum_sha256(base64::engine::general_purpose::STANDARD.encode(digest))
             .body(ByteStream::from(bytes))
+            // S3 verifies the SHA-256 checksum header: signing the payload too would hash it twice.
+            .customize()
+            .disable_payload_signing()
             .send()
             .await
             .map_err(|e| Error::aws("S3", "PutObject", e))?;
@@ -399,6 +402,8 @@ impl Uploader {
                     .part_number(number)
                     .checksum_sha256(&checksum)
                     .body(ByteStream::from(buf))
+                    .customize()
+                    .disable_payload_signing()
                     .send()
                     .await
                     .map_err(|e| Error::aws("S3", "UploadPart", e))?;
