@@ -176,6 +176,12 @@ impl Bench {
 
     /// What Secrets Manager does when a rotation starts (see the module comment).
     async fn start_rotation(&self, token: &str) {
+        self.start_rotation_with(token, true).await;
+    }
+
+    /// `RotateSecret`; with `immediately` false Secrets Manager only runs testSecret on an
+    /// AWSPENDING copy of AWSCURRENT (what `RotateImmediatelyOnUpdate: false` does).
+    async fn start_rotation_with(&self, token: &str, immediately: bool) {
         for (v, stages) in self.stages().await {
             if stages.iter().any(|s| s == "AWSPENDING") && stages.iter().any(|s| s == "AWSCURRENT")
             {
@@ -194,6 +200,7 @@ impl Bench {
             .rotate_secret()
             .secret_id(&self.secret_arn)
             .client_request_token(token)
+            .rotate_immediately(immediately)
             .rotation_lambda_arn(ROTATION_LAMBDA)
             .rotation_rules(
                 RotationRulesType::builder()
@@ -607,6 +614,21 @@ async fn single_user_rotation_end_to_end_with_every_step_twice() {
     let lambda = b.lambda().await;
     let (_, original) = b.version("AWSCURRENT").await;
     let before = b.primaries().await;
+
+    // Rotation configured without rotating now: Secrets Manager only runs testSecret on an
+    // AWSPENDING copy of AWSCURRENT, then drops that label.
+    let probe = token();
+    b.start_rotation_with(&probe, false).await;
+    let out = b.step(&lambda, "test", &probe).await;
+    assert_eq!(out["outcome"], "tested", "{out}");
+    b.sm.update_secret_version_stage()
+        .secret_id(&b.secret_arn)
+        .version_stage("AWSPENDING")
+        .remove_from_version_id(&probe)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(b.version("AWSCURRENT").await.1, original);
     let t = token();
     b.start_rotation(&t).await;
     // finishSecret before createSecret: refused, AWSCURRENT untouched.
