@@ -709,3 +709,60 @@ async fn a_deleted_service_is_an_error_for_its_route() {
     assert_eq!(summary["errors"][0]["error_type"], "NotFound", "{summary}");
     assert_eq!(summary["redeployed"][0]["service"], "web", "{summary}");
 }
+
+#[tokio::test]
+async fn files_uploaded_together_and_handled_in_parallel_make_one_deployment() {
+    let b = Bench::start().await;
+    // `aws s3 sync` of four files: four EventBridge events, four concurrent function instances.
+    let lambdas = [
+        b.lambda(&[]).await,
+        b.lambda(&[]).await,
+        b.lambda(&[]).await,
+        b.lambda(&[]).await,
+    ];
+    for l in &lambdas {
+        l.wait_ready(std::time::Duration::from_secs(10)).await;
+    }
+    let before = b.primary("web").await;
+    let mut events_ = Vec::new();
+    for key in ["LocalSettings.php", "a.php", "b.php", "c.css"] {
+        let version = b.put(key, GOOD).await;
+        let mut e = events::load_with(
+            "config-redeploy-eventbridge-object-created",
+            &[
+                (FIXTURE_BUCKET, BUCKET),
+                (FIXTURE_VERSION, &version),
+                (
+                    "2026-11-29T07:00:00Z",
+                    &Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+                ),
+            ],
+        );
+        e["detail"]["object"]["key"] = json!(key);
+        events_.push(e);
+    }
+    let (o1, o2, o3, o4) = tokio::join!(
+        lambdas[0].invoke(events_[0].clone()),
+        lambdas[1].invoke(events_[1].clone()),
+        lambdas[2].invoke(events_[2].clone()),
+        lambdas[3].invoke(events_[3].clone()),
+    );
+    let outs: Vec<Value> = [o1, o2, o3, o4].into_iter().map(|o| o.unwrap()).collect();
+    let ids: Vec<&str> = outs
+        .iter()
+        .flat_map(|o| o["redeployed"].as_array().unwrap())
+        .map(|r| r["deployment_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1, "{outs:?}");
+    let primary = b.primary("web").await;
+    assert_ne!(primary, before);
+    assert_eq!(ids[0], primary);
+    // The lease is gone again.
+    let lease =
+        b.s3.head_object()
+            .bucket(BUCKET)
+            .key(".wikiops/lease/wiki/web.json")
+            .send()
+            .await;
+    assert!(lease.is_err(), "lease left behind");
+}

@@ -4,12 +4,14 @@
 //! - [`settings`]: bucket, routes (longest prefix → ECS service), bounds, dry run;
 //! - [`validate`]: what a configuration object must look like before it is rolled out;
 //! - [`ledger`]: what each deployment this function started rolled out (`.wikiops/…`);
+//! - [`lease`]: one invocation at a time deploys a service (S3 conditional writes);
 //! - [`plan`] and [`rollback`]: the pure decisions;
 //! - [`observe`] and [`apply`]: the thin adapter around S3 (ECS through `shared::ecs`);
 //! - [`summary`]: the JSON result and the metrics.
 
 pub mod apply;
 pub mod event;
+pub mod lease;
 pub mod ledger;
 pub mod observe;
 pub mod plan;

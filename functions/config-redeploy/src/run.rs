@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use std::time::Instant;
+
 use chrono::Utc;
 use shared::Error;
 use shared::ecs;
@@ -12,7 +14,7 @@ use crate::plan::{self, Coverage, Observed, Skipped, TargetPlan};
 use crate::rollback::{self, Action, KeyPlan};
 use crate::settings::{Settings, Target};
 use crate::summary::{Failure, Redeployed, Rejected, RolledBack, Summary};
-use crate::{Clients, apply, observe};
+use crate::{Clients, apply, lease, observe};
 
 /// Runs one trigger to completion and reports it.
 pub async fn process(
@@ -101,13 +103,67 @@ async fn changes(
     summary: &mut Summary,
 ) -> Result<(), Error> {
     let (s3, bucket) = (&clients.s3, settings.bucket.as_str());
-    let service = ecs::describe(&clients.ecs, &target.cluster, &target.service).await?;
-    // Duplicates usually end here, after one DescribeServices.
-    let quick = plan::plan_from_deployments(events, &service);
-    let plan = match quick {
-        Some(plan) => plan,
-        None => observe_and_plan(clients, settings, target, events, service).await?,
-    };
+    let lease_key = lease::key(settings.home_of(target), target);
+    let holder = holder_id();
+    let give_up = Instant::now() + LEASE_WAIT;
+    loop {
+        let service = ecs::describe(&clients.ecs, &target.cluster, &target.service).await?;
+        // Duplicates usually end here, after one DescribeServices.
+        if let Some(plan) = plan::plan_from_deployments(events, &service) {
+            return apply_changes(clients, settings, target, events, plan, summary).await;
+        }
+        if settings.dry_run {
+            let plan = observe_and_plan(clients, settings, target, events, service).await?;
+            return apply_changes(clients, settings, target, events, plan, summary).await;
+        }
+        let Some(held) = lease::acquire(s3, bucket, &lease_key, &holder).await? else {
+            if Instant::now() >= give_up {
+                return Err(Error::Unreachable(format!(
+                    "{target} stayed leased by another invocation for {}s ({lease_key})",
+                    LEASE_WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(LEASE_POLL).await;
+            continue;
+        };
+        // Under the lease the service may have moved on while we waited: read it again.
+        let result = async {
+            let service = ecs::describe(&clients.ecs, &target.cluster, &target.service).await?;
+            let plan = match plan::plan_from_deployments(events, &service) {
+                Some(plan) => plan,
+                None => observe_and_plan(clients, settings, target, events, service).await?,
+            };
+            apply_changes(clients, settings, target, events, plan, &mut *summary).await
+        }
+        .await;
+        lease::release(s3, bucket, held).await;
+        return result;
+    }
+}
+
+/// How long an invocation waits for another one's lease on the same service.
+const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+const LEASE_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Who holds a lease: this process and the moment it asked.
+fn holder_id() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    )
+}
+
+/// Reports a plan, and carries out a redeploy (unless dry run).
+async fn apply_changes(
+    clients: &Clients,
+    settings: &Settings,
+    target: &Target,
+    events: &[ObjectEvent],
+    plan: TargetPlan,
+    summary: &mut Summary,
+) -> Result<(), Error> {
+    let (s3, bucket) = (&clients.s3, settings.bucket.as_str());
     let plan_json = serde_json::to_string(&plan).unwrap_or_default();
     tracing::info!(cluster = target.cluster, service = target.service, plan = %plan_json, dry_run = settings.dry_run, "plan");
     let keys: Vec<String> = events.iter().map(|e| e.key.clone()).collect();
@@ -231,6 +287,91 @@ async fn deployment(
     summary: &mut Summary,
 ) -> Result<(), Error> {
     let (s3, bucket) = (&clients.s3, settings.bucket.as_str());
+    let ledger = failed_ledger(clients, settings, target, d).await?;
+    if let Err(reason) = rollback::precheck(d, target, ledger.as_ref()) {
+        skip_rollback(d, ledger.as_ref(), reason, summary);
+        return Ok(());
+    }
+    let Some(target) = target else {
+        return Ok(()); // precheck guarantees it
+    };
+    if settings.dry_run {
+        return roll_back(clients, settings, target, d, summary).await;
+    }
+    // Restores and the redeploy run under the service's lease (duplicates may run in parallel).
+    let lease_key = lease::key(settings.home_of(target), target);
+    let holder = holder_id();
+    let give_up = Instant::now() + LEASE_WAIT;
+    loop {
+        if let Some(held) = lease::acquire(s3, bucket, &lease_key, &holder).await? {
+            let result = roll_back(clients, settings, target, d, &mut *summary).await;
+            lease::release(s3, bucket, held).await;
+            return result;
+        }
+        if Instant::now() >= give_up {
+            return Err(Error::Unreachable(format!(
+                "{target} stayed leased by another invocation for {}s ({lease_key})",
+                LEASE_WAIT.as_secs()
+            )));
+        }
+        tokio::time::sleep(LEASE_POLL).await;
+    }
+}
+
+/// The ledger of the deployment a failure event names, when it can matter.
+async fn failed_ledger(
+    clients: &Clients,
+    settings: &Settings,
+    target: Option<&Target>,
+    d: &DeploymentEvent,
+) -> Result<Option<Ledger>, Error> {
+    match target {
+        Some(t) if d.event_name == crate::event::DEPLOYMENT_FAILED => {
+            observe::ledger(
+                &clients.s3,
+                &settings.bucket,
+                settings.home_of(t),
+                t,
+                &d.deployment_id,
+            )
+            .await
+        }
+        _ => Ok(None),
+    }
+}
+
+fn skip_rollback(
+    d: &DeploymentEvent,
+    ledger: Option<&Ledger>,
+    reason: String,
+    summary: &mut Summary,
+) {
+    if ledger.is_some_and(|l| l.kind == Kind::Rollback) {
+        tracing::error!(
+            deployment_id = d.deployment_id,
+            reason = d.reason,
+            "a rollback deployment failed; not rolling it back: the cause is probably not the configuration"
+        );
+    } else {
+        tracing::info!(deployment_id = d.deployment_id, reason, "no rollback");
+    }
+    summary.skipped.push(Skipped {
+        key: None,
+        deployment_id: Some(d.deployment_id.clone()),
+        reason,
+    });
+}
+
+/// Rolls back a failed configuration deployment (re-reading its ledger: another invocation
+/// may have rolled it back while this one waited for the lease).
+async fn roll_back(
+    clients: &Clients,
+    settings: &Settings,
+    target: &Target,
+    d: &DeploymentEvent,
+    summary: &mut Summary,
+) -> Result<(), Error> {
+    let (s3, bucket) = (&clients.s3, settings.bucket.as_str());
     let skip = |summary: &mut Summary, reason: String| {
         summary.skipped.push(Skipped {
             key: None,
@@ -238,27 +379,13 @@ async fn deployment(
             reason,
         })
     };
-    let ledger = match target {
-        Some(t) if d.event_name == crate::event::DEPLOYMENT_FAILED => {
-            observe::ledger(s3, bucket, settings.home_of(t), t, &d.deployment_id).await?
-        }
-        _ => None,
-    };
-    if let Err(reason) = rollback::precheck(d, target, ledger.as_ref()) {
-        if ledger.as_ref().is_some_and(|l| l.kind == Kind::Rollback) {
-            tracing::error!(
-                deployment_id = d.deployment_id,
-                reason = d.reason,
-                "a rollback deployment failed; not rolling it back: the cause is probably not the configuration"
-            );
-        } else {
-            tracing::info!(deployment_id = d.deployment_id, reason, "no rollback");
-        }
-        skip(summary, reason);
+    let ledger = failed_ledger(clients, settings, Some(target), d).await?;
+    if let Err(reason) = rollback::precheck(d, Some(target), ledger.as_ref()) {
+        skip_rollback(d, ledger.as_ref(), reason, summary);
         return Ok(());
     }
-    let (Some(target), Some(mut failed_ledger)) = (target, ledger) else {
-        return Ok(()); // precheck guarantees both
+    let Some(mut failed_ledger) = ledger else {
+        return Ok(()); // precheck guarantees it
     };
 
     let mut states = BTreeMap::new();

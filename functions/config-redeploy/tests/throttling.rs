@@ -56,6 +56,9 @@ fn s3_rules() -> Vec<Rule> {
         mock!(aws_sdk_s3::Client::head_object)
             .then_output(|| HeadObjectOutput::builder().version_id("v2").build()),
         mock!(aws_sdk_s3::Client::put_object).then_output(|| PutObjectOutput::builder().build()),
+        mock!(aws_sdk_s3::Client::delete_object).then_output(|| {
+            aws_sdk_s3::operation::delete_object::DeleteObjectOutput::builder().build()
+        }),
     ]
 }
 
@@ -107,13 +110,15 @@ async fn a_burst_of_throttling_is_retried() {
                 .services(service("ecs-svc/old", 1_000_000_000))
                 .build()
         })
+        .repeatedly()
         .build();
     let update = update_rule();
     let s3 = s3_rules();
     let out = process(&clients(&describe, &update, &s3), &settings, trigger)
         .await
         .unwrap();
-    assert_eq!(describe.num_calls(), 3);
+    // Three attempts, then once more under the service's lease.
+    assert_eq!(describe.num_calls(), 4);
     assert_eq!(update.num_calls(), 1);
     assert_eq!(
         out.redeployed[0].deployment_id.as_deref(),
