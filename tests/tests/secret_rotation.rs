@@ -681,7 +681,15 @@ async fn single_user_rotation_end_to_end_with_every_step_twice() {
     assert!(err.error_message.contains("ghost"), "{err}");
     assert_eq!(b.version("AWSCURRENT").await.0, t2);
     b.login(&b.version("AWSCURRENT").await.1).await.unwrap();
-    b.assert_logs_clean(&[&lambda, &ghost]).await;
+
+    // Even at the most verbose log level no password is printed (the SDK traces requests).
+    let verbose = b
+        .lambda_with(&[("AWS_LAMBDA_LOG_LEVEL", Some("TRACE"))])
+        .await;
+    let t3 = b.rotate(&verbose).await;
+    assert_eq!(b.version("AWSCURRENT").await.0, t3);
+    assert!(verbose.logs().lines().count() > 100, "not verbose");
+    b.assert_logs_clean(&[&lambda, &ghost, &verbose]).await;
 }
 
 async fn crash_after_each_step_then_retry_converges(strategy: Strategy) {
