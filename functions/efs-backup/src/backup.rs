@@ -192,6 +192,13 @@ pub async fn run(
         settings.max_read_mib_per_second,
     ));
     let files_in_flight = Arc::new(Semaphore::new(settings.upload_concurrency));
+    let stored_before: std::collections::HashSet<String> = prev_entries
+        .iter()
+        .chain(done.iter())
+        .filter(|e| e.kind == Kind::File)
+        .map(|e| e.path.clone())
+        .collect();
+    let mut vanished: Vec<String> = Vec::new();
     let mut stored: BTreeMap<String, Entry> =
         done.into_iter().map(|e| (e.path.clone(), e)).collect();
     let carried = plan.carried;
@@ -215,7 +222,14 @@ pub async fn run(
             // Drain what is in flight.
             match tasks.join_next().await {
                 Some(r) => {
-                    absorb(r, &mut stored, &mut remaining, &mut out, &mut failure);
+                    absorb(
+                        r,
+                        &mut stored,
+                        &mut remaining,
+                        &mut vanished,
+                        &mut out,
+                        &mut failure,
+                    );
                     continue;
                 }
                 None => break,
@@ -224,12 +238,19 @@ pub async fn run(
         // Wait for a slot, handling finished uploads meanwhile.
         let permit = loop {
             while let Some(r) = tasks.try_join_next() {
-                absorb(r, &mut stored, &mut remaining, &mut out, &mut failure);
+                absorb(
+                    r,
+                    &mut stored,
+                    &mut remaining,
+                    &mut vanished,
+                    &mut out,
+                    &mut failure,
+                );
             }
             tokio::select! {
                 p = files_in_flight.clone().acquire_owned() => break p.ok(),
                 Some(r) = tasks.join_next(), if !tasks.is_empty() => {
-                    absorb(r, &mut stored, &mut remaining, &mut out, &mut failure);
+                    absorb(r, &mut stored, &mut remaining, &mut vanished, &mut out, &mut failure);
                 }
             }
         };
@@ -276,8 +297,9 @@ pub async fn run(
 
     // Delete markers for files that are gone, so the bucket mirrors the tree.
     let mut deletes: Vec<String> = plan.deletes;
-    // Files that vanished or kept changing are not in the snapshot; a stored copy from a
-    // previous snapshot of a vanished file gets a delete marker, an unstable one stays.
+    // Files that vanished or kept changing are not in the snapshot; a stored copy of a
+    // vanished file gets a delete marker, an unstable one stays.
+    deletes.extend(vanished.into_iter().filter(|p| stored_before.contains(p)));
     let mut entries: Vec<Entry> = carried;
     entries.extend(stored.into_values());
     entries.sort_by(|a, b| a.path.cmp(&b.path));
@@ -374,6 +396,7 @@ fn absorb(
     r: Result<Result<Outcome, Error>, tokio::task::JoinError>,
     stored: &mut BTreeMap<String, Entry>,
     remaining: &mut Vec<crate::plan::Upload>,
+    vanished: &mut Vec<String>,
     out: &mut BackupOutput,
     failure: &mut Option<Error>,
 ) {
@@ -398,6 +421,7 @@ fn absorb(
             }
             Outcome::Vanished(p) => {
                 stored.remove(&p);
+                vanished.push(p);
             }
             Outcome::Unreadable(p, reason) => {
                 tracing::warn!(path = %p, reason, "file could not be read");
