@@ -479,3 +479,75 @@ fn record_metrics(out: &BackupOutput) {
     metrics::gauge!("FilesRemaining").set(out.files_remaining as f64);
     metrics::histogram!("BackupDurationMs").record(out.duration_ms as f64);
 }
+
+#[cfg(test)]
+mod tests {
+    //! Failure paths moto cannot produce: S3 failing in the middle of a multipart upload.
+    use super::*;
+    use aws_sdk_s3::Client;
+    use aws_sdk_s3::operation::abort_multipart_upload::AbortMultipartUploadOutput;
+    use aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOutput;
+    use aws_sdk_s3::operation::create_multipart_upload::CreateMultipartUploadOutput;
+    use aws_sdk_s3::operation::get_object::GetObjectError;
+    use aws_sdk_s3::operation::put_object::PutObjectOutput;
+    use aws_sdk_s3::operation::upload_part::UploadPartError;
+    use aws_sdk_s3::types::error::NoSuchKey;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use aws_smithy_types::error::ErrorMetadata;
+    use shared::Env;
+
+    #[tokio::test]
+    async fn a_failed_part_aborts_the_upload_and_saves_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("small.png"), b"png").unwrap();
+        std::fs::write(dir.path().join("big.webm"), vec![7u8; 9 * 1024 * 1024]).unwrap();
+        let get = mock!(Client::get_object)
+            .then_error(|| GetObjectError::NoSuchKey(NoSuchKey::builder().build()));
+        let put = mock!(Client::put_object)
+            .then_output(|| PutObjectOutput::builder().version_id("v1").build());
+        let create = mock!(Client::create_multipart_upload).then_output(|| {
+            CreateMultipartUploadOutput::builder()
+                .upload_id("u1")
+                .build()
+        });
+        let part = mock!(Client::upload_part).then_error(|| {
+            UploadPartError::generic(
+                ErrorMetadata::builder()
+                    .code("AccessDenied")
+                    .message("denied")
+                    .build(),
+            )
+        });
+        let complete = mock!(Client::complete_multipart_upload)
+            .then_output(|| CompleteMultipartUploadOutput::builder().build());
+        let abort = mock!(Client::abort_multipart_upload)
+            .then_output(|| AbortMultipartUploadOutput::builder().build());
+        let s3 = mock_client!(
+            aws_sdk_s3,
+            RuleMode::MatchAny,
+            [&get, &put, &create, &part, &complete, &abort]
+        );
+        let settings = Settings::from_env(&Env::from_pairs([
+            ("SOURCE_DIR", dir.path().to_str().unwrap()),
+            ("BACKUP_BUCKET", "b"),
+        ]))
+        .unwrap();
+        let store = Store {
+            s3,
+            bucket: "b".into(),
+            layout: crate::manifest::Layout {
+                prefix: String::new(),
+            },
+        };
+        let deadline = Instant::now() + std::time::Duration::from_secs(600);
+        let err = run(&store, &settings, deadline, &BackupOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.error_type(), "AwsApi", "{err}");
+        assert!(err.to_string().contains("UploadPart"), "{err}");
+        assert_eq!(abort.num_calls(), 1, "the multipart upload was not aborted");
+        assert_eq!(complete.num_calls(), 0, "a failed upload was completed");
+        // The run's start, the small file and the checkpoint saved on failure; no manifest.
+        assert_eq!(put.num_calls(), 3);
+    }
+}
