@@ -2,7 +2,7 @@
 //! a secret value.
 
 use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::error::SdkError;
+use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use chrono::{DateTime, Utc};
 use shared::Error;
@@ -12,6 +12,41 @@ use crate::secret::{DbSecret, Password};
 use crate::settings::{EmptyClasses, Settings};
 
 const SERVICE: &str = "SecretsManager";
+
+/// An SDK error as [`Error::Aws`], built only from the service's error code and message.
+///
+/// `shared::Error::aws` falls back to the SDK's full error report, which for a response that
+/// could not be parsed includes the raw response, body and all: for GetSecretValue and
+/// GetRandomPassword that body is a secret. Here the fallback names the kind of failure only.
+fn aws_error<E, R>(operation: &'static str, err: SdkError<E, R>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let code = err.code().map(str::to_string);
+    let message = match (err.code(), err.message()) {
+        (Some(c), Some(m)) => format!("{c}: {m}"),
+        (Some(c), None) => c.to_string(),
+        _ => match &err {
+            SdkError::ConstructionFailure(_) => "the request could not be built".to_string(),
+            SdkError::TimeoutError(_) => "timed out".to_string(),
+            // No response was received: the connector's report carries no payload.
+            SdkError::DispatchFailure(d) => match d.as_connector_error() {
+                Some(c) => format!("dispatch failure: {}", DisplayErrorContext(c)),
+                None => "dispatch failure".to_string(),
+            },
+            SdkError::ResponseError(_) => "the response could not be read".to_string(),
+            SdkError::ServiceError(_) => "service error without a code".to_string(),
+            _ => "unknown SDK error".to_string(),
+        },
+    };
+    Error::Aws {
+        service: SERVICE,
+        operation,
+        code,
+        message,
+    }
+}
 
 /// GetSecretValue's "no such version / no value yet".
 fn not_found<R>(e: &SdkError<GetSecretValueError, R>) -> bool {
@@ -32,7 +67,7 @@ pub async fn describe(secretsmanager: &Client, secret_id: &str) -> Result<Secret
             {
                 Error::NotFound(format!("secret {secret_id}"))
             } else {
-                Error::aws(SERVICE, "DescribeSecret", e)
+                aws_error("DescribeSecret", e)
             }
         })?;
     Ok(SecretMeta {
@@ -67,7 +102,7 @@ pub async fn value(
             ))),
         },
         Err(e) if not_found(&e) => Ok(None),
-        Err(e) => Err(Error::aws(SERVICE, "GetSecretValue", e)),
+        Err(e) => Err(aws_error("GetSecretValue", e)),
     }
 }
 
@@ -101,7 +136,7 @@ pub async fn db_secret_version(
     match out {
         Ok(o) => Ok(o.secret_string().and_then(|s| DbSecret::parse(s).ok())),
         Err(e) if not_found(&e) => Ok(None),
-        Err(e) => Err(Error::aws(SERVICE, "GetSecretValue", e)),
+        Err(e) => Err(aws_error("GetSecretValue", e)),
     }
 }
 
@@ -140,7 +175,7 @@ pub async fn random_password(
         .require_each_included_type(true)
         .send()
         .await
-        .map_err(|e| Error::aws(SERVICE, "GetRandomPassword", e))?;
+        .map_err(|e| aws_error("GetRandomPassword", e))?;
     out.random_password()
         .filter(|p| !p.is_empty())
         .map(Password::new)
@@ -164,7 +199,7 @@ pub async fn put_pending(
         .set_rotation_token(rotation_token.map(str::to_string))
         .send()
         .await
-        .map_err(|e| Error::aws(SERVICE, "PutSecretValue", e))?;
+        .map_err(|e| aws_error("PutSecretValue", e))?;
     Ok(())
 }
 
@@ -183,7 +218,7 @@ pub async fn move_current(
         .remove_from_version_id(from)
         .send()
         .await
-        .map_err(|e| Error::aws(SERVICE, "UpdateSecretVersionStage", e))?;
+        .map_err(|e| aws_error("UpdateSecretVersionStage", e))?;
     Ok(())
 }
 
@@ -199,7 +234,7 @@ pub async fn version_created(
         .version_id(token)
         .send()
         .await
-        .map_err(|e| Error::aws(SERVICE, "GetSecretValue", e))?;
+        .map_err(|e| aws_error("GetSecretValue", e))?;
     Ok(out.created_date().and_then(shared::aws::to_utc))
 }
 
@@ -215,7 +250,7 @@ pub async fn version_ids(secretsmanager: &Client, secret_id: &str) -> Result<Vec
             .set_next_token(next.take())
             .send()
             .await
-            .map_err(|e| Error::aws(SERVICE, "ListSecretVersionIds", e))?;
+            .map_err(|e| aws_error("ListSecretVersionIds", e))?;
         for v in out.versions() {
             if let Some(id) = v.version_id() {
                 versions.push((

@@ -121,3 +121,24 @@ async fn throttled_put_is_one_clear_error() {
     assert!(!err.to_string().contains("Generated_pw.1"), "{err}");
     assert_eq!(put.num_calls(), 3, "the SDK retried");
 }
+
+#[tokio::test]
+async fn an_unreadable_secret_response_is_an_error_without_its_body() {
+    let settings = Settings::from_env(&Env::from_pairs(Vec::<(String, String)>::new())).unwrap();
+    let broken = mock!(aws_sdk_secretsmanager::Client::get_secret_value)
+        .sequence()
+        .http_status(
+            200,
+            Some(r#"{"SecretString": 7, "Name": "s3cr3t-in-the-body"#.into()),
+        )
+        .build();
+    let mut all = vec![broken];
+    all.extend(rules());
+    let err = steps::run(&clients(&all), &settings, &event(None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "AwsApi", "{err}");
+    assert!(err.to_string().contains("GetSecretValue"), "{err}");
+    assert!(!err.to_string().contains("s3cr3t"), "{err}");
+    assert!(!format!("{err:?}").contains("s3cr3t"), "{err:?}");
+}
