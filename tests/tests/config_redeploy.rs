@@ -554,6 +554,28 @@ async fn dry_run_prints_the_plan_and_changes_nothing() {
     assert!(b.ledger("", "web", &before).await.is_none());
     assert!(lambda.logs().contains("\"plan\":"), "plan not logged");
     assert!(lambda.logs().contains("redeploy"), "plan not logged");
+
+    // A rollback in a dry run: planned, not done.
+    let wet = b.lambda(&[]).await;
+    wet.invoke(s3_put("LocalSettings.php", &v, &now()))
+        .await
+        .unwrap();
+    let bad_body = "<?php\n$wgServer = 'wrong';\n";
+    let bad = b.put("LocalSettings.php", bad_body).await;
+    wet.invoke(s3_put("LocalSettings.php", &bad, &now()))
+        .await
+        .unwrap();
+    let failed = b.primary("web").await;
+    let out = lambda.invoke(deployment_failed(&failed)).await.unwrap();
+    let rb = &out["rolled_back"][0];
+    assert_eq!(rb["deployment_id"], Value::Null, "{out}");
+    assert_eq!(
+        rb["objects"],
+        json!([{"outcome": "restore", "key": "LocalSettings.php", "bad_version": bad, "action": "copy", "version_id": v}])
+    );
+    assert_eq!(b.body("LocalSettings.php").await, bad_body);
+    assert_eq!(b.primary("web").await, failed);
+    assert!(lambda.logs().contains("rollback plan"));
 }
 
 #[tokio::test]
