@@ -57,7 +57,11 @@ impl Http {
     /// A client for `base` (scheme, host and port; no trailing slash).
     pub fn new(base: impl Into<String>) -> Http {
         Http {
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            // A connection per request: the sandbox's load balancer forwards whole connections,
+            // so a kept-alive one would stay on a task that is being replaced.
+            client: Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(0)
+                .build_http(),
             base: base.into(),
             headers: Vec::new(),
             cookies: Vec::new(),

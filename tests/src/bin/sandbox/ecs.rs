@@ -18,6 +18,11 @@ use crate::world::{CLUSTER, SERVICE, World};
 /// How long the load balancer drains an old task before ECS stops it.
 const DRAIN: Duration = Duration::from_secs(3);
 
+/// The target group's health check path (the template's).
+const HEALTH_CHECK: &str = "/api.php?action=query&meta=siteinfo&format=json";
+/// Consecutive failed health checks that make a task unhealthy.
+const UNHEALTHY_THRESHOLD: u32 = 3;
+
 /// One running wiki task.
 pub struct Task {
     pub id: u32,
@@ -185,6 +190,7 @@ impl Service {
         env.extend(world.moto.env());
         env.extend(wiki::local_env(root, conf));
         env.push(("DB_WAIT_SECONDS".into(), "30".into()));
+        env.push(("SANDBOX_DIR".into(), world.dir.display().to_string()));
         env.push(("WIKI_ADMIN_PASSWORD".into(), world.admin_password.clone()));
         Ok((env, db_user))
     }
@@ -224,8 +230,16 @@ impl Service {
             env,
         } = self.launch(world, &[]).await?;
         let start = Instant::now();
+        // Like the target group: a task that answers, but not 200, this many times in a row
+        // is unhealthy (one that does not answer yet is still starting).
+        let mut unhealthy = 0;
         loop {
-            if healthy(port).await {
+            let mut probe = Http::new(format!("http://127.0.0.1:{port}"));
+            match probe.get(HEALTH_CHECK).await {
+                Ok(r) if r.status != 200 => unhealthy += 1,
+                _ => unhealthy = 0,
+            }
+            if unhealthy == 0 && healthy(port).await {
                 return Ok(Task {
                     id,
                     port,
@@ -235,12 +249,8 @@ impl Service {
                     env,
                 });
             }
-            if boot.exited() || start.elapsed() > timeout {
-                let mut probe = Http::new(format!("http://127.0.0.1:{port}"));
-                let why = match probe
-                    .get("/api.php?action=query&meta=siteinfo&format=json")
-                    .await
-                {
+            if boot.exited() || unhealthy >= UNHEALTHY_THRESHOLD || start.elapsed() > timeout {
+                let why = match probe.get(HEALTH_CHECK).await {
                     Ok(r) => format!("health check answered HTTP {}", r.status),
                     Err(e) => format!("health check failed: {e}"),
                 };

@@ -239,6 +239,8 @@ impl World {
     /// The settings each function gets from the template, for this sandbox.
     pub fn function_env(&self, function: &str) -> Vec<(String, String)> {
         let mut env = self.moto.env();
+        // Marks every process of this sandbox (scripts/demo --once checks none is left).
+        env.push(("SANDBOX_DIR".into(), self.dir.display().to_string()));
         let s = |k: &str, v: &str| (k.to_string(), v.to_string());
         match function {
             "config-redeploy" => env.extend([
