@@ -41,11 +41,13 @@ pub async fn ledger(
     }
 }
 
-/// Every object under `prefixes` (size, ETag), with the first bytes of `.php` files.
+/// Every object under `prefixes` that `keep` accepts (size, ETag), with the first bytes of
+/// `.php` files.
 pub async fn objects(
     s3: &Client,
     bucket: &str,
     prefixes: &[&str],
+    keep: impl Fn(&str) -> bool,
 ) -> Result<Vec<ObjectInfo>, Error> {
     let mut out = Vec::new();
     for prefix in prefixes {
@@ -58,7 +60,9 @@ pub async fn objects(
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| Error::aws("S3", "ListObjectsV2", e))?;
             for o in page.contents() {
-                let Some(key) = o.key() else { continue };
+                let Some(key) = o.key().filter(|k| keep(k)) else {
+                    continue;
+                };
                 if out.iter().any(|x: &ObjectInfo| x.key == key) {
                     continue; // nested prefixes list a key twice
                 }

@@ -1,7 +1,6 @@
 //! Ties the planners to the adapter: observe, plan, apply (or only print in a dry run).
 
 use std::collections::BTreeMap;
-
 use std::time::Instant;
 
 use chrono::Utc;
@@ -262,7 +261,10 @@ async fn observe_and_plan(
         Some(p) => observe::ledger(s3, bucket, settings.home_of(target), target, &p.id).await?,
         None => None,
     };
-    let objects = observe::objects(s3, bucket, &settings.prefixes_of(target)).await?;
+    let objects = observe::objects(s3, bucket, &settings.prefixes_of(target), |k| {
+        plan::owned_by(k, target, settings)
+    })
+    .await?;
     let mut heads = BTreeMap::new();
     for e in events {
         let head = observe::head(s3, bucket, &e.key).await?;
@@ -464,7 +466,10 @@ async fn roll_back(
     }
     // What the rollback deployment boots with, read before it starts.
     let snapshot = plan::snapshot(
-        &observe::objects(s3, bucket, &settings.prefixes_of(target)).await?,
+        &observe::objects(s3, bucket, &settings.prefixes_of(target), |k| {
+            plan::owned_by(k, target, settings)
+        })
+        .await?,
         target,
         settings,
     );
