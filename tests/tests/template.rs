@@ -3,14 +3,17 @@
 //!
 //! The least-privilege contract, per function crate `functions/<name>`:
 //! 1. its Rust sources (`src/**/*.rs`, comments, string literals and `#[cfg(test)]` modules left
-//!    out) make exactly the AWS calls listed in `iam-actions.txt`: every `<client>.<operation>(`
-//!    whose client is named after its service (`ecs`, `s3`, `secretsmanager`, `eventbridge`,
-//!    `scheduler`) and whose method is an operation of that SDK crate, mapped to IAM actions
-//!    ([`iam_actions_for`]), plus the calls made through `shared::ecs` ([`SHARED_ECS`]);
+//!    out) make exactly the AWS calls listed in `iam-actions.txt`, as `service:Operation`
+//!    (`s3:ListObjectsV2`, `events:ListRules`): every `<client>.<operation>(` whose client is
+//!    named after its service (`ecs`, `s3`, `secretsmanager`, `eventbridge` → `events`,
+//!    `scheduler`) and whose method is an operation of that SDK crate, plus the calls made
+//!    through `shared::ecs` ([`SHARED_ECS`]);
 //! 2. the IAM role the template gives the function (after the SAM transform, so with every
-//!    policy SAM adds) grants exactly those actions, apart from what Lambda itself needs
-//!    ([`LAMBDA_NEEDS`]), with `Resource: "*"` only for actions IAM cannot scope
-//!    ([`NO_RESOURCE_LEVEL`]) and no wildcard in any action.
+//!    policy SAM adds) grants exactly the IAM actions those calls need ([`iam_actions_for`]: S3's
+//!    data plane maps through a table, e.g. `ListObjectsV2` → `s3:ListBucket`, `GetObject` with a
+//!    version id → `s3:GetObjectVersion`), apart from what Lambda itself needs ([`LAMBDA_NEEDS`]),
+//!    with `Resource: "*"` only for actions IAM cannot scope ([`NO_RESOURCE_LEVEL`]) and no
+//!    wildcard in any action.
 //!
 //! An empty `iam-actions.txt` fails: a function without a declared AWS surface is unfinished.
 //! The template is read through `tests/template/render.py` (SAM's own YAML loader and translator
@@ -470,8 +473,17 @@ fn sdk_operations() -> &'static BTreeMap<String, BTreeMap<String, String>> {
     })
 }
 
-/// The IAM actions one source file's code calls, each with where it was found.
-fn actions_in_source(src: &str) -> BTreeMap<String, String> {
+/// What a scan reports: the API operations called, or the IAM actions they need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `service:Operation`, e.g. `s3:ListObjectsV2` (what iam-actions.txt lists).
+    Operations,
+    /// The IAM actions those calls need, e.g. `s3:ListBucket` ([`iam_actions_for`]).
+    IamActions,
+}
+
+/// The operations (or IAM actions) one source file's code calls, each with the call that needs it.
+fn scan_source(src: &str, kind: Kind) -> BTreeMap<String, String> {
     let code = strip_test_modules(&strip_comments_and_literals(src));
     let ops = sdk_operations();
     let mut out = BTreeMap::new();
@@ -483,11 +495,16 @@ fn actions_in_source(src: &str) -> BTreeMap<String, String> {
         let Some(op) = ops[*krate].get(&call.method) else {
             continue; // not an operation (clone, config, …)
         };
-        for action in iam_actions_for(service, op, &call, src) {
-            out.entry(action)
+        let found = match kind {
+            Kind::Operations => BTreeSet::from([format!("{service}:{op}")]),
+            Kind::IamActions => iam_actions_for(service, op, &call, src),
+        };
+        for item in found {
+            out.entry(item)
                 .or_insert_with(|| format!("{}.{}()", call.client, call.method));
         }
     }
+    // shared::ecs makes DescribeServices and UpdateService calls: operation = IAM action.
     for action in shared_ecs_actions(&code) {
         out.entry(action)
             .or_insert_with(|| "shared::ecs".to_string());
@@ -512,8 +529,8 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// The IAM actions function crate `name` calls: action → first place seen (`file: call`).
-fn code_actions(name: &str) -> BTreeMap<String, String> {
+/// The operations (or IAM actions) crate `name` calls: each → first place seen (`file: call`).
+fn scan_crate(name: &str, kind: Kind) -> BTreeMap<String, String> {
     let root = paths::root().join(crate_dir(name));
     let mut out = BTreeMap::new();
     for file in rust_files(&root.join("src")) {
@@ -523,8 +540,8 @@ fn code_actions(name: &str) -> BTreeMap<String, String> {
             .unwrap_or(&file)
             .display()
             .to_string();
-        for (action, call) in actions_in_source(&src) {
-            out.entry(action).or_insert(format!("{rel}: {call}"));
+        for (item, call) in scan_source(&src, kind) {
+            out.entry(item).or_insert(format!("{rel}: {call}"));
         }
     }
     out
@@ -582,11 +599,11 @@ fn lower(set: &BTreeSet<String>) -> BTreeSet<String> {
     set.iter().map(|a| a.to_ascii_lowercase()).collect()
 }
 
-/// Part 1: the code's calls = iam-actions.txt.
+/// Part 1: the operations the code calls = iam-actions.txt.
 fn assert_code_matches_declared(name: &str) {
     let dir = crate_dir(name);
     let declared = declared_actions(name);
-    let code = code_actions(name);
+    let code = scan_crate(name, Kind::Operations);
     let found: BTreeSet<String> = code.keys().cloned().collect();
     let list = |set: &BTreeSet<String>| {
         set.iter()
@@ -782,6 +799,17 @@ fn assert_policy_matches_declared(name: &str) {
         .collect();
     let mut granted = BTreeSet::new();
     for g in &grants {
+        if g.actions
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case("sns:Publish"))
+        {
+            assert_eq!(
+                g.resources,
+                vec![serde_json::json!({"Ref": "AlertTopic"})],
+                "{logical_id}/{}: sns:Publish only to the alert topic",
+                g.policy
+            );
+        }
         for a in &g.actions {
             assert!(
                 !a.contains('*') && !a.contains('?'),
@@ -805,11 +833,15 @@ fn assert_policy_matches_declared(name: &str) {
         .filter(|a| !lambda_needs.contains(&a.to_ascii_lowercase()))
         .cloned()
         .collect();
-    let want = lower(&declared);
+    // What the calls need: iam-actions.txt's operations through the table, with the context of
+    // each call in the code (a version id, tagging); part 1 proves the two lists are the same.
+    let needed = scan_crate(name, Kind::IamActions);
+    let want: BTreeSet<String> = needed.keys().map(|a| a.to_ascii_lowercase()).collect();
     let have = lower(&granted_code);
-    let missing: Vec<&String> = declared
+    let missing: Vec<String> = needed
         .iter()
-        .filter(|a| !have.contains(&a.to_ascii_lowercase()))
+        .filter(|(a, _)| !have.contains(&a.to_ascii_lowercase()))
+        .map(|(a, at)| format!("{a} ({at})"))
         .collect();
     let extra: Vec<&String> = granted_code
         .iter()
@@ -817,8 +849,8 @@ fn assert_policy_matches_declared(name: &str) {
         .collect();
     assert!(
         missing.is_empty() && extra.is_empty(),
-        "{logical_id}'s role differs from functions/{name}/iam-actions.txt\n\
-         listed but not granted: {missing:?}\ngranted but not listed: {extra:?}"
+        "{logical_id}'s role differs from what functions/{name}'s calls need (iam-actions.txt through the table)\n\
+         needed but not granted: {missing:#?}\ngranted but not needed: {extra:?}"
     );
 }
 
@@ -890,12 +922,7 @@ const WIKI_TASK_NEEDS: [&str; 2] = [
 ];
 
 #[test]
-fn wiki_boot_code_calls_exactly_its_iam_actions() {
-    assert_code_matches_declared("wiki-boot");
-}
-
-#[test]
-fn wiki_task_role_grants_exactly_wiki_boots_iam_actions() {
+fn wiki_task_role_grants_exactly_what_wiki_boot_calls() {
     let task_role = raw("WikiTaskDefinition")["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0]
         .as_str()
         .expect("the wiki's task role is a role of this template");
@@ -917,12 +944,15 @@ fn wiki_task_role_grants_exactly_wiki_boots_iam_actions() {
             }
         }
     }
-    let declared = declared_actions("wiki-boot");
-    assert!(!declared.is_empty(), "wiki/boot/iam-actions.txt is empty");
+    // what wiki-boot's calls need (wiki/boot/src, through the same table)
+    let needed: BTreeSet<String> = scan_crate("wiki-boot", Kind::IamActions)
+        .into_keys()
+        .collect();
+    assert!(!needed.is_empty(), "wiki/boot/src makes no AWS call?");
     assert_eq!(
         lower(&granted),
-        lower(&declared),
-        "{task_role} vs wiki/boot/iam-actions.txt"
+        lower(&needed),
+        "{task_role} vs the calls in wiki/boot/src"
     );
     for td in ["SchemaTaskDefinition", "JobsTaskDefinition"] {
         assert_eq!(
@@ -937,8 +967,14 @@ fn wiki_task_role_grants_exactly_wiki_boots_iam_actions() {
 // The scanner itself
 // ---------------------------------------------------------------------------------------------
 
+/// The IAM actions `src` needs.
 fn scan(src: &str) -> BTreeSet<String> {
-    actions_in_source(src).into_keys().collect()
+    scan_source(src, Kind::IamActions).into_keys().collect()
+}
+
+/// The operations `src` calls.
+fn ops(src: &str) -> BTreeSet<String> {
+    scan_source(src, Kind::Operations).into_keys().collect()
 }
 
 fn set(items: &[&str]) -> BTreeSet<String> {
@@ -1023,6 +1059,21 @@ fn scanner_maps_s3_data_plane_calls_through_the_table() {
             "s3:ListBucketVersions",
             "s3:PutObject",
             "s3:PutObjectTagging",
+        ])
+    );
+    // iam-actions.txt lists the operations themselves
+    assert_eq!(
+        ops(src),
+        set(&[
+            "s3:AbortMultipartUpload",
+            "s3:CompleteMultipartUpload",
+            "s3:CreateMultipartUpload",
+            "s3:GetObject",
+            "s3:HeadObject",
+            "s3:ListObjectVersions",
+            "s3:ListObjectsV2",
+            "s3:PutObjectTagging",
+            "s3:UploadPart",
         ])
     );
     assert_eq!(
