@@ -605,6 +605,23 @@ mod tests {
             prop_assert_eq!(read_literal(&lit, escaping), v);
         }
 
+        /// Whatever the server echoes of a statement, the password does not survive scrubbing.
+        #[test]
+        fn scrubbed_messages_never_hold_the_password(pw in "[!-~]{8,40}", before in "[ -~]{0,30}", cut in 0usize..40) {
+            let s = Statement::with_secret("ALTER USER `u`@`%` IDENTIFIED BY ", Password::new(pw.clone()), " ACCOUNT UNLOCK", Escaping::Backslash).unwrap();
+            let rendered = s.render();
+            let start = rendered.find('\'').unwrap() + 1;
+            let excerpt: String = rendered[start.min(rendered.len())..].chars().skip(cut % 5).take(80).collect();
+            for m in [
+                format!("{before} near '{excerpt}' at line 1"),
+                format!("{before} {pw} {before}"),
+                format!("{before}{rendered}"),
+            ] {
+                let out = scrub(&m, &s);
+                prop_assert!(!out.contains(&pw), "{} -> {}", m, out);
+            }
+        }
+
         #[test]
         fn grants_round_trip_through_any_account(user in "[ -~]{1,16}", host in "[ -~]{1,16}", db in "[ -~]{1,16}") {
             let from = Account::new(user, host);
