@@ -1427,3 +1427,28 @@ fn database_requires_tls_and_rotates_through_secret_rotation() {
         "the alternating strategy needs masterarn"
     );
 }
+
+#[test]
+fn dashboard_body_is_json_once_substituted() {
+    let sub = &raw("Dashboard")["Properties"]["DashboardBody"]["Fn::Sub"];
+    let body = sub[0]
+        .as_str()
+        .expect("DashboardBody is a !Sub of a string");
+    // every ${…} becomes a plain word, as CloudFormation substitutes names, ARNs and URLs
+    let mut text = String::new();
+    let mut rest = body;
+    while let Some(start) = rest.find("${") {
+        text.push_str(&rest[..start]);
+        let end = rest[start..].find('}').expect("closing brace") + start;
+        text.push_str("substituted");
+        rest = &rest[end + 1..];
+    }
+    text.push_str(rest);
+    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard body is JSON");
+    let widgets = dashboard["widgets"].as_array().expect("widgets");
+    assert!(widgets.len() >= 8, "{} widgets", widgets.len());
+    assert!(
+        text.contains("SEARCH('{wikiops,Function}"),
+        "the functions' EMF metrics (namespace wikiops, dimension Function) are on the dashboard"
+    );
+}
