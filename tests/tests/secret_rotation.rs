@@ -880,6 +880,17 @@ async fn failures_are_clear_and_leave_awscurrent_working() {
         "a login was sent in clear: {sent:?}"
     );
     assert_failed_safely(&b, &lambda, &err, &current).await;
+    // Only `"ssl": false` in the secret allows plaintext: then the login does go out.
+    let (port, received) = plaintext_only_server().await;
+    put_master(json!({"username": "admin", "password": b.db.admin_password, "host": "127.0.0.1", "port": port, "ssl": false})).await;
+    let err = lambda.invoke(b.event("set", &t)).await.unwrap_err();
+    assert_eq!(err.error_type, "Unreachable", "{err}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sent = received.lock().unwrap().clone();
+    assert!(
+        String::from_utf8_lossy(&sent).contains("admin"),
+        "no plaintext login with ssl false: {sent:?} ({err})"
+    );
     // A master secret with its own endpoint (what a SecretTargetAttachment adds) is used as is.
     put_master(json!({"username": "admin", "password": b.db.admin_password, "host": "localhost", "port": b.db.port, "engine": "mariadb"})).await;
 
