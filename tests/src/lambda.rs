@@ -194,6 +194,7 @@ impl Lambda {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        crate::die_with_parent(&mut cmd);
         let started = Instant::now();
         let mut child = cmd
             .spawn()

@@ -33,6 +33,20 @@ pub use lambda::{FunctionError, Lambda};
 pub use mariadb::MariaDb;
 pub use moto::Moto;
 
+/// Makes `cmd`'s process die with the test process: a test killed by a timeout must not
+/// leave its servers running (Linux `PR_SET_PDEATHSIG`).
+pub fn die_with_parent(cmd: &mut tokio::process::Command) -> &mut tokio::process::Command {
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (bound, read, released).
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");

@@ -107,8 +107,8 @@ impl MariaDb {
 
         let port = crate::free_port();
         let d = dir.path();
-        let child = Command::new(find("mariadbd"))
-            .arg("--no-defaults")
+        let mut cmd = Command::new(find("mariadbd"));
+        cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", datadir.display()))
             .arg(format!("--socket={}", d.join("mysqld.sock").display()))
             .arg(format!("--pid-file={}", d.join("mysqld.pid").display()))
@@ -129,7 +129,8 @@ impl MariaDb {
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        let child = crate::die_with_parent(&mut cmd)
             .spawn()
             .expect("start mariadbd");
         let db = MariaDb {

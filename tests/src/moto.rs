@@ -23,11 +23,12 @@ impl Moto {
     /// Starts `moto_server` (from `.venv`, else `PATH`) and waits until it answers.
     pub async fn start() -> Moto {
         let port = crate::free_port();
-        let child = Command::new(crate::paths::venv_bin("moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let mut cmd = Command::new(crate::paths::venv_bin("moto_server"));
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        let child = crate::die_with_parent(&mut cmd)
             .spawn()
             .expect("start moto_server (run the test command once to create .venv)");
         crate::wait_for_port(port, Duration::from_secs(30), "moto_server").await;

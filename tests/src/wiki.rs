@@ -170,7 +170,9 @@ impl BootProcess {
         env: &[(String, String)],
         marker: &str,
     ) -> std::io::Result<BootProcess> {
-        let mut child = Command::new(crate::paths::binary("wiki-boot"))
+        let mut cmd = Command::new(crate::paths::binary("wiki-boot"));
+        crate::die_with_parent(&mut cmd);
+        let mut child = cmd
             .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
