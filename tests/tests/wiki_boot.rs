@@ -9,6 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use mysql_async::prelude::Queryable;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wikiops_tests::{MariaDb, Moto};
@@ -56,6 +57,13 @@ async fn pulls_the_config_then_execs_apache_with_the_task_identity() {
     std::fs::write(web.path().join("index.php"), "<?php // MediaWiki").unwrap();
     std::fs::write(web.path().join("LocalSettings.php"), "<?php // baked in").unwrap();
     let (meta, _server) = metadata_stub(200, fargate_task().to_string()).await;
+
+    // The schema task's work, as far as serve checks it: MediaWiki's page table exists.
+    let mut conn = db.admin().await;
+    conn.query_drop("CREATE TABLE wiki.page (page_id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    conn.disconnect().await.unwrap();
 
     let mut env = task_env(&moto, "wiki-config", "prod", web.path());
     set(&mut env, "DB_PORT", &db.port.to_string());
@@ -519,11 +527,48 @@ async fn the_database_wait_is_bounded_and_verifies_tls() {
     assert_eq!(run.code, Some(1));
     assert!(!run.logs().contains("apache-stub"));
 
-    // Wrong password: the server's own error, never the password.
+    // The database answers but the schema task has not installed MediaWiki yet: not ready.
     set(&mut env, "DB_CA_BUNDLE", &db.ca_path.display().to_string());
+    let run = run_boot(&[], &env, LONG).await;
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.logs()
+            .contains("MediaWiki's tables are not installed yet"),
+        "{}",
+        run.logs()
+    );
+    assert!(!run.logs().contains("apache-stub"));
+
+    // Wrong password: the server's own error, never the password.
     set(&mut env, "DB_PASSWORD", "wrong-s3cr3t");
     let run = run_boot(&[], &env, LONG).await;
     assert_eq!(run.code, Some(1));
     assert!(run.logs().contains("server error 1045"), "{}", run.logs());
     assert!(!run.logs().contains("wrong-s3cr3t"));
+
+    // A maintenance script that hangs is killed after SCHEMA_TIMEOUT_SECONDS, and the schema
+    // lock goes with the connection.
+    let hang = scratch.path().join("php-hangs");
+    std::fs::write(&hang, "#!/bin/sh\nexec sleep 120\n").unwrap();
+    std::fs::set_permissions(&hang, std::fs::Permissions::from_mode(0o755)).unwrap();
+    set(&mut env, "DB_PASSWORD", &db.admin_password);
+    set(&mut env, "PHP_COMMAND", &hang.display().to_string());
+    set(&mut env, "SCHEMA_TIMEOUT_SECONDS", "2");
+    let started = Instant::now();
+    let run = run_boot(&["schema"], &env, LONG).await;
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.logs()
+            .contains("maintenance/install.php did not finish within 2 s (killed)"),
+        "{}",
+        run.logs()
+    );
+    assert!(started.elapsed() < LONG);
+    let mut conn = db.admin().await;
+    let free: Option<Option<i64>> = conn
+        .query_first("SELECT IS_FREE_LOCK('wikiops-schema:wiki')")
+        .await
+        .unwrap();
+    assert_eq!(free.flatten(), Some(1), "the schema lock was released");
+    conn.disconnect().await.unwrap();
 }

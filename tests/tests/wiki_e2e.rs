@@ -366,10 +366,14 @@ async fn boot_installs_and_serves_a_real_mediawiki() {
     let _guard = ApacheGuard(conf.display().to_string());
     let (meta, _server) = metadata_stub(200, fargate_task().to_string()).await;
 
+    // As the template sets them: the web and jobs tasks get the wiki's own user (created by the
+    // schema task); only the schema task gets the admin (the RDS master user).
+    let wiki_password = format!("wiki-{}", uuid::Uuid::new_v4().simple());
     let mut env = task_env(&moto, "wiki-config", "prod", &root);
     for (k, v) in [
         ("DB_PORT", db.port.to_string()),
-        ("DB_PASSWORD", db.admin_password.clone()),
+        ("DB_USER", "wiki".to_string()),
+        ("DB_PASSWORD", wiki_password.clone()),
         ("DB_CA_BUNDLE", db.ca_path.display().to_string()),
         ("DB_WAIT_SECONDS", "30".to_string()),
         ("WIKI_NAME", "Wikiops E2E".to_string()),
@@ -398,8 +402,12 @@ async fn boot_installs_and_serves_a_real_mediawiki() {
         set(&mut env, k, &v);
     }
 
+    let mut schema_env = env.clone();
+    set(&mut schema_env, "DB_ADMIN_USER", &db.admin_user);
+    set(&mut schema_env, "DB_ADMIN_PASSWORD", &db.admin_password);
+
     // --- schema: install on an empty database, then the upgrade path -----------------------
-    let run = run_boot(&["schema"], &env, Duration::from_secs(600)).await;
+    let run = run_boot(&["schema"], &schema_env, Duration::from_secs(600)).await;
     assert_eq!(run.code, Some(0), "schema install failed:\n{}", run.logs());
     assert!(run.logs().contains("has_tables=false"), "{}", run.logs());
     let mut conn = db.admin().await;
@@ -410,12 +418,26 @@ async fn boot_installs_and_serves_a_real_mediawiki() {
     for t in ["page", "revision", "user", "objectcache", "job"] {
         assert!(tables.iter().any(|x| x == t), "no {t} table: {tables:?}");
     }
-    let run = run_boot(&["schema"], &env, Duration::from_secs(600)).await;
+    // The wiki's user may change data, not the schema.
+    let grants: Vec<String> = conn.query("SHOW GRANTS FOR 'wiki'@'%'").await.unwrap();
+    let on_wiki = grants
+        .iter()
+        .find(|g| g.contains("`wiki`.*"))
+        .unwrap_or_else(|| panic!("no grant on the wiki database: {grants:?}"));
+    assert!(
+        on_wiki.contains("SELECT, INSERT, UPDATE, DELETE"),
+        "{on_wiki}"
+    );
+    for ddl in ["ALL PRIVILEGES", "CREATE,", "ALTER", "DROP"] {
+        assert!(!on_wiki.contains(ddl), "{on_wiki}");
+    }
+    let run = run_boot(&["schema"], &schema_env, Duration::from_secs(600)).await;
     assert_eq!(run.code, Some(0), "schema upgrade failed:\n{}", run.logs());
     assert!(run.logs().contains("has_tables=true"), "{}", run.logs());
     assert!(!run.logs().contains("install.php"), "{}", run.logs());
     for secret in [
         db.admin_password.as_str(),
+        wiki_password.as_str(),
         ADMIN_PASSWORD,
         "wiki-s3cr3t-key",
     ] {

@@ -76,6 +76,16 @@ $wgDBpassword = wikiopsSetting( 'DB_PASSWORD' );
 $wgDBprefix = wikiopsOptional( 'DB_PREFIX', '' );
 $wgDBTableOptions = 'ENGINE=InnoDB, DEFAULT CHARSET=binary';
 $wgDBssl = !in_array( strtolower( wikiopsOptional( 'DB_TLS', '1' ) ), [ '0', 'false', 'no', 'off' ], true );
+# The schema task alone gets an admin user (DB_ADMIN_USER): its maintenance scripts
+# (update.php) log in with it. Web requests and jobs use the wiki's own user, which may change
+# data but not the schema.
+$wikiopsAdminUser = wikiopsOptional( 'DB_ADMIN_USER' );
+# ($wgDBadminuser is left unset on purpose: MediaWiki 1.39 then appends a second, identical
+# server to $wgDBservers and update.php waits forever for that "replica".)
+if ( $wikiopsAdminUser !== null && PHP_SAPI === 'cli' ) {
+	$wgDBuser = $wikiopsAdminUser;
+	$wgDBpassword = wikiopsSetting( 'DB_ADMIN_PASSWORD' );
+}
 $wikiopsCaBundle = wikiopsOptional( 'DB_CA_BUNDLE' );
 if ( $wgDBssl && $wikiopsCaBundle !== null ) {
 	# Verify the server against the RDS CA bundle: the same server as above, with its CA.

@@ -11,7 +11,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, SslOpts};
 use shared::Error;
 
-use crate::settings::DbSettings;
+use crate::settings::{Credentials, DbSettings};
 
 /// The sleeps between attempts for a total wait of `total`: 1 s, 2 s, 4 s, … capped at
 /// 15 s, and adding up to no more than `total`.
@@ -27,13 +27,13 @@ pub fn delays(total: Duration) -> Vec<Duration> {
     out
 }
 
-/// Connection options for the settings.
-pub fn opts(db: &DbSettings) -> OptsBuilder {
+/// Connection options for the settings, logging in as `who`.
+pub fn opts(db: &DbSettings, who: &Credentials) -> OptsBuilder {
     let mut o = OptsBuilder::default()
         .ip_or_hostname(db.host.clone())
         .tcp_port(db.port)
-        .user(Some(db.user.clone()))
-        .pass(Some(db.password.clone()))
+        .user(Some(who.user.clone()))
+        .pass(Some(who.password.clone()))
         .db_name(Some(db.name.clone()))
         .prefer_socket(false)
         .wait_timeout(Some(28_800));
@@ -57,8 +57,44 @@ fn describe(e: &mysql_async::Error) -> String {
     }
 }
 
-async fn attempt(db: &DbSettings) -> Result<Conn, mysql_async::Error> {
-    let connect = Conn::new(opts(db));
+/// What the database must offer before the wait is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    /// It answers `SELECT 1` (the schema task, which installs the tables).
+    Answers,
+    /// It answers and MediaWiki's tables exist (web and jobs tasks: the schema task of the
+    /// same deployment may still be installing).
+    Installed,
+}
+
+/// Why one attempt did not make it.
+enum NotReady {
+    Db(mysql_async::Error),
+    NoTables,
+}
+
+impl NotReady {
+    fn describe(&self) -> String {
+        match self {
+            NotReady::Db(e) => describe(e),
+            NotReady::NoTables => {
+                "MediaWiki's tables are not installed yet (the schema task installs them)".into()
+            }
+        }
+    }
+}
+
+async fn attempt(db: &DbSettings, who: &Credentials, ready: Ready) -> Result<Conn, NotReady> {
+    let mut conn = connect(db, who).await.map_err(NotReady::Db)?;
+    if ready == Ready::Installed && !has_tables(&mut conn, db).await.map_err(NotReady::Db)? {
+        let _ = conn.disconnect().await;
+        return Err(NotReady::NoTables);
+    }
+    Ok(conn)
+}
+
+async fn connect(db: &DbSettings, who: &Credentials) -> Result<Conn, mysql_async::Error> {
+    let connect = Conn::new(opts(db, who));
     let mut conn = tokio::time::timeout(Duration::from_secs(10), connect)
         .await
         .map_err(|_| {
@@ -71,19 +107,19 @@ async fn attempt(db: &DbSettings) -> Result<Conn, mysql_async::Error> {
     Ok(conn)
 }
 
-/// Logs in until the database answers, within `db.wait`; returns the open connection.
-pub async fn wait(db: &DbSettings) -> Result<Conn, Error> {
+/// Logs in as `who` until the database is `ready`, within `db.wait`; returns the connection.
+pub async fn wait(db: &DbSettings, who: &Credentials, ready: Ready) -> Result<Conn, Error> {
     let started = Instant::now();
     let mut schedule = delays(db.wait).into_iter();
     let mut tries = 1u32;
     loop {
-        match attempt(db).await {
+        match attempt(db, who, ready).await {
             Ok(conn) => {
-                tracing::info!(host = %db.host, port = db.port, tries, waited_ms = started.elapsed().as_millis() as u64, "database is ready");
+                tracing::info!(host = %db.host, port = db.port, user = %who.user, tries, waited_ms = started.elapsed().as_millis() as u64, "database is ready");
                 return Ok(conn);
             }
             Err(e) => {
-                let cause = describe(&e);
+                let cause = e.describe();
                 let Some(delay) = schedule.next() else {
                     return Err(Error::Unreachable(format!(
                         "database {}:{} not ready after {} tries in {} s: {cause}",
@@ -134,16 +170,50 @@ pub async fn unlock(conn: &mut Conn, name: &str) -> Result<(), Error> {
         .map_err(db_error)
 }
 
-/// Whether MediaWiki's tables exist (its `page` table, with the prefix).
-pub async fn has_wiki_tables(conn: &mut Conn, db: &DbSettings) -> Result<bool, Error> {
+async fn has_tables(conn: &mut Conn, db: &DbSettings) -> Result<bool, mysql_async::Error> {
     let n: Option<i64> = conn
         .exec_first(
             "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
             (&db.name, format!("{}page", db.prefix)),
         )
-        .await
-        .map_err(db_error)?;
+        .await?;
     Ok(n.unwrap_or(0) > 0)
+}
+
+/// Whether MediaWiki's tables exist (its `page` table, with the prefix).
+pub async fn has_wiki_tables(conn: &mut Conn, db: &DbSettings) -> Result<bool, Error> {
+    has_tables(conn, db).await.map_err(db_error)
+}
+
+/// What the wiki's own user may do: data, never schema (`update.php` runs as the admin).
+pub const APP_PRIVILEGES: &str =
+    "SELECT, INSERT, UPDATE, DELETE, CREATE TEMPORARY TABLES, LOCK TABLES";
+
+/// The statements that create the wiki's user (when missing; an existing user keeps its
+/// password, which secret-rotation owns) and grant it [`APP_PRIVILEGES`] on the database.
+/// Literals are quoted by the MySQL client library; the database name is a checked identifier.
+pub fn app_user_statements(db: &DbSettings) -> [String; 2] {
+    let quote = |s: &str| mysql_async::Value::from(s).as_sql(false);
+    let account = format!("{}@'%'", quote(&db.user));
+    [
+        format!(
+            "CREATE USER IF NOT EXISTS {account} IDENTIFIED BY {}",
+            quote(&db.password)
+        ),
+        format!(
+            "GRANT {APP_PRIVILEGES} ON `{}`.* TO {account}",
+            db.name.replace('`', "``")
+        ),
+    ]
+}
+
+/// Creates the wiki's user if missing and grants its privileges (idempotent).
+pub async fn ensure_app_user(conn: &mut Conn, db: &DbSettings) -> Result<(), Error> {
+    for statement in app_user_statements(db) {
+        conn.query_drop(statement).await.map_err(db_error)?;
+    }
+    tracing::info!(user = %db.user, privileges = APP_PRIVILEGES, "wiki database user ensured");
+    Ok(())
 }
 
 /// A database error with the server's code.
@@ -182,6 +252,30 @@ mod tests {
             // Nothing is left unused that another capped sleep would fit in.
             prop_assert!(Duration::from_secs(total) - sum < Duration::from_secs(16));
         }
+    }
+
+    #[test]
+    fn app_user_statements_quote_what_they_are_given() {
+        let env = shared::Env::from_pairs([
+            ("CONFIG_BUCKET", "b"),
+            ("WIKI_SERVER", "https://w.example"),
+            ("DB_HOST", "db"),
+            ("DB_NAME", "wiki"),
+            ("DB_USER", "wi'ki"),
+            ("DB_PASSWORD", "p'w\\x"),
+            ("WIKI_SECRET_KEY", "k"),
+            ("VPC_CIDR", "10.0.0.0/16"),
+        ]);
+        let s = crate::Settings::from_env(&env).unwrap();
+        let [create, grant] = app_user_statements(&s.db);
+        assert_eq!(
+            create,
+            "CREATE USER IF NOT EXISTS 'wi\\'ki'@'%' IDENTIFIED BY 'p\\'w\\\\x'"
+        );
+        assert_eq!(
+            grant,
+            "GRANT SELECT, INSERT, UPDATE, DELETE, CREATE TEMPORARY TABLES, LOCK TABLES ON `wiki`.* TO 'wi\\'ki'@'%'"
+        );
     }
 
     #[test]

@@ -102,7 +102,7 @@ async fn serve(settings: &Settings) -> Result<(), Error> {
             Vec::new()
         }
     };
-    let conn = db::wait(&settings.db).await?;
+    let conn = db::wait(&settings.db, &settings.db.app(), db::Ready::Installed).await?;
     let _ = conn.disconnect().await;
 
     let Some((program, args)) = settings.apache_command.split_first() else {
@@ -120,11 +120,15 @@ async fn serve(settings: &Settings) -> Result<(), Error> {
 }
 
 async fn schema(settings: &Settings, env: &Env) -> Result<(), Error> {
-    let mut conn = db::wait(&settings.db).await?;
+    let who = settings.db.schema_user();
+    let mut conn = db::wait(&settings.db, &who, db::Ready::Answers).await?;
     let lock = db::lock_name(&settings.db.name);
     db::lock(&mut conn, &lock, settings.schema_lock_wait).await?;
     tracing::info!(lock = %lock, "schema lock taken");
     let result = async {
+        if settings.db.admin.is_some() {
+            db::ensure_app_user(&mut conn, &settings.db).await?;
+        }
         let has_tables = db::has_wiki_tables(&mut conn, &settings.db).await?;
         let steps = php::steps(has_tables);
         tracing::info!(has_tables, ?steps, "schema plan");
@@ -135,10 +139,11 @@ async fn schema(settings: &Settings, env: &Env) -> Result<(), Error> {
                         tracing::warn!(user = %settings.admin_user, "WIKI_ADMIN_PASSWORD is not set: the administrator gets a random password (reset it with maintenance/changePassword.php)");
                         format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
                     });
-                    php::install(settings, &password).await?;
+                    php::install(settings, &who, &password).await?;
                 }
                 php::Step::Update => {
-                    php::run(settings, "update", &["--quick".to_string()], &[]).await?;
+                    let quick = ["--quick".to_string()];
+                    php::run(settings, "update", &quick, &[], settings.schema_timeout).await?;
                 }
             }
         }
@@ -154,10 +159,12 @@ async fn schema(settings: &Settings, env: &Env) -> Result<(), Error> {
 }
 
 async fn jobs(settings: &Settings) -> Result<(), Error> {
-    let conn = db::wait(&settings.db).await?;
+    let conn = db::wait(&settings.db, &settings.db.app(), db::Ready::Installed).await?;
     let _ = conn.disconnect().await;
     let args = vec![format!("--maxtime={}", settings.jobs_max_time.as_secs())];
-    php::run(settings, "runJobs", &args, &[]).await?;
+    // runJobs.php stops taking jobs after --maxtime; a job already running gets a minute more.
+    let limit = settings.jobs_max_time + std::time::Duration::from_secs(60);
+    php::run(settings, "runJobs", &args, &[], limit).await?;
     tracing::info!("job run finished");
     Ok(())
 }

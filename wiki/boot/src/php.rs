@@ -8,10 +8,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use shared::Error;
 
-use crate::settings::Settings;
+use crate::settings::{Credentials, Settings};
 
 /// One maintenance step of a schema run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,9 +43,10 @@ pub fn script(settings: &Settings, name: &str) -> PathBuf {
         .join(format!("{name}.php"))
 }
 
-/// The installer's arguments (after the script path).
+/// The installer's arguments (after the script path), installing as `who`.
 pub fn install_args(
     settings: &Settings,
+    who: &Credentials,
     confpath: &Path,
     dbpassfile: &Path,
     passfile: &Path,
@@ -55,7 +57,7 @@ pub fn install_args(
         "--dbtype=mysql".into(),
         format!("--dbserver={}:{}", db.host, db.port),
         format!("--dbname={}", db.name),
-        format!("--dbuser={}", db.user),
+        format!("--dbuser={}", who.user),
         format!("--dbpassfile={}", dbpassfile.display()),
         format!("--passfile={}", passfile.display()),
         format!("--server={}", settings.server),
@@ -72,25 +74,37 @@ pub fn install_args(
     a
 }
 
-/// Runs `php <script> <args>` with the children's environment; its output goes to the
-/// task's log. A non-zero exit names the script.
+/// Runs `php <script> <args>` with the children's environment, for at most `limit`; its
+/// output goes to the task's log. A non-zero exit or a script still running after `limit`
+/// (then killed) is an error naming the script.
 pub async fn run(
     settings: &Settings,
     name: &str,
     args: &[String],
     extra_env: &[(String, String)],
+    limit: Duration,
 ) -> Result<(), Error> {
     let path = script(settings, name);
     tracing::info!(script = %path.display(), "running maintenance script");
-    let status = tokio::process::Command::new(&settings.php)
+    let mut child = tokio::process::Command::new(&settings.php)
         .arg(&path)
         .args(args)
         .envs(settings.child_env())
         .envs(extra_env.iter().cloned())
         .stdin(Stdio::null())
-        .status()
-        .await
+        .kill_on_drop(true)
+        .spawn()
         .map_err(|e| Error::io(format!("run {} {}", settings.php, path.display()), e))?;
+    let status = match tokio::time::timeout(limit, child.wait()).await {
+        Ok(status) => status.map_err(|e| Error::io(format!("wait for {}", path.display()), e))?,
+        Err(_) => {
+            let _ = child.kill().await;
+            return Err(Error::Unreachable(format!(
+                "maintenance/{name}.php did not finish within {} s (killed)",
+                limit.as_secs()
+            )));
+        }
+    };
     if status.success() {
         Ok(())
     } else {
@@ -100,14 +114,19 @@ pub async fn run(
     }
 }
 
-/// Runs the installer with its passwords in private files of a scratch directory.
-pub async fn install(settings: &Settings, admin_password: &str) -> Result<(), Error> {
+/// Runs the installer as `who` (the configuration it generates is discarded: the wiki runs on
+/// the one from S3), with the passwords in private files of a scratch directory.
+pub async fn install(
+    settings: &Settings,
+    who: &Credentials,
+    admin_password: &str,
+) -> Result<(), Error> {
     let scratch = tempfile::tempdir().map_err(|e| Error::io("create a scratch directory", e))?;
     let dbpassfile = scratch.path().join("dbpass");
     let passfile = scratch.path().join("pass");
-    write_private(&dbpassfile, &settings.db.password)?;
+    write_private(&dbpassfile, &who.password)?;
     write_private(&passfile, admin_password)?;
-    let args = install_args(settings, scratch.path(), &dbpassfile, &passfile);
+    let args = install_args(settings, who, scratch.path(), &dbpassfile, &passfile);
     // The installer refuses to run where a LocalSettings.php exists (ours, from S3): point
     // it at the scratch directory, where it also writes the configuration it generates.
     let own_config = vec![(
@@ -118,7 +137,14 @@ pub async fn install(settings: &Settings, admin_password: &str) -> Result<(), Er
             .display()
             .to_string(),
     )];
-    run(settings, "install", &args, &own_config).await
+    run(
+        settings,
+        "install",
+        &args,
+        &own_config,
+        settings.schema_timeout,
+    )
+    .await
 }
 
 fn write_private(path: &Path, content: &str) -> Result<(), Error> {
@@ -165,19 +191,27 @@ mod tests {
         let s = settings(&[("DB_PREFIX", "mw_"), ("WIKI_NAME", "Team Wiki")]);
         let a = install_args(
             &s,
+            &s.db.schema_user(),
             Path::new("/tmp/x"),
             Path::new("/tmp/x/dbpass"),
             Path::new("/tmp/x/pass"),
         );
         assert!(a.iter().all(|x| !x.contains("s3cr3t")), "{a:?}");
         assert!(a.contains(&"--dbserver=db:3306".to_string()));
+        assert!(a.contains(&"--dbuser=wiki".to_string()));
         assert!(a.contains(&"--dbprefix=mw_".to_string()));
         assert!(a.contains(&"--dbssl".to_string()));
         assert!(a.contains(&"--server=https://wiki.example.com".to_string()));
         assert!(a.contains(&"--confpath=/tmp/x".to_string()));
         assert_eq!(&a[a.len() - 2..], &["Team Wiki", "Admin"]);
         let plain = settings(&[("DB_TLS", "false")]);
-        let a = install_args(&plain, Path::new("/c"), Path::new("/p"), Path::new("/q"));
+        let a = install_args(
+            &plain,
+            &plain.db.app(),
+            Path::new("/c"),
+            Path::new("/p"),
+            Path::new("/q"),
+        );
         assert!(!a.contains(&"--dbssl".to_string()));
         assert!(!a.iter().any(|x| x.starts_with("--dbprefix")));
     }

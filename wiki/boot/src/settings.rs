@@ -22,6 +22,22 @@ pub struct ConfigSource {
     pub web_root: PathBuf,
 }
 
+/// A database user and its password. `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
 /// How to reach the database. `Debug` never shows the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DbSettings {
@@ -38,6 +54,24 @@ pub struct DbSettings {
     pub ca_bundle: Option<PathBuf>,
     /// `DB_WAIT_SECONDS` (default 180): how long to wait for the database.
     pub wait: Duration,
+    /// `DB_ADMIN_USER` and `DB_ADMIN_PASSWORD` (the schema task only): the user that creates
+    /// the wiki's user and runs the installer and `update.php`; the web tasks never get it.
+    pub admin: Option<Credentials>,
+}
+
+impl DbSettings {
+    /// The wiki's own user.
+    pub fn app(&self) -> Credentials {
+        Credentials {
+            user: self.user.clone(),
+            password: self.password.clone(),
+        }
+    }
+
+    /// The user for schema changes: the admin when given, else the wiki's own user.
+    pub fn schema_user(&self) -> Credentials {
+        self.admin.clone().unwrap_or_else(|| self.app())
+    }
 }
 
 impl std::fmt::Debug for DbSettings {
@@ -52,6 +86,7 @@ impl std::fmt::Debug for DbSettings {
             .field("tls", &self.tls)
             .field("ca_bundle", &self.ca_bundle)
             .field("wait", &self.wait)
+            .field("admin", &self.admin)
             .finish()
     }
 }
@@ -79,6 +114,8 @@ pub struct Settings {
     pub schema_lock_wait: Duration,
     /// `JOBS_MAX_SECONDS` (default 240): how long one `jobs` run works through the queue.
     pub jobs_max_time: Duration,
+    /// `SCHEMA_TIMEOUT_SECONDS` (default 1800): the most the installer or `update.php` may take.
+    pub schema_timeout: Duration,
 }
 
 /// Settings that LocalSettings.php reads and that must not be empty.
@@ -194,7 +231,23 @@ impl Settings {
             tls: env.flag("DB_TLS", true)?,
             ca_bundle: env.optional("DB_CA_BUNDLE").map(PathBuf::from),
             wait: seconds(env, "DB_WAIT_SECONDS", 180)?,
+            admin: match (
+                env.optional("DB_ADMIN_USER"),
+                env.optional("DB_ADMIN_PASSWORD"),
+            ) {
+                (None, None) => None,
+                (Some(user), Some(password)) => Some(Credentials { user, password }),
+                (Some(_), None) => return Err(SettingsError::Missing("DB_ADMIN_PASSWORD".into())),
+                (None, Some(_)) => return Err(SettingsError::Missing("DB_ADMIN_USER".into())),
+            },
         };
+        let identifier = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '$';
+        if !db.name.chars().all(identifier) {
+            return Err(SettingsError::malformed(
+                "DB_NAME",
+                "only letters, digits, `_` and `$`",
+            ));
+        }
         if !db
             .prefix
             .chars()
@@ -231,6 +284,7 @@ impl Settings {
             site_name: env.optional("WIKI_NAME").unwrap_or_else(|| "Wiki".into()),
             schema_lock_wait: seconds(env, "SCHEMA_LOCK_SECONDS", 900)?,
             jobs_max_time: seconds(env, "JOBS_MAX_SECONDS", 240)?,
+            schema_timeout: seconds(env, "SCHEMA_TIMEOUT_SECONDS", 1800)?,
         })
     }
 
@@ -367,6 +421,30 @@ mod tests {
             s.metadata_uri.as_deref(),
             Some("http://169.254.170.2/v4/abc")
         );
+    }
+
+    #[test]
+    fn admin_credentials_come_in_pairs() {
+        assert_eq!(with(&[]).unwrap().db.admin, None);
+        assert_eq!(with(&[]).unwrap().db.schema_user().user, "wiki");
+        let s = with(&[
+            ("DB_ADMIN_USER", "wikiadmin"),
+            ("DB_ADMIN_PASSWORD", "adm-s3cr3t"),
+        ])
+        .unwrap();
+        assert_eq!(s.db.schema_user().user, "wikiadmin");
+        assert_eq!(s.db.app().user, "wiki");
+        assert!(!format!("{s:?}").contains("adm-s3cr3t"));
+        assert_eq!(
+            with(&[("DB_ADMIN_USER", "wikiadmin")]).unwrap_err(),
+            SettingsError::Missing("DB_ADMIN_PASSWORD".into())
+        );
+        assert_eq!(
+            with(&[("DB_ADMIN_PASSWORD", "x")]).unwrap_err(),
+            SettingsError::Missing("DB_ADMIN_USER".into())
+        );
+        let err = with(&[("DB_NAME", "wiki`; DROP")]).unwrap_err().to_string();
+        assert!(err.contains("DB_NAME"), "{err}");
     }
 
     #[test]
