@@ -3,6 +3,7 @@
 //! Messages carry what an operator needs (the variable, the service and call, the
 //! remote error code and message) and never a secret value.
 
+use aws_sdk_ecs::error::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use lambda_runtime::Diagnostic;
 
@@ -66,15 +67,33 @@ impl Error {
     }
 
     /// An AWS SDK error, keeping the service's error code and message.
-    pub fn aws<E>(service: &'static str, operation: &'static str, err: E) -> Self
+    ///
+    /// Only the code and message of a service error are kept, and for other failures a
+    /// description of what failed: never a raw response body, which for calls such as
+    /// GetSecretValue can be the secret itself.
+    pub fn aws<E, R>(service: &'static str, operation: &'static str, err: SdkError<E, R>) -> Self
     where
-        E: ProvideErrorMetadata + std::error::Error,
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
     {
         let code = err.code().map(str::to_string);
-        let message = match (err.code(), err.message()) {
-            (Some(c), Some(m)) => format!("{c}: {m}"),
-            (Some(c), None) => c.to_string(),
-            _ => aws_smithy_types::error::display::DisplayErrorContext(&err).to_string(),
+        let message = match (&err, err.code(), err.message()) {
+            (_, Some(c), Some(m)) => format!("{c}: {m}"),
+            (_, Some(c), None) => c.to_string(),
+            (SdkError::DispatchFailure(d), _, _) => format!(
+                "the request could not be sent ({})",
+                d.as_connector_error()
+                    .map(|c| aws_smithy_types::error::display::DisplayErrorContext(c).to_string())
+                    .unwrap_or_else(|| "no connection".to_string())
+            ),
+            (SdkError::TimeoutError(_), _, _) => "the request timed out".to_string(),
+            (SdkError::ResponseError(_), _, _) => {
+                "the response could not be read (body withheld)".to_string()
+            }
+            (SdkError::ConstructionFailure(_), _, _) => {
+                "the request could not be built".to_string()
+            }
+            _ => "the service returned an error without a code (body withheld)".to_string(),
         };
         Error::Aws {
             service,
@@ -113,6 +132,25 @@ impl From<Error> for Diagnostic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aws_errors_never_carry_a_raw_response() {
+        let err: SdkError<
+            aws_sdk_ecs::operation::describe_services::DescribeServicesError,
+            String,
+        > = SdkError::response_error(
+            "unexpected body: {\"SecretString\":\"hunter2\"}",
+            "raw".to_string(),
+        );
+        let e = Error::aws("SecretsManager", "GetSecretValue", err);
+        assert_eq!(e.error_type(), "AwsApi");
+        let text = e.to_string();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            text.starts_with("SecretsManager GetSecretValue failed: "),
+            "{text}"
+        );
+    }
 
     #[test]
     fn diagnostic_has_stable_type_and_message() {

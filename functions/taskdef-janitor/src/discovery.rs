@@ -3,6 +3,7 @@
 //! Fail closed: any call that fails stops the run before anything is changed. Every list is
 //! paginated to its end; ECS calls draw from the read bucket.
 
+use aws_sdk_ecs::error::SdkError;
 use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ecs::types::{DesiredStatus, TaskDefinitionFamilyStatus, TaskDefinitionStatus};
@@ -57,11 +58,11 @@ impl Ctx<'_> {
     }
 }
 
-fn failed<E: ProvideErrorMetadata + std::error::Error>(
-    service: &'static str,
-    operation: &'static str,
-    err: E,
-) -> Halt {
+fn failed<E, R>(service: &'static str, operation: &'static str, err: SdkError<E, R>) -> Halt
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
     Halt::Failed(match Error::aws(service, operation, err) {
         Error::Aws {
             service,
