@@ -73,16 +73,14 @@ async fn mariadb_login_is_tls_and_verified() {
     );
     let err = mysql_async::Conn::new(opts)
         .await
-        .err()
-        .expect("untrusted server accepted");
+        .expect_err("untrusted server accepted");
     assert!(matches!(err, mysql_async::Error::Io(_)), "{err:?}");
 
     // Wrong password: the server's own error code.
     let err = db
         .try_connect(&db.admin_user, "wrong")
         .await
-        .err()
-        .expect("bad password accepted");
+        .expect_err("bad password accepted");
     match err {
         mysql_async::Error::Server(e) => assert_eq!(e.code, 1045),
         other => panic!("expected access denied, got {other:?}"),
