@@ -171,7 +171,7 @@ fn local_settings_is_valid_php() {
 fn local_settings_fails_fast_on_an_empty_setting() {
     // Outside MediaWiki the file exits at once; with MEDIAWIKI defined it reads the settings.
     let probe = "define('MEDIAWIKI', true); define('CACHE_DB', 1); define('CACHE_MEMCACHED', 2); \
-                 define('DBO_DEFAULT', 16); function wfLoadSkin($s) {} $IP = '/tmp'; \
+                 function wfLoadSkin($s) {} $IP = '/tmp'; \
                  require $argv[1]; echo json_encode(['server' => $wgServer, 'force' => $wgForceHTTPS, \
                  'cdn' => $wgCdnServersNoPurge, 'main' => $wgMainCacheType, 'session' => $wgSessionCacheType, \
                  'jobs' => $wgJobRunRate, 'uploads' => $wgUploadDirectory, 'db' => $wgDBserver, \

@@ -88,15 +88,14 @@ if ( $wikiopsAdminUser !== null && PHP_SAPI === 'cli' ) {
 }
 $wikiopsCaBundle = wikiopsOptional( 'DB_CA_BUNDLE' );
 if ( $wgDBssl && $wikiopsCaBundle !== null ) {
-	# Verify the server against the RDS CA bundle: the same server as above, with its CA.
+	# Verify the server against the RDS CA bundle: the same server as above, with its CA
+	# (flags and table prefix default to DBO_DEFAULT and $wgDBprefix).
 	$wgDBservers = [ [
 		'host' => $wgDBserver,
 		'dbname' => $wgDBname,
 		'user' => $wgDBuser,
 		'password' => $wgDBpassword,
-		'tablePrefix' => $wgDBprefix,
 		'type' => $wgDBtype,
-		'flags' => DBO_DEFAULT,
 		'load' => 1,
 		'ssl' => true,
 		'sslCAFile' => $wikiopsCaBundle,
