@@ -464,6 +464,68 @@ async fn resumes_after_a_forced_early_deadline_without_uploading_again() {
 }
 
 #[tokio::test]
+async fn a_deadline_during_multipart_uploads_aborts_them_and_resumes() {
+    let moto = Moto::start().await;
+    let s3 = versioned_bucket(&moto).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("wiki");
+    for i in 0..3u64 {
+        write(
+            &src,
+            &format!("v/v{i}/Video_{i}.webm"),
+            &bytes(50 + i, 20 * 1024 * 1024),
+        );
+    }
+    // Both slots hold a 20 MiB multipart upload read at 4 MiB/s when the deadline comes.
+    let lambda = Lambda::start(
+        "efs-backup",
+        env(
+            &moto,
+            &src,
+            &[
+                ("MAX_READ_MIB_PER_SECOND", "4"),
+                ("UPLOAD_CONCURRENCY", "2"),
+            ],
+        ),
+    )
+    .await;
+    let t = std::time::Instant::now();
+    let first = lambda
+        .invoke_with_deadline(json!({"action":"backup"}), Duration::from_millis(3000))
+        .await
+        .unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(3000),
+        "answered after the deadline"
+    );
+    assert_eq!(first["status"], "incomplete", "{first}");
+    assert_eq!(first["files_remaining"], 3, "{first}");
+    assert!(
+        versions(&s3).await.is_empty(),
+        "an interrupted upload was completed"
+    );
+    let uploads = s3
+        .list_multipart_uploads()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        uploads.uploads().is_empty(),
+        "multipart uploads left open: {uploads:?}"
+    );
+    let second = lambda
+        .invoke_with_deadline(json!({"action":"backup"}), Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(second["status"], "complete", "{second}");
+    assert_eq!(second["files_uploaded"], 3, "{second}");
+    let r = dir.path().join("restored");
+    restore(&lambda, "latest", &r).await;
+    assert_eq!(tree(&r), tree(&src));
+}
+
+#[tokio::test]
 async fn a_file_changing_while_read_is_retried_then_reported() {
     let moto = Moto::start().await;
     let s3 = versioned_bucket(&moto).await;

@@ -208,9 +208,14 @@ pub async fn run(
     let mut failure: Option<Error> = None;
     let mut uploads = plan.uploads.into_iter();
 
+    // The deadline is watched while waiting for a slot and while draining too: multipart
+    // uploads stop between parts once `stop` is set.
+    let stop_timer = tokio::time::sleep_until(tokio::time::Instant::from_std(stop_at));
+    tokio::pin!(stop_timer);
+    let mut stopping = false;
     loop {
-        let stopping = Instant::now() >= stop_at;
-        if stopping {
+        if !stopping && Instant::now() >= stop_at {
+            stopping = true;
             uploader.stop.store(true, Ordering::Relaxed);
         }
         let next = if stopping || failure.is_some() {
@@ -220,19 +225,19 @@ pub async fn run(
         };
         let Some(up) = next else {
             // Drain what is in flight.
-            match tasks.join_next().await {
-                Some(r) => {
-                    absorb(
-                        r,
-                        &mut stored,
-                        &mut remaining,
-                        &mut vanished,
-                        &mut out,
-                        &mut failure,
-                    );
+            tokio::select! {
+                r = tasks.join_next() => match r {
+                    Some(r) => {
+                        absorb(r, &mut stored, &mut remaining, &mut vanished, &mut out, &mut failure);
+                        continue;
+                    }
+                    None => break,
+                },
+                _ = &mut stop_timer, if !stopping => {
+                    stopping = true;
+                    uploader.stop.store(true, Ordering::Relaxed);
                     continue;
                 }
-                None => break,
             }
         };
         // Wait for a slot, handling finished uploads meanwhile.
@@ -252,7 +257,16 @@ pub async fn run(
                 Some(r) = tasks.join_next(), if !tasks.is_empty() => {
                     absorb(r, &mut stored, &mut remaining, &mut vanished, &mut out, &mut failure);
                 }
+                _ = &mut stop_timer, if !stopping => {
+                    stopping = true;
+                    uploader.stop.store(true, Ordering::Relaxed);
+                    break None;
+                }
             }
+        };
+        let Some(permit) = permit else {
+            remaining.push(up);
+            continue;
         };
         let u = uploader.clone();
         tasks.spawn(async move {
