@@ -128,7 +128,7 @@ async fn pulls_the_config_then_execs_apache_with_the_task_identity() {
 }
 
 #[tokio::test]
-async fn check_prints_the_plan_and_writes_nothing() {
+async fn check_prints_the_plan_and_pull_writes_it() {
     let moto = Moto::start().await;
     bucket_with(
         &moto,
@@ -163,6 +163,15 @@ async fn check_prints_the_plan_and_writes_nothing() {
         "a dry run writes nothing"
     );
     assert!(!run.logs().contains("s3cr3t"));
+
+    // `pull` does the writing, and stops there.
+    let run = run_boot(&["pull"], &env, LONG).await;
+    assert_eq!(run.code, Some(0), "{}", run.logs());
+    assert_eq!(
+        files_under(web.path()),
+        vec!["LocalSettings.php", "extra/Branding.php"]
+    );
+    assert!(!run.logs().contains("database"), "{}", run.logs());
 }
 
 #[tokio::test]

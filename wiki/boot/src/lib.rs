@@ -8,6 +8,7 @@
 //!   tables yet) and `update.php --quick` ([`php`]). Run once per deployment as a one-off task.
 //! - `jobs`: configuration, database, then `runJobs.php` for a bounded time. Run on a schedule
 //!   (the web tasks run no jobs: `$wgJobRunRate = 0`).
+//! - `pull`: only the configuration step of `serve` (then exit 0): local runs, benchmarks.
 //! - `check`: the dry run: checks the settings, lists the configuration objects and prints the
 //!   plan (which object goes where) as JSON, writing nothing and starting nothing.
 //!
@@ -32,6 +33,7 @@ pub enum Command {
     Serve,
     Schema,
     Jobs,
+    Pull,
     Check,
 }
 
@@ -42,9 +44,10 @@ impl Command {
             None | Some("serve") => Ok(Command::Serve),
             Some("schema") => Ok(Command::Schema),
             Some("jobs") => Ok(Command::Jobs),
+            Some("pull") => Ok(Command::Pull),
             Some("check") => Ok(Command::Check),
             Some(other) => Err(Error::Rejected(format!(
-                "unknown command {other:?}: expected serve (default), schema, jobs or check"
+                "unknown command {other:?}: expected serve (default), schema, jobs, pull or check"
             ))),
         }
     }
@@ -69,6 +72,7 @@ pub async fn run(command: Command, env: &Env) -> Result<(), Error> {
         Command::Serve => serve(&settings).await,
         Command::Schema => schema(&settings, env).await,
         Command::Jobs => jobs(&settings).await,
+        Command::Pull => Ok(()),
         // Answered before the pull: a dry run writes nothing.
         Command::Check => Ok(()),
     }
@@ -181,6 +185,7 @@ mod tests {
         assert_eq!(a(&["schema"]).unwrap(), Command::Schema);
         assert_eq!(a(&["jobs"]).unwrap(), Command::Jobs);
         assert_eq!(a(&["check"]).unwrap(), Command::Check);
+        assert_eq!(a(&["pull"]).unwrap(), Command::Pull);
         let e = a(&["migrate"]).unwrap_err();
         assert_eq!(e.error_type(), "Rejected");
         assert!(e.to_string().contains("migrate"), "{e}");
