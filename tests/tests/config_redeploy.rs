@@ -15,7 +15,9 @@ const BUCKET: &str = "wiki-config";
 const FIXTURE_BUCKET: &str = "wiki-config-123456789012";
 const FIXTURE_VERSION: &str = "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY";
 const FIXTURE_TIME: &str = "2026-11-29T07:00:00.123Z";
-const GOOD: &str = "<?php\n$wgSitename = 'Wiki';\n";
+/// A valid LocalSettings.php with a password in it, which must never reach the logs.
+const GOOD: &str = "<?php\n$wgSitename = 'Wiki';\n$wgDBpassword = 'pw-hidden';\n";
+const SECRET: &str = "pw-hidden";
 
 struct Bench {
     moto: Moto,
@@ -374,6 +376,10 @@ async fn an_invalid_object_is_refused_and_the_service_left_alone() {
         "{docs:?}"
     );
     assert!(lambda.logs().contains("configuration refused"));
+    assert!(
+        !lambda.logs().contains(SECRET),
+        "file content reached the logs"
+    );
 
     // Fixed: the next change rolls out.
     b.s3.delete_object()
@@ -521,6 +527,10 @@ async fn a_failed_config_deployment_rolls_back_once_and_never_loops() {
 
     assert_eq!(b.primary("web").await, d3);
     assert_eq!(b.body("LocalSettings.php").await, GOOD);
+    assert!(
+        !lambda.logs().contains(SECRET),
+        "file content reached the logs"
+    );
     let versions =
         b.s3.list_object_versions()
             .bucket(BUCKET)
