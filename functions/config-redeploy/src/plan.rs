@@ -677,6 +677,36 @@ mod tests {
     }
 
     proptest! {
+        /// Every object event is accounted for: skipped with a reason, or in its route's work.
+        #[test]
+        fn every_event_is_skipped_or_routed(
+            keys in proptest::collection::vec("(de/|de/shared/|\\.wikiops/|x/)?[a-c]{0,2}/?", 0..12),
+            foreign in proptest::collection::vec(any::<bool>(), 12),
+        ) {
+            let s = settings();
+            let events: Vec<ObjectEvent> = keys.iter().zip(&foreign).map(|(k, f)| {
+                let mut e = ev(k, Some(1));
+                if *f { e.bucket = "other".into(); }
+                e
+            }).collect();
+            let r = route(&events, &s);
+            for e in &events {
+                let skipped = r.skipped.iter().any(|k| k.key.as_deref() == Some(e.key.as_str()));
+                let routed = s.route_for(&e.key).is_some_and(|rt| {
+                    r.work.get(&rt.target).is_some_and(|w| w.iter().any(|x| x.key == e.key))
+                });
+                prop_assert!(skipped || routed, "{e:?} lost");
+                if e.bucket != "cfg" || is_reserved(&e.key) || is_folder_marker(&e.key) {
+                    prop_assert!(skipped);
+                }
+            }
+            // Each key at most once per service.
+            for w in r.work.values() {
+                let keys: BTreeSet<&str> = w.iter().map(|e| e.key.as_str()).collect();
+                prop_assert_eq!(keys.len(), w.len());
+            }
+        }
+
         /// A change is never skipped unless the PRIMARY started strictly after it could have
         /// happened (or carries exactly the current objects).
         #[test]

@@ -288,6 +288,25 @@ mod tests {
         assert_eq!(s.route_for("x"), None);
     }
 
+    proptest::proptest! {
+        /// The chosen route's prefix starts the key, and no matching prefix is longer.
+        #[test]
+        fn the_longest_matching_prefix_wins(
+            prefixes in proptest::collection::btree_set("[ab/]{0,4}", 1..6),
+            key in "[ab/]{0,6}",
+        ) {
+            let routes: Vec<serde_json::Value> = prefixes
+                .iter()
+                .enumerate()
+                .map(|(i, p)| serde_json::json!({"prefix": p, "cluster": "c", "service": format!("s{i}")}))
+                .collect();
+            let routes = serde_json::to_string(&routes).unwrap();
+            let s = Settings::from_env(&env(&[("CONFIG_BUCKET", "b"), ("CONFIG_ROUTES", &routes)])).unwrap();
+            let longest = prefixes.iter().filter(|p| key.starts_with(p.as_str())).max_by_key(|p| p.len());
+            proptest::prop_assert_eq!(s.route_for(&key).map(|r| &r.prefix), longest);
+        }
+    }
+
     #[test]
     fn bad_routes_name_the_variable() {
         for routes in [
