@@ -18,6 +18,7 @@ struct Args {
     bin_dir: Option<PathBuf>,
     files: usize,
     concurrency: usize,
+    runs: usize,
 }
 
 fn args() -> Args {
@@ -27,6 +28,7 @@ fn args() -> Args {
         bin_dir: None,
         files: 10_000,
         concurrency: 16,
+        runs: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
@@ -34,9 +36,11 @@ fn args() -> Args {
             "--smoke" => {
                 a.smoke = true;
                 a.files = 300;
+                a.runs = 1;
             }
             "--out" => a.out = PathBuf::from(it.next().expect("--out PATH")),
             "--bin-dir" => a.bin_dir = Some(PathBuf::from(it.next().expect("--bin-dir DIR"))),
+            "--runs" => a.runs = it.next().and_then(|v| v.parse().ok()).expect("--runs N"),
             "--files" => a.files = it.next().and_then(|v| v.parse().ok()).expect("--files N"),
             "--concurrency" => {
                 a.concurrency = it
@@ -151,7 +155,6 @@ impl Drop for Server {
 
 const KEY: &str = "benchkey";
 const SECRET: &str = "benchsecret";
-const BUCKET: &str = "bench";
 
 async fn start_server(dir: &Path) -> (Server, String) {
     let s3s = paths::target_dir().join("tools/bin/s3s-fs");
@@ -184,7 +187,7 @@ fn creds(server: &Server) -> (&'static str, &'static str) {
     }
 }
 
-async fn create_bucket(endpoint: &str, server: &Server) {
+async fn create_buckets(endpoint: &str, server: &Server, buckets: &[String]) {
     let (k, s) = creds(server);
     let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
@@ -199,7 +202,7 @@ async fn create_bucket(endpoint: &str, server: &Server) {
             .force_path_style(true)
             .build(),
     );
-    for b in [BUCKET, "rclone", "aws"] {
+    for b in buckets {
         s3.create_bucket()
             .bucket(b)
             .send()
@@ -208,7 +211,7 @@ async fn create_bucket(endpoint: &str, server: &Server) {
     }
     if let Server::Moto(_) = server {
         s3.put_bucket_versioning()
-            .bucket(BUCKET)
+            .bucket(&buckets[0])
             .versioning_configuration(
                 aws_sdk_s3::types::VersioningConfiguration::builder()
                     .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
@@ -294,14 +297,20 @@ fn which(name: &str, preferred: &Path) -> Option<PathBuf> {
     })
 }
 
-fn rclone(tree: &Path, endpoint: &str, server: &Server, concurrency: usize) -> Option<Run> {
+fn rclone(
+    tree: &Path,
+    endpoint: &str,
+    server: &Server,
+    concurrency: usize,
+    bucket: &str,
+) -> Option<Run> {
     let bin = which("rclone", Path::new("/usr/bin/rclone"))?;
     let (k, s) = creds(server);
     let mut c = Command::new(bin);
     c.arg("sync")
         .arg(tree)
         // Bucket roots: s3s-fs answers 500 to a HEAD on a "folder" key (rclone's first call).
-        .arg("bench:rclone")
+        .arg(format!("bench:{bucket}"))
         .args([
             "--transfers",
             &concurrency.to_string(),
@@ -325,7 +334,7 @@ fn rclone(tree: &Path, endpoint: &str, server: &Server, concurrency: usize) -> O
     })
 }
 
-fn aws(tree: &Path, endpoint: &str, server: &Server) -> Option<Run> {
+fn aws(tree: &Path, endpoint: &str, server: &Server, bucket: &str) -> Option<Run> {
     let bin = which(
         "aws",
         &paths::target_dir().join("tools/awscli-venv/bin/aws"),
@@ -344,7 +353,7 @@ fn aws(tree: &Path, endpoint: &str, server: &Server) -> Option<Run> {
         "--no-progress",
     ])
     .arg(tree)
-    .arg("s3://aws")
+    .arg(format!("s3://{bucket}"))
     .env("AWS_ACCESS_KEY_ID", k)
     .env("AWS_SECRET_ACCESS_KEY", s)
     .env("AWS_DEFAULT_REGION", "us-east-1")
@@ -359,8 +368,47 @@ fn aws(tree: &Path, endpoint: &str, server: &Server) -> Option<Run> {
     })
 }
 
-fn secs(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64())
+/// Median wall time with its range, e.g. `12.03 (11.80–13.10)`.
+fn spread(r: &Summary) -> String {
+    if r.min == r.max {
+        format!("{:.2}", r.wall.as_secs_f64())
+    } else {
+        format!(
+            "{:.2} ({:.2}–{:.2})",
+            r.wall.as_secs_f64(),
+            r.min.as_secs_f64(),
+            r.max.as_secs_f64()
+        )
+    }
+}
+
+/// Rounds of one tool, summarized.
+struct Summary {
+    /// Median.
+    wall: Duration,
+    min: Duration,
+    max: Duration,
+    peak_rss_kib: Option<u64>,
+    /// The largest count seen.
+    uploads: Option<u64>,
+}
+
+fn summarize(rounds: &[(Run, Run)]) -> Option<(Summary, Summary)> {
+    if rounds.is_empty() {
+        return None;
+    }
+    let one = |pick: fn(&(Run, Run)) -> &Run| {
+        let mut walls: Vec<Duration> = rounds.iter().map(|r| pick(r).wall).collect();
+        walls.sort();
+        Summary {
+            wall: walls[walls.len() / 2],
+            min: walls[0],
+            max: walls[walls.len() - 1],
+            peak_rss_kib: rounds.iter().filter_map(|r| pick(r).peak_rss_kib).max(),
+            uploads: rounds.iter().filter_map(|r| pick(r).uploads).max(),
+        }
+    };
+    Some((one(|r| &r.0), one(|r| &r.1)))
 }
 
 fn mib(k: Option<u64>) -> String {
@@ -388,70 +436,103 @@ async fn main() {
     };
 
     let (server, endpoint) = start_server(&dir).await;
-    create_bucket(&endpoint, &server).await;
     let (k, s) = creds(&server);
-    let env: Vec<(String, String)> = [
-        ("AWS_ENDPOINT_URL", endpoint.as_str()),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ACCESS_KEY_ID", k),
-        ("AWS_SECRET_ACCESS_KEY", s),
-        ("S3_FORCE_PATH_STYLE", "true"),
-        ("SOURCE_DIR", tree.to_str().unwrap()),
-        ("BACKUP_BUCKET", BUCKET),
-        ("BACKUP_PREFIX", "efs-backup/"),
-        ("EXCLUDE", "none"),
-        ("UPLOAD_CONCURRENCY", &a.concurrency.to_string()),
-        (
-            "ALLOW_UNVERSIONED_BUCKET",
-            if matches!(server, Server::S3sFs(_)) {
-                "true"
-            } else {
-                "false"
-            },
-        ),
-        ("AWS_LAMBDA_LOG_LEVEL", "warn"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let env_for = |bucket: &str| -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", k),
+            ("AWS_SECRET_ACCESS_KEY", s),
+            ("S3_FORCE_PATH_STYLE", "true"),
+            ("SOURCE_DIR", tree.to_str().unwrap()),
+            ("BACKUP_BUCKET", bucket),
+            ("BACKUP_PREFIX", "efs-backup/"),
+            ("EXCLUDE", "none"),
+            ("UPLOAD_CONCURRENCY", &a.concurrency.to_string()),
+            (
+                "ALLOW_UNVERSIONED_BUCKET",
+                if matches!(server, Server::S3sFs(_)) {
+                    "true"
+                } else {
+                    "false"
+                },
+            ),
+            ("AWS_LAMBDA_LOG_LEVEL", "warn"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    };
 
-    eprintln!("efs-backup full …");
-    let ours_full = run_ours(&binary, &env).await;
-    eprintln!("efs-backup no-change …");
-    let ours_again = run_ours(&binary, &env).await;
-    eprintln!("rclone sync full / no-change …");
-    let rclone_runs = rclone(&tree, &endpoint, &server, a.concurrency).map(|full| {
-        (
-            full,
-            rclone(&tree, &endpoint, &server, a.concurrency).unwrap(),
-        )
-    });
-    eprintln!("aws s3 sync full / no-change …");
-    let aws_runs =
-        aws(&tree, &endpoint, &server).map(|full| (full, aws(&tree, &endpoint, &server).unwrap()));
+    // Each round: every tool, full then no-change, into fresh buckets; the order rotates so
+    // that noise from the shared machine spreads over all three.
+    let mut ours: Vec<(Run, Run)> = Vec::new();
+    let mut rclones: Vec<(Run, Run)> = Vec::new();
+    let mut awss: Vec<(Run, Run)> = Vec::new();
+    for round in 0..a.runs {
+        let buckets = [
+            format!("efs-backup-{round}"),
+            format!("rclone-{round}"),
+            format!("aws-{round}"),
+        ];
+        create_buckets(&endpoint, &server, &buckets).await;
+        for step in 0..3 {
+            match (round + step) % 3 {
+                0 => {
+                    eprintln!("round {round}: efs-backup full / no-change …");
+                    let env = env_for(&buckets[0]);
+                    let full = run_ours(&binary, &env).await;
+                    let again = run_ours(&binary, &env).await;
+                    ours.push((full, again));
+                }
+                1 => {
+                    eprintln!("round {round}: rclone sync full / no-change …");
+                    let b = &buckets[1];
+                    if let Some(full) = rclone(&tree, &endpoint, &server, a.concurrency, b) {
+                        let again = rclone(&tree, &endpoint, &server, a.concurrency, b).unwrap();
+                        rclones.push((full, again));
+                    }
+                }
+                _ => {
+                    eprintln!("round {round}: aws s3 sync full / no-change …");
+                    let b = &buckets[2];
+                    if let Some(full) = aws(&tree, &endpoint, &server, b) {
+                        let again = aws(&tree, &endpoint, &server, b).unwrap();
+                        awss.push((full, again));
+                    }
+                }
+            }
+        }
+    }
     let server_label = match &server {
         Server::S3sFs(_) => "s3s-fs 0.14".to_string(),
         Server::Moto(_) => format!("{} (s3s-fs not installed)", server.name()),
     };
     drop(server);
+    let ours_sum = summarize(&ours).expect("efs-backup ran");
+    let rclone_sum = summarize(&rclones);
+    let aws_sum = summarize(&awss);
+    let (ours_full, ours_again) = (&ours_sum.0, &ours_sum.1);
+    let rclone_runs = rclone_sum.as_ref().map(|(f, n)| (f, n));
+    let aws_runs = aws_sum.as_ref().map(|(f, n)| (f, n));
 
-    let mut rows = vec![("efs-backup".to_string(), &ours_full, &ours_again)];
+    let mut rows = vec![("efs-backup".to_string(), ours_full, ours_again)];
     if let Some((f, n)) = &rclone_runs {
         rows.push((
             format!(
                 "rclone sync (--transfers {0} --checkers {0})",
                 a.concurrency
             ),
-            f,
-            n,
+            *f,
+            *n,
         ));
     }
     if let Some((f, n)) = &aws_runs {
-        rows.push(("aws s3 sync (defaults)".to_string(), f, n));
+        rows.push(("aws s3 sync (defaults)".to_string(), *f, *n));
     }
     let mut md = String::new();
     md.push_str(&format!(
-        "### efs-backup benchmark{}\n\n{} files, {:.0} MiB (MediaWiki-shaped: `a/ab/` folders, most files 5–100 KB, {} large); server: {} on 127.0.0.1; efs-backup UPLOAD_CONCURRENCY={}; {} cores.\n\n",
+        "### efs-backup benchmark{}\n\n{} files, {:.0} MiB (MediaWiki-shaped: `a/ab/` folders, most files 5–100 KB, {} large); server: {} on 127.0.0.1; efs-backup UPLOAD_CONCURRENCY={}; {} cores; median of {} round(s) (min–max), peak RSS the largest.\n\n",
         if a.smoke { " (smoke)" } else { "" },
         files,
         bytes as f64 / 1048576.0,
@@ -459,15 +540,16 @@ async fn main() {
         server_label,
         a.concurrency,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        a.runs,
     ));
     md.push_str("| tool | full backup (s) | files/s | peak RSS (MiB) | no-change run (s) | no-change uploads | no-change peak RSS (MiB) |\n|---|---:|---:|---:|---:|---:|---:|\n");
     for (name, f, n) in &rows {
         md.push_str(&format!(
             "| {name} | {} | {:.0} | {} | {} | {} | {} |\n",
-            secs(f.wall),
+            spread(f),
             files as f64 / f.wall.as_secs_f64(),
             mib(f.peak_rss_kib),
-            secs(n.wall),
+            spread(n),
             n.uploads
                 .map(|u| u.to_string())
                 .unwrap_or_else(|| "?".into()),
