@@ -376,6 +376,9 @@ async fn boot_installs_and_serves_a_real_mediawiki() {
         ("DB_PASSWORD", wiki_password.clone()),
         ("DB_CA_BUNDLE", db.ca_path.display().to_string()),
         ("DB_WAIT_SECONDS", "30".to_string()),
+        // Well inside the test's own time limit, so wiki-boot stops a hung script itself.
+        ("SCHEMA_TIMEOUT_SECONDS", "200".to_string()),
+        ("JOBS_MAX_SECONDS", "60".to_string()),
         ("WIKI_NAME", "Wikiops E2E".to_string()),
         ("WIKI_ADMIN_USER", "Admin".to_string()),
         ("WIKI_ADMIN_PASSWORD", ADMIN_PASSWORD.to_string()),
@@ -407,7 +410,7 @@ async fn boot_installs_and_serves_a_real_mediawiki() {
     set(&mut schema_env, "DB_ADMIN_PASSWORD", &db.admin_password);
 
     // --- schema: install on an empty database, then the upgrade path -----------------------
-    let run = run_boot(&["schema"], &schema_env, Duration::from_secs(600)).await;
+    let run = run_boot(&["schema"], &schema_env, Duration::from_secs(240)).await;
     assert_eq!(run.code, Some(0), "schema install failed:\n{}", run.logs());
     assert!(run.logs().contains("has_tables=false"), "{}", run.logs());
     let mut conn = db.admin().await;
@@ -431,7 +434,7 @@ async fn boot_installs_and_serves_a_real_mediawiki() {
     for ddl in ["ALL PRIVILEGES", "CREATE,", "ALTER", "DROP"] {
         assert!(!on_wiki.contains(ddl), "{on_wiki}");
     }
-    let run = run_boot(&["schema"], &schema_env, Duration::from_secs(600)).await;
+    let run = run_boot(&["schema"], &schema_env, Duration::from_secs(240)).await;
     assert_eq!(run.code, Some(0), "schema upgrade failed:\n{}", run.logs());
     assert!(run.logs().contains("has_tables=true"), "{}", run.logs());
     assert!(!run.logs().contains("install.php"), "{}", run.logs());
@@ -619,7 +622,7 @@ async fn boot_installs_and_serves_a_real_mediawiki() {
         .unwrap()
         .unwrap();
     assert!(queued > 0, "web requests run no jobs ($wgJobRunRate = 0)");
-    let run = run_boot(&["jobs"], &env, Duration::from_secs(300)).await;
+    let run = run_boot(&["jobs"], &env, Duration::from_secs(200)).await;
     assert_eq!(run.code, Some(0), "{}", run.logs());
     let left: i64 = conn
         .query_first("SELECT COUNT(*) FROM wiki.job WHERE job_token = ''")

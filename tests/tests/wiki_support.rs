@@ -182,6 +182,10 @@ pub async fn run_boot(args: &[&str], env: &[(String, String)], timeout: Duration
     let status = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(s) => s.expect("wait wiki-boot"),
         Err(_) => {
+            // The whole group: wiki-boot and whatever it started (PHP, Apache).
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
             let _ = child.kill().await;
             let stderr = read_err.await.unwrap_or_default();
             panic!("wiki-boot {args:?} did not finish within {timeout:?}\n{stderr}");
