@@ -4,7 +4,8 @@
 //! does. The Apache and PHP settings are the files the Dockerfile installs
 //! (`wiki/apache/wikiops.conf`, `wiki/php/wikiops.ini`).
 //!
-//! `wiki-boot schema` installs the wiki (and upgrades it on a second run); `wiki-boot`
+//! Two `wiki-boot schema` runs at once: one installs the wiki, the other waits for the lock
+//! and only upgrades; `wiki-boot`
 //! (serve) pulls the config, reads the task metadata stub, waits for the database and execs
 //! Apache; the test then talks to the wiki as the load balancer would (X-Forwarded-For,
 //! X-Forwarded-Proto: https, Host of `WIKI_SERVER`): siteinfo, login with the installer's
@@ -409,10 +410,44 @@ async fn boot_installs_and_serves_a_real_mediawiki() {
     set(&mut schema_env, "DB_ADMIN_USER", &db.admin_user);
     set(&mut schema_env, "DB_ADMIN_PASSWORD", &db.admin_password);
 
-    // --- schema: install on an empty database, then the upgrade path -----------------------
-    let run = run_boot(&["schema"], &schema_env, Duration::from_secs(240)).await;
-    assert_eq!(run.code, Some(0), "schema install failed:\n{}", run.logs());
-    assert!(run.logs().contains("has_tables=false"), "{}", run.logs());
+    // --- schema: two deployments' runs at once on an empty database: the lock lets one install
+    // while the other waits, then finds the tables and only upgrades ------------------------
+    let limit = Duration::from_secs(240);
+    let (a, b) = tokio::join!(
+        run_boot(&["schema"], &schema_env, limit),
+        run_boot(&["schema"], &schema_env, limit)
+    );
+    for run in [&a, &b] {
+        assert_eq!(run.code, Some(0), "schema run failed:\n{}", run.logs());
+        for secret in [
+            db.admin_password.as_str(),
+            wiki_password.as_str(),
+            ADMIN_PASSWORD,
+            "wiki-s3cr3t-key",
+        ] {
+            assert!(!run.logs().contains(secret), "a secret reached the log");
+        }
+    }
+    let (install, upgrade) = if a.logs().contains("has_tables=false") {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    assert!(
+        install.logs().contains("has_tables=false"),
+        "{}",
+        install.logs()
+    );
+    assert!(
+        upgrade.logs().contains("has_tables=true"),
+        "one run installs, the other upgrades:\n{}",
+        upgrade.logs()
+    );
+    assert!(
+        !upgrade.logs().contains("install.php"),
+        "{}",
+        upgrade.logs()
+    );
     let mut conn = db.admin().await;
     let tables: Vec<String> = conn
         .query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'wiki'")
@@ -433,18 +468,6 @@ async fn boot_installs_and_serves_a_real_mediawiki() {
     );
     for ddl in ["ALL PRIVILEGES", "CREATE,", "ALTER", "DROP"] {
         assert!(!on_wiki.contains(ddl), "{on_wiki}");
-    }
-    let run = run_boot(&["schema"], &schema_env, Duration::from_secs(240)).await;
-    assert_eq!(run.code, Some(0), "schema upgrade failed:\n{}", run.logs());
-    assert!(run.logs().contains("has_tables=true"), "{}", run.logs());
-    assert!(!run.logs().contains("install.php"), "{}", run.logs());
-    for secret in [
-        db.admin_password.as_str(),
-        wiki_password.as_str(),
-        ADMIN_PASSWORD,
-        "wiki-s3cr3t-key",
-    ] {
-        assert!(!run.logs().contains(secret), "a secret reached the log");
     }
 
     // --- serve: boot execs Apache -------------------------------------------------------------
@@ -480,7 +503,9 @@ async fn boot_installs_and_serves_a_real_mediawiki() {
         Some(format!("{TASK_ID} {TASK_AZ}").as_str()),
         "PHP sees the task identity"
     );
-    let general = &site.json()["query"]["general"];
+    let site = site.json();
+    let general = &site["query"]["general"];
+    assert!(general.is_object(), "{site}");
     assert_eq!(general["sitename"], "Wikiops E2E");
     assert_eq!(
         general["server"], "https://wiki.test",
