@@ -5,8 +5,9 @@ use std::time::Duration;
 use globset::{GlobSet, GlobSetBuilder};
 use shared::{Env, SettingsError};
 
-/// MediaWiki's regenerable or transient folders under `images/`, skipped by default.
-pub const DEFAULT_EXCLUDE: &str = "**/thumb,**/temp,**/lockdir,**/transcoded";
+/// MediaWiki's regenerable or transient folders under `images/`, and the conventional restore
+/// folder inside the mount (`.efs-restore`), skipped by default.
+pub const DEFAULT_EXCLUDE: &str = "**/thumb,**/temp,**/lockdir,**/transcoded,.efs-restore";
 
 /// Everything a backup, restore, list or verify needs to know from the environment.
 #[derive(Debug, Clone)]
@@ -172,6 +173,7 @@ mod tests {
         assert!(g.is_match("thumb"));
         assert!(g.is_match("images/thumb"));
         assert!(g.is_match("temp"));
+        assert!(g.is_match(".efs-restore"));
         assert!(!g.is_match("a/ab/thumbnail.png"));
         assert!(!g.is_match("a/ab/Foo.png"));
     }

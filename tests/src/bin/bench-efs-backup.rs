@@ -131,14 +131,22 @@ fn generate(root: &Path, files: usize, smoke: bool) -> (usize, u64) {
 
 /// The local S3 server under test.
 enum Server {
-    S3sFs(std::process::Child),
+    /// The server and its data directory.
+    S3sFs(std::process::Child, PathBuf),
     Moto(#[allow(dead_code)] Moto),
 }
 
 impl Server {
+    /// Frees the disk space of a bucket once measured (the machine's disk is shared).
+    fn discard(&self, bucket: &str) {
+        if let Server::S3sFs(_, data) = self {
+            let _ = std::fs::remove_dir_all(data.join(bucket));
+        }
+    }
+
     fn name(&self) -> &'static str {
         match self {
-            Server::S3sFs(_) => "s3s-fs",
+            Server::S3sFs(..) => "s3s-fs",
             Server::Moto(_) => "moto",
         }
     }
@@ -146,9 +154,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Server::S3sFs(c) = self {
+        if let Server::S3sFs(c, data) = self {
             let _ = c.kill();
             let _ = c.wait();
+            let _ = std::fs::remove_dir_all(data);
         }
     }
 }
@@ -172,7 +181,10 @@ async fn start_server(dir: &Path) -> (Server, String) {
             .spawn()
             .expect("start s3s-fs");
         wikiops_tests::wait_for_port(port, Duration::from_secs(20), "s3s-fs").await;
-        (Server::S3sFs(child), format!("http://127.0.0.1:{port}"))
+        (
+            Server::S3sFs(child, data),
+            format!("http://127.0.0.1:{port}"),
+        )
     } else {
         let moto = Moto::start().await;
         let url = moto.endpoint.clone();
@@ -182,7 +194,7 @@ async fn start_server(dir: &Path) -> (Server, String) {
 
 fn creds(server: &Server) -> (&'static str, &'static str) {
     match server {
-        Server::S3sFs(_) => (KEY, SECRET),
+        Server::S3sFs(..) => (KEY, SECRET),
         Server::Moto(_) => ("testing", "testing"),
     }
 }
@@ -451,7 +463,7 @@ async fn main() {
             ("UPLOAD_CONCURRENCY", &a.concurrency.to_string()),
             (
                 "ALLOW_UNVERSIONED_BUCKET",
-                if matches!(server, Server::S3sFs(_)) {
+                if matches!(server, Server::S3sFs(..)) {
                     "true"
                 } else {
                     "false"
@@ -484,6 +496,7 @@ async fn main() {
                     let full = run_ours(&binary, &env).await;
                     let again = run_ours(&binary, &env).await;
                     ours.push((full, again));
+                    server.discard(&buckets[0]);
                 }
                 1 => {
                     eprintln!("round {round}: rclone sync full / no-change …");
@@ -491,6 +504,7 @@ async fn main() {
                     if let Some(full) = rclone(&tree, &endpoint, &server, a.concurrency, b) {
                         let again = rclone(&tree, &endpoint, &server, a.concurrency, b).unwrap();
                         rclones.push((full, again));
+                        server.discard(&buckets[1]);
                     }
                 }
                 _ => {
@@ -499,13 +513,14 @@ async fn main() {
                     if let Some(full) = aws(&tree, &endpoint, &server, b) {
                         let again = aws(&tree, &endpoint, &server, b).unwrap();
                         awss.push((full, again));
+                        server.discard(&buckets[2]);
                     }
                 }
             }
         }
     }
     let server_label = match &server {
-        Server::S3sFs(_) => "s3s-fs 0.14".to_string(),
+        Server::S3sFs(..) => "s3s-fs 0.14".to_string(),
         Server::Moto(_) => format!("{} (s3s-fs not installed)", server.name()),
     };
     drop(server);
