@@ -425,18 +425,17 @@ impl Sandbox {
             &digest[..12]
         ));
 
-        let target = self.world.uploads.display().to_string();
+        // The sample restores into `<mount>/.efs-restore`; this one puts the file back in place.
+        let quoted = format!("\"{rel}\"");
+        let snapshot_quoted = format!("\"{snapshot}\"");
         let out = self
             .invoke(
                 "efs-backup",
                 "efs-backup-restore",
                 &[
-                    (
-                        &self.world.dir.join("restore").display().to_string(),
-                        &target,
-                    ),
-                    ("images/a/ab", &rel),
-                    ("\"latest\"", &format!("\"{snapshot}\"")),
+                    ("/.efs-restore", ""),
+                    ("\"a/ab\"", &quoted),
+                    ("\"latest\"", &snapshot_quoted),
                 ],
             )
             .await?;
@@ -519,9 +518,29 @@ impl Sandbox {
         let plan = self
             .invoke("taskdef-janitor", "taskdef-janitor-dry-run", &[])
             .await?;
+        let findings: Vec<String> = plan["plaintext_findings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| {
+                let vars: Vec<&str> = f["variables"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v["variable"].as_str())
+                    .collect();
+                format!(
+                    "{} {} ({})",
+                    short(&f["task_definition"]),
+                    vars.join(","),
+                    f["outcome"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
         t.info(&format!(
-            "dry run: would deregister {}, findings {}",
-            plan["deregistered"], plan["plaintext_findings"]
+            "dry run: would deregister {}; plaintext findings: {}",
+            shorts(&plan["planned"]["deregister"]).join(", "),
+            findings.join("; ")
         ));
         ensure(
             active(ecs.clone()).await? == before,
@@ -533,9 +552,14 @@ impl Sandbox {
             .invoke("taskdef-janitor", "taskdef-janitor-scheduled", &[])
             .await?;
         t.info(&format!(
-            "for real: deregistered {}, deleted {}",
-            out["deregistered"], out["deleted"]
+            "for real: deregistered {}; deleted {}",
+            shorts(&out["deregistered"]).join(", "),
+            shorts(&out["deleted"]).join(", ")
         ));
+        ensure(
+            shorts(&out["planned"]["deregister"]) == shorts(&plan["planned"]["deregister"]),
+            "the real run did not do what the dry run planned",
+        )?;
         let after = active(ecs.clone()).await?;
         ensure(
             after.contains(&in_use),
@@ -588,6 +612,21 @@ impl Sandbox {
             .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
             .ok_or_else(|| "the service has no task definition".into())
     }
+}
+
+/// `family:revision` of a task-definition ARN.
+fn short(v: &Value) -> String {
+    v.as_str()
+        .and_then(|a| a.rsplit('/').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// [`short`] of each ARN in a JSON list.
+fn shorts(v: &Value) -> Vec<String> {
+    let mut out: Vec<String> = v.as_array().into_iter().flatten().map(short).collect();
+    out.sort();
+    out
 }
 
 /// A small PNG (`size`×`size`, a gradient).

@@ -279,10 +279,8 @@ impl World {
             "arn:aws:secretsmanager:us-east-1:123456789012:secret:wiki/db-AbCdEf".to_string(),
             self.db_secret_arn.clone(),
         );
-        m.insert(
-            "/mnt/wiki/restore".to_string(),
-            self.dir.join("restore").display().to_string(),
-        );
+        // The EFS mount point in the samples is the uploads directory here.
+        m.insert("/mnt/wiki".to_string(), self.uploads.display().to_string());
         m
     }
 }
