@@ -315,7 +315,7 @@ async fn incremental_backups_mirror_the_tree_and_restore_byte_identical() {
     // Sending the same restore again finds everything in place (a resumed restore).
     let out = restore(&lambda, &first_id, &r1).await;
     assert_eq!(out["files_restored"], 0, "{out}");
-    assert_eq!(out["already_in_place"].as_u64().unwrap() > 0, true, "{out}");
+    assert!(out["already_in_place"].as_u64().unwrap() > 0, "{out}");
     let out = lambda
         .invoke(json!({"action":"restore","snapshot":third_id,"target_dir":r1.to_str().unwrap(),"overwrite":true}))
         .await
@@ -661,8 +661,7 @@ async fn exclude_rules_skip_transient_folders() {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert!(
-        planned.contains(&"temp/upload.tmp") == false
-            && planned.contains(&"a/ab/cache.tmp") == false,
+        !planned.contains(&"temp/upload.tmp") && !planned.contains(&"a/ab/cache.tmp"),
         "{dry}"
     );
     assert!(
