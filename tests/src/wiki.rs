@@ -116,6 +116,7 @@ DirectoryIndex index.php
     SetHandler application/x-httpd-php
 </FilesMatch>
 Include "{wikiops}"
+CustomLog /dev/stdout wikiops
 "#,
         dir = dir.display(),
         run = run.display(),

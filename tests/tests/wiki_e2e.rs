@@ -56,85 +56,6 @@ fn web_root(dir: &Path) -> PathBuf {
     root
 }
 
-fn php_module() -> PathBuf {
-    std::fs::read_dir("/usr/lib/apache2/modules")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libphp") && n.ends_with(".so"))
-        })
-        .expect("libapache2-mod-php is installed")
-}
-
-/// The test's own Apache: Debian's modules, the repository's wikiops.conf, its own
-/// port, pid file and runtime directory; errors and access log to the boot process's output.
-fn apache_conf(dir: &Path, root: &Path, port: u16) -> PathBuf {
-    let m = "/usr/lib/apache2/modules";
-    let run = dir.join("run");
-    std::fs::create_dir(&run).unwrap();
-    let conf = format!(
-        r#"ServerRoot "{dir}"
-ServerName {HOST}
-Listen 127.0.0.1:{port}
-PidFile "{dir}/apache.pid"
-DefaultRuntimeDir "{run}"
-Mutex file:{run} default
-LoadModule mpm_prefork_module {m}/mod_mpm_prefork.so
-LoadModule authz_core_module {m}/mod_authz_core.so
-LoadModule mime_module {m}/mod_mime.so
-LoadModule dir_module {m}/mod_dir.so
-LoadModule setenvif_module {m}/mod_setenvif.so
-LoadModule headers_module {m}/mod_headers.so
-LoadModule remoteip_module {m}/mod_remoteip.so
-LoadModule php_module {php}
-StartServers 2
-MinSpareServers 1
-MaxSpareServers 4
-MaxRequestWorkers 8
-User www-data
-Group www-data
-ErrorLog /dev/stderr
-LogLevel warn
-TypesConfig /etc/mime.types
-DocumentRoot "{root}"
-<Directory />
-    AllowOverride None
-    Require all denied
-</Directory>
-<Directory "{root}">
-    Options FollowSymLinks
-    AllowOverride None
-    Require all granted
-</Directory>
-<Directory "{mediawiki}">
-    Options FollowSymLinks
-    AllowOverride None
-    Require all granted
-</Directory>
-DirectoryIndex index.php
-<FilesMatch "\.php$">
-    SetHandler application/x-httpd-php
-</FilesMatch>
-Include "{wikiops}"
-CustomLog /dev/stdout wikiops
-"#,
-        dir = dir.display(),
-        run = run.display(),
-        root = root.display(),
-        php = php_module().display(),
-        mediawiki = MEDIAWIKI,
-        wikiops = wikiops_tests::paths::root()
-            .join("wiki/apache/wikiops.conf")
-            .display(),
-    );
-    let p = dir.join("httpd.conf");
-    std::fs::write(&p, conf).unwrap();
-    p
-}
-
 /// One HTTP/1.0 exchange with the wiki, as the load balancer forwards it.
 struct Response {
     status: u16,
@@ -363,7 +284,7 @@ async fn boot_installs_and_serves_a_real_mediawiki() {
     let dir = open_tempdir();
     let root = web_root(dir.path());
     let port = wikiops_tests::free_port();
-    let conf = apache_conf(dir.path(), &root, port);
+    let conf = wikiops_tests::wiki::apache_conf(dir.path(), &root, port, HOST).expect("apache conf");
     let _guard = ApacheGuard(conf.display().to_string());
     let (meta, _server) = metadata_stub(200, fargate_task().to_string()).await;
 
