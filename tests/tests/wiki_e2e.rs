@@ -284,7 +284,8 @@ async fn boot_installs_and_serves_a_real_mediawiki() {
     let dir = open_tempdir();
     let root = web_root(dir.path());
     let port = wikiops_tests::free_port();
-    let conf = wikiops_tests::wiki::apache_conf(dir.path(), &root, port, HOST).expect("apache conf");
+    let conf =
+        wikiops_tests::wiki::apache_conf(dir.path(), &root, port, HOST).expect("apache conf");
     let _guard = ApacheGuard(conf.display().to_string());
     let (meta, _server) = metadata_stub(200, fargate_task().to_string()).await;
 
