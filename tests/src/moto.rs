@@ -75,6 +75,27 @@ impl Moto {
         aws_sdk_s3::Client::from_conf(conf)
     }
 
+    /// Creates `bucket` with versioning enabled (as the template creates its buckets).
+    pub async fn versioned_bucket(&self, bucket: &str) -> Result<(), String> {
+        let s3 = self.s3().await;
+        s3.create_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(|e| format!("CreateBucket {bucket}: {e:?}"))?;
+        s3.put_bucket_versioning()
+            .bucket(bucket)
+            .versioning_configuration(
+                aws_sdk_s3::types::VersioningConfiguration::builder()
+                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| format!("PutBucketVersioning {bucket}: {e:?}"))?;
+        Ok(())
+    }
+
     /// An ECS client for this server.
     pub async fn ecs(&self) -> aws_sdk_ecs::Client {
         aws_sdk_ecs::Client::new(&self.sdk_config().await)

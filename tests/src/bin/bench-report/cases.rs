@@ -37,22 +37,10 @@ fn config_redeploy<'a>(moto: &'a Moto, _: &'a MariaDb, _: &'a Path, n: usize) ->
         let (bucket, service) = (format!("wiki-config-{n}"), format!("web-{n}"));
         moto.ecs_service("wiki", &service, &format!("wiki-{n}"))
             .await;
+        moto.versioned_bucket(&bucket)
+            .await
+            .expect("versioned bucket");
         let s3 = moto.s3().await;
-        s3.create_bucket()
-            .bucket(&bucket)
-            .send()
-            .await
-            .expect("CreateBucket");
-        s3.put_bucket_versioning()
-            .bucket(&bucket)
-            .versioning_configuration(
-                aws_sdk_s3::types::VersioningConfiguration::builder()
-                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("PutBucketVersioning");
         let put = s3
             .put_object()
             .bucket(&bucket)
@@ -179,22 +167,9 @@ fn efs_backup<'a>(moto: &'a Moto, _: &'a MariaDb, dir: &'a Path, n: usize) -> Pr
             }
         }
         let bucket = format!("wiki-backup-{n}");
-        let s3 = moto.s3().await;
-        s3.create_bucket()
-            .bucket(&bucket)
-            .send()
+        moto.versioned_bucket(&bucket)
             .await
-            .expect("CreateBucket");
-        s3.put_bucket_versioning()
-            .bucket(&bucket)
-            .versioning_configuration(
-                aws_sdk_s3::types::VersioningConfiguration::builder()
-                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("PutBucketVersioning");
+            .expect("versioned bucket");
         let env = vec![
             s("SOURCE_DIR", src.display().to_string()),
             s("BACKUP_BUCKET", bucket),

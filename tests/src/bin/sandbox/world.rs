@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use aws_sdk_ecs::types::{ContainerDefinition, KeyValuePair, Secret};
-use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
 use mysql_async::prelude::Queryable;
 use serde_json::json;
 use wikiops_tests::{MariaDb, Moto};
@@ -74,21 +73,7 @@ impl World {
         // S3: both buckets versioned; LocalSettings.php as the config object.
         let s3 = self.moto.s3().await;
         for b in [CONFIG_BUCKET, BACKUP_BUCKET] {
-            s3.create_bucket()
-                .bucket(b)
-                .send()
-                .await
-                .map_err(|e| format!("CreateBucket {b}: {e:?}"))?;
-            s3.put_bucket_versioning()
-                .bucket(b)
-                .versioning_configuration(
-                    VersioningConfiguration::builder()
-                        .status(BucketVersioningStatus::Enabled)
-                        .build(),
-                )
-                .send()
-                .await
-                .map_err(|e| format!("PutBucketVersioning {b}: {e:?}"))?;
+            self.moto.versioned_bucket(b).await?;
         }
         let settings =
             std::fs::read(wikiops_tests::paths::root().join("wiki/config/LocalSettings.php"))
