@@ -28,18 +28,8 @@ struct Bench {
 impl Bench {
     async fn start() -> Bench {
         let moto = Moto::start().await;
+        moto.versioned_bucket(BUCKET).await.unwrap();
         let s3 = moto.s3().await;
-        s3.create_bucket().bucket(BUCKET).send().await.unwrap();
-        s3.put_bucket_versioning()
-            .bucket(BUCKET)
-            .versioning_configuration(
-                aws_sdk_s3::types::VersioningConfiguration::builder()
-                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
         moto.ecs_service("wiki", "web", "wiki-web").await;
         let ecs = moto.ecs().await;
         Bench { moto, s3, ecs }

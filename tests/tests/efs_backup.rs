@@ -111,19 +111,8 @@ fn wiki_tree(root: &Path) {
 }
 
 async fn versioned_bucket(moto: &Moto) -> Client {
-    let s3 = moto.s3().await;
-    s3.create_bucket().bucket(BUCKET).send().await.unwrap();
-    s3.put_bucket_versioning()
-        .bucket(BUCKET)
-        .versioning_configuration(
-            aws_sdk_s3::types::VersioningConfiguration::builder()
-                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    s3
+    moto.versioned_bucket(BUCKET).await.unwrap();
+    moto.s3().await
 }
 
 fn env(moto: &Moto, source: &Path, extra: &[(&str, &str)]) -> Vec<(String, String)> {
