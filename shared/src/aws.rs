@@ -9,11 +9,16 @@ use aws_config::{BehaviorVersion, SdkConfig};
 
 use crate::settings::{Env, SettingsError};
 
-/// Loads the SDK configuration from the environment (region, credentials, endpoints, retries).
+/// Loads the SDK configuration from the environment (region, credentials, endpoints, retries),
+/// with the HTTPS client of [`crate::tls`] (Amazon Trust Services roots plus `AWS_CA_BUNDLE`).
 ///
 /// Call once per process, in `main`, and build every client from the result.
-pub async fn sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+pub async fn sdk_config(env: &Env) -> Result<SdkConfig, SettingsError> {
+    let http = crate::tls::https_client(env)?;
+    Ok(aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http)
+        .load()
+        .await)
 }
 
 /// An S3 client, path-style when `S3_FORCE_PATH_STYLE` is true.

@@ -6,7 +6,8 @@
 //! - [`error`]: the error type every handler returns, mapped to a stable Lambda `errorType`;
 //! - [`ecs`]: the "redeploy an ECS service" operation, deduplicated against running deployments;
 //! - [`metrics`]: CloudWatch Embedded Metric Format, flushed once per invocation;
-//! - [`runtime`]: the Lambda loop that ties the above together.
+//! - [`runtime`]: the Lambda loop that ties the above together;
+//! - [`tls`]: the roots the SDK trusts (Amazon Trust Services, plus `AWS_CA_BUNDLE`).
 
 pub mod aws;
 pub mod ecs;
@@ -15,6 +16,7 @@ pub mod logging;
 pub mod metrics;
 pub mod runtime;
 pub mod settings;
+pub mod tls;
 
 pub use error::Error;
 pub use settings::{Env, SettingsError};

@@ -8,6 +8,14 @@ use serde_json::Value;
 
 use crate::error::Error;
 
+/// Logs a failure before the first invocation (one line with its `errorType`) and turns it
+/// into the error `main` exits with; Lambda then reports `Runtime.ExitError`.
+pub fn init_error(e: impl Into<Error>) -> lambda_runtime::Error {
+    let e = e.into();
+    tracing::error!(error_type = e.error_type(), error = %e, "init failed");
+    e.to_string().into()
+}
+
 /// Runs `handler` for each invocation, through the Lambda Runtime API.
 ///
 /// Events arrive as raw JSON so each function reports a malformed event as its own

@@ -4,6 +4,7 @@
 //! - [`MariaDb`]: a throwaway MariaDB with TLS (its own CA and server certificate);
 //! - [`Lambda`]: a function's real binary, driven through a Lambda Runtime API served by
 //!   the test (next / response / error, request-id and deadline headers), as Lambda runs it;
+//! - [`https_proxy::HttpsProxy`]: an HTTPS front (a test CA's certificate) for a plain-HTTP peer;
 //! - [`events`]: the sample events in `events/`, the ones `sam local invoke -e` takes.
 //!
 //! Every peer stops when its handle is dropped. Nothing listens beyond 127.0.0.1.
@@ -21,6 +22,7 @@
 
 pub mod events;
 pub mod http;
+pub mod https_proxy;
 pub mod lambda;
 pub mod mariadb;
 pub mod measure;

@@ -25,7 +25,10 @@ async fn handle(ecs: &aws_sdk_ecs::Client, event: LambdaEvent<Value>) -> Result<
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::logging::init();
     shared::metrics::init("shared-probe");
-    let config = shared::aws::sdk_config().await;
+    let env = shared::Env::from_process();
+    let config = shared::aws::sdk_config(&env)
+        .await
+        .map_err(shared::runtime::init_error)?;
     let ecs = aws_sdk_ecs::Client::new(&config);
     shared::runtime::run(|event| handle(&ecs, event)).await
 }

@@ -56,7 +56,7 @@ impl Command {
 /// Runs `command`. `serve` returns only when it could not start Apache.
 pub async fn run(command: Command, env: &Env) -> Result<(), Error> {
     let settings = Settings::from_env(env)?;
-    let sdk = shared::aws::sdk_config().await;
+    let sdk = shared::aws::sdk_config(env).await?;
     let s3 = shared::aws::s3_client(&sdk, env)?;
     if command == Command::Check {
         return check(&s3, &settings).await;
