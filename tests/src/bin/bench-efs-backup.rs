@@ -2,7 +2,8 @@
 //! side by side with `rclone sync` and `aws s3 sync` on the same tree and the same local S3
 //! server (`s3s-fs`; moto when it is not installed). Run through `scripts/bench-efs-backup`.
 //!
-//! Prints a markdown table and writes it to `--out` (default `target/bench/efs-backup.md`).
+//! Prints a markdown table and writes it to `--out` (default `target/bench/efs-backup.md`,
+//! `efs-backup-smoke.md` with `--smoke`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -31,14 +32,22 @@ fn args() -> Args {
         runs: 3,
     };
     let mut it = std::env::args().skip(1);
+    let mut out_given = false;
     while let Some(x) = it.next() {
         match x.as_str() {
             "--smoke" => {
                 a.smoke = true;
                 a.files = 300;
                 a.runs = 1;
+                // A smoke run keeps the real figures (efs-backup.md) intact.
+                if !out_given {
+                    a.out = paths::bench_dir().join("efs-backup-smoke.md");
+                }
             }
-            "--out" => a.out = PathBuf::from(it.next().expect("--out PATH")),
+            "--out" => {
+                a.out = PathBuf::from(it.next().expect("--out PATH"));
+                out_given = true;
+            }
             "--bin-dir" => a.bin_dir = Some(PathBuf::from(it.next().expect("--bin-dir DIR"))),
             "--runs" => a.runs = it.next().and_then(|v| v.parse().ok()).expect("--runs N"),
             "--files" => a.files = it.next().and_then(|v| v.parse().ok()).expect("--files N"),

@@ -54,6 +54,8 @@ struct Row {
     zips: Vec<Option<u64>>,
     init_ms: Samples,
     first_ms: Samples,
+    /// Init plus first invocation: what a cold request waits for.
+    cold_ms: Samples,
     rss_kib: Samples,
     errors: Vec<String>,
 }
@@ -92,6 +94,7 @@ async fn measure(case: &cases::Case, args: &Args, moto: &Moto, db: &MariaDb) -> 
             Ok(v) if (case.check)(&v) => {
                 row.init_ms.push_ms(init);
                 row.first_ms.push_ms(first);
+                row.cold_ms.push_ms(init + first);
                 if let Some(k) = lambda.pid().and_then(peak_rss_kib) {
                     row.rss_kib.push(k as f64);
                 }
@@ -104,8 +107,11 @@ async fn measure(case: &cases::Case, args: &Args, moto: &Moto, db: &MariaDb) -> 
     row
 }
 
-fn mib(bytes: Option<u64>) -> String {
-    bytes.map_or("n/a".into(), |b| format!("{:.2}", b as f64 / 1_048_576.0))
+/// The package-size goal: under 4 MB (decimal, as the goal is written).
+const ZIP_LIMIT: u64 = 4_000_000;
+
+fn mb(bytes: Option<u64>) -> String {
+    bytes.map_or("n/a".into(), |b| format!("{:.2}", b as f64 / 1e6))
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -121,23 +127,24 @@ fn report(args: &Args, rows: &[Row], rotation: &Samples, extra: &[(String, Strin
     let mut s = String::new();
     s.push_str(&format!(
         "# wikiops benchmark\n\n{} run(s) per function; median (min–max). Init = process start to its first \
-         Runtime API `next`; first invocation = representative event to response, against moto; peak RSS = \
+         Runtime API `next`; first invocation = representative event to response, against moto; cold start = the two together; peak RSS = \
          VmHWM after the first invocation. Ratios are to the hello-world `lambda_runtime` function built \
          with the same profile in the same run.\n\n",
         args.runs
     ));
-    s.push_str("| function | zip arm64 (MiB) | zip x86_64 (MiB) | init (ms) | init / hello | first invocation (ms) | peak RSS (MiB) | RSS / hello |\n");
-    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    s.push_str("| function | zip arm64 (MB) | zip x86_64 (MB) | init (ms) | init / hello | first invocation (ms) | cold start (ms) | peak RSS (MiB) | RSS / hello |\n");
+    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in rows {
         let rss = Samples(r.rss_kib.0.iter().map(|k| k / 1024.0).collect());
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.name,
-            mib(r.zips.first().copied().flatten()),
-            mib(r.zips.get(1).copied().flatten()),
+            mb(r.zips.first().copied().flatten()),
+            mb(r.zips.get(1).copied().flatten()),
             r.init_ms.show(1),
             ratio(r.init_ms.median(), hello.init_ms.median()),
             r.first_ms.show(1),
+            r.cold_ms.show(1),
             rss.show(1),
             ratio(r.rss_kib.median(), hello.rss_kib.median()),
         ));
@@ -149,7 +156,7 @@ fn report(args: &Args, rows: &[Row], rotation: &Samples, extra: &[(String, Strin
     s.push_str("\n## Goals\n\n");
     for r in &rows[1..] {
         let init_ok = r.init_ms.median() <= 1.5 * hello.init_ms.median();
-        let zip_ok = r.zips.iter().all(|z| z.is_none_or(|z| z < 4 * 1_048_576));
+        let zip_ok = r.zips.iter().all(|z| z.is_none_or(|z| z < ZIP_LIMIT));
         let rss_goal = r.name != "efs-backup";
         let rss_ok = !rss_goal || r.rss_kib.median() < 30.0 * 1024.0;
         s.push_str(&format!(
@@ -196,7 +203,8 @@ async fn main() {
     let extra: Vec<(String, String)> = ["efs-backup", "taskdef-janitor"]
         .iter()
         .filter_map(|n| {
-            let p = paths::bench_dir().join(format!("{n}.md"));
+            let suffix = if args.smoke { "-smoke" } else { "" };
+            let p = paths::bench_dir().join(format!("{n}{suffix}.md"));
             std::fs::read_to_string(p).ok().map(|b| (n.to_string(), b))
         })
         .collect();
