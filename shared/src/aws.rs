@@ -5,20 +5,132 @@
 //! or to a local emulator. S3 emulators also need path-style addressing:
 //! `S3_FORCE_PATH_STYLE=true`.
 
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::environment::EnvironmentVariableCredentialsProvider;
+use std::sync::{Arc, OnceLock};
 
+use tokio::sync::{Mutex, OnceCell};
+use tokio::task::JoinHandle;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+use crate::error::Error;
 use crate::settings::{Env, SettingsError};
 
 /// Loads the SDK configuration from the environment (region, credentials, endpoints, retries),
 /// with the HTTPS client of [`crate::tls`] (Amazon Trust Services roots plus `AWS_CA_BUNDLE`).
 ///
 /// Call once per process, in `main`, and build every client from the result.
+///
+/// Lambda hands a function its credentials and region in the environment. When they are there
+/// they are used directly: the default chains would resolve to the same values (the environment
+/// comes first in both) but build their other providers first (an STS client for web identity,
+/// the IMDS and container clients), which is most of the SDK's start-up work.
 pub async fn sdk_config(env: &Env) -> Result<SdkConfig, SettingsError> {
     let http = crate::tls::https_client(env)?;
-    Ok(aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http)
-        .load()
-        .await)
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+    if env_credentials(env) {
+        loader = loader.credentials_provider(EnvironmentVariableCredentialsProvider::new());
+    }
+    if let Some(region) = env.optional("AWS_REGION") {
+        loader = loader.region(Region::new(region));
+    }
+    Ok(loader.load().await)
+}
+
+/// Whether the environment holds static credentials (`AWS_ACCESS_KEY_ID` and
+/// `AWS_SECRET_ACCESS_KEY`, as Lambda sets them).
+fn env_credentials(env: &Env) -> bool {
+    env.optional("AWS_ACCESS_KEY_ID").is_some() && env.optional("AWS_SECRET_ACCESS_KEY").is_some()
+}
+
+/// A set of clients (`C`) whose set-up (the SDK configuration, TLS context and endpoint rules)
+/// runs in the background from the start of the process, while the runtime asks Lambda for the
+/// first event; the first invocation waits for whatever is left of it.
+///
+/// A failed set-up (an unusable setting) is that invocation's error, with its `errorType`, and
+/// is tried again on the next one.
+pub struct DeferredClients<C> {
+    first: Mutex<Option<JoinHandle<Result<C, Error>>>>,
+    build: Arc<Build<C>>,
+    ready: OnceCell<C>,
+}
+
+type Build<C> = dyn Fn(&Env, &SdkConfig) -> Result<C, Error> + Send + Sync;
+
+impl<C: Send + 'static> DeferredClients<C> {
+    /// Starts `build` (given the process environment and the one [`sdk_config`]) on the runtime.
+    pub fn spawn(
+        build: impl Fn(&Env, &SdkConfig) -> Result<C, Error> + Send + Sync + 'static,
+    ) -> Self {
+        let build: Arc<Build<C>> = Arc::new(build);
+        let background = build.clone();
+        DeferredClients {
+            first: Mutex::new(Some(tokio::spawn(
+                async move { set_up(&*background).await },
+            ))),
+            build,
+            ready: OnceCell::new(),
+        }
+    }
+
+    /// The clients, once set up.
+    pub async fn get(&self) -> Result<&C, Error> {
+        self.ready
+            .get_or_try_init(|| async {
+                let first = self.first.lock().await.take();
+                match first {
+                    Some(task) => task.await.map_err(|e| {
+                        Error::Partial(format!("setting up the AWS clients failed: {e}"))
+                    })?,
+                    None => set_up(&*self.build).await,
+                }
+            })
+            .await
+    }
+}
+
+async fn set_up<C>(build: &Build<C>) -> Result<C, Error> {
+    let env = Env::from_process();
+    let config = sdk_config(&env).await?;
+    build(&env, &config)
+}
+
+/// A client built on its first use, for a service a function calls only sometimes (its
+/// construction, endpoint rules included, then stays out of the init phase).
+pub struct LazyClient<C> {
+    config: SdkConfig,
+    build: fn(&SdkConfig) -> C,
+    client: OnceLock<C>,
+}
+
+impl<C> LazyClient<C> {
+    /// A client that `build` makes from `config` when first asked for.
+    pub fn new(config: &SdkConfig, build: fn(&SdkConfig) -> C) -> Self {
+        LazyClient {
+            config: config.clone(),
+            build,
+            client: OnceLock::new(),
+        }
+    }
+
+    /// A client that is already built (tests: a mocked client).
+    pub fn ready(client: C) -> Self {
+        LazyClient {
+            config: SdkConfig::builder().build(),
+            build: |_| unreachable!("a ready client is never rebuilt"),
+            client: OnceLock::from(client),
+        }
+    }
+
+    /// The client, built now if this is the first use.
+    pub fn get(&self) -> &C {
+        self.client.get_or_init(|| (self.build)(&self.config))
+    }
+
+    /// Whether the client has been built.
+    pub fn is_built(&self) -> bool {
+        self.client.get().is_some()
+    }
 }
 
 /// An S3 client, path-style when `S3_FORCE_PATH_STYLE` is true.
@@ -38,4 +150,48 @@ pub fn to_utc(t: &aws_smithy_types::DateTime) -> Option<chrono::DateTime<chrono:
 /// Converts chrono's UTC time to an SDK timestamp.
 pub fn from_utc(t: chrono::DateTime<chrono::Utc>) -> aws_smithy_types::DateTime {
     aws_smithy_types::DateTime::from_secs_and_nanos(t.timestamp(), t.timestamp_subsec_nanos())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lambda_environment_gives_region_and_credentials_directly() {
+        let env = Env::from_pairs([
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "example"),
+        ]);
+        assert!(env_credentials(&env));
+        let conf = sdk_config(&env).await.unwrap();
+        assert_eq!(conf.region().map(|r| r.as_ref()), Some("eu-west-1"));
+        assert!(conf.credentials_provider().is_some());
+    }
+
+    #[test]
+    fn lazy_client_is_built_once_on_first_use() {
+        let conf = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .build();
+        let lazy = LazyClient::new(&conf, aws_sdk_ecs::Client::new);
+        assert!(!lazy.is_built());
+        let first = lazy.get() as *const _;
+        assert!(lazy.is_built());
+        assert_eq!(first, lazy.get() as *const _);
+        assert!(LazyClient::ready(7).is_built());
+    }
+
+    #[test]
+    fn half_a_key_pair_leaves_the_default_chain() {
+        assert!(!env_credentials(&Env::from_pairs([(
+            "AWS_ACCESS_KEY_ID",
+            "AKIDEXAMPLE"
+        )])));
+        assert!(!env_credentials(&Env::from_pairs([(
+            "AWS_SECRET_ACCESS_KEY",
+            "x"
+        )])));
+    }
 }

@@ -6,15 +6,8 @@ use lambda_runtime::{LambdaEvent, service_fn};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::aws::DeferredClients;
 use crate::error::Error;
-
-/// Logs a failure before the first invocation (one line with its `errorType`) and turns it
-/// into the error `main` exits with; Lambda then reports `Runtime.ExitError`.
-pub fn init_error(e: impl Into<Error>) -> lambda_runtime::Error {
-    let e = e.into();
-    tracing::error!(error_type = e.error_type(), error = %e, "init failed");
-    e.to_string().into()
-}
 
 /// Runs `handler` for each invocation, through the Lambda Runtime API.
 ///
@@ -40,4 +33,18 @@ where
         }
     }))
     .await
+}
+
+/// Runs `handler` with the clients of `clients`, awaited on each invocation (ready after the
+/// first): the runtime asks for the first event while they are being set up.
+pub async fn run_with<C, R>(
+    clients: &DeferredClients<C>,
+    handler: impl AsyncFn(&C, LambdaEvent<Value>) -> Result<R, Error>,
+) -> Result<(), lambda_runtime::Error>
+where
+    C: Send + 'static,
+    R: Serialize,
+{
+    let handler = &handler;
+    run(|event| async move { handler(clients.get().await?, event).await }).await
 }

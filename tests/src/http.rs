@@ -1,6 +1,6 @@
 //! A small HTTP/1.1 client for talking to the wiki the way the load balancer does
-//! (hyper-util's client, the same hyper stack as the AWS SDK), with a cookie jar and
-//! MediaWiki API helpers.
+//! (hyper-util's client, the same hyper stack as the AWS SDK), with a cookie jar, MediaWiki
+//! API helpers and `multipart/form-data` uploads (hyper-multipart-rfc7578).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -10,6 +10,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
+
+pub use hyper_multipart_rfc7578::client::multipart;
+
+/// How long a request may wait for the response head.
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// An answer.
 #[derive(Debug, Clone)]
@@ -29,6 +34,11 @@ impl Response {
                 String::from_utf8_lossy(&self.body)
             )
         })
+    }
+
+    /// The first value of header `name`, if it is text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     /// The body as text (lossy).
@@ -102,10 +112,9 @@ impl Http {
             req = req.header(CONTENT_TYPE, ct);
         }
         let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
-        let resp = self
-            .client
-            .request(req)
+        let resp = tokio::time::timeout(ANSWER_TIMEOUT, self.client.request(req))
             .await
+            .map_err(|_| format!("{method} {path}: no answer in {ANSWER_TIMEOUT:?}"))?
             .map_err(|e| format!("{method} {path}: {e}"))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
@@ -150,6 +159,24 @@ impl Http {
             Bytes::from(form(pairs)),
         )
         .await
+    }
+
+    /// `POST path` with a `multipart/form-data` body (a file upload).
+    pub async fn post_multipart(
+        &mut self,
+        path: &str,
+        form: multipart::Form<'static>,
+    ) -> Result<Response, String> {
+        let content_type = form.content_type();
+        let body = form
+            .set_body::<multipart::Body>(Request::post(path))
+            .map_err(|e| format!("multipart body: {e}"))?
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("multipart body: {e}"))?
+            .to_bytes();
+        self.send("POST", path, Some(&content_type), body).await
     }
 
     /// A MediaWiki API query (`/api.php?…&format=json`); `Err` unless 200 with JSON.

@@ -20,9 +20,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
-use serde_json::Value;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wikiops_tests::http::{Http, Response, multipart};
 use wikiops_tests::{MariaDb, Moto};
 
 const LOCAL_SETTINGS: &[u8] = include_bytes!("../../wiki/config/LocalSettings.php");
@@ -56,168 +55,9 @@ fn web_root(dir: &Path) -> PathBuf {
     root
 }
 
-/// One HTTP/1.0 exchange with the wiki, as the load balancer forwards it.
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "not JSON ({e}): {} {}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-}
-
-struct Client {
-    port: u16,
-    cookies: Vec<(String, String)>,
-}
-
-fn form(pairs: &[(&str, &str)]) -> String {
-    fn enc(s: &str) -> String {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    }
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-impl Client {
-    async fn send(
-        &mut self,
-        method: &str,
-        path: &str,
-        extra: &[(&str, String)],
-        body: &[u8],
-        behind_alb: bool,
-    ) -> Response {
-        let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {HOST}\r\n");
-        if behind_alb {
-            req.push_str(&format!(
-                "X-Forwarded-For: {CLIENT_IP}\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\n"
-            ));
-        }
-        if !self.cookies.is_empty() {
-            let c: Vec<String> = self
-                .cookies
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            req.push_str(&format!("Cookie: {}\r\n", c.join("; ")));
-        }
-        for (k, v) in extra {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        if method == "POST" {
-            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        req.push_str("\r\n");
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .expect("connect to Apache");
-        s.write_all(req.as_bytes()).await.unwrap();
-        s.write_all(body).await.unwrap();
-        let mut raw = Vec::new();
-        tokio::time::timeout(Duration::from_secs(120), s.read_to_end(&mut raw))
-            .await
-            .expect("Apache answered in time")
-            .unwrap();
-        let at = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("a header block");
-        let head = String::from_utf8_lossy(&raw[..at]).to_string();
-        let mut lines = head.lines();
-        let status: u16 = lines
-            .next()
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|s| s.parse().ok())
-            .expect("status line");
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-            .collect();
-        for (k, v) in &headers {
-            if k.eq_ignore_ascii_case("set-cookie") {
-                let pair = v.split(';').next().unwrap_or_default();
-                if let Some((name, value)) = pair.split_once('=') {
-                    self.cookies.retain(|(n, _)| n != name);
-                    if value != "deleted" && !value.is_empty() {
-                        self.cookies.push((name.to_string(), value.to_string()));
-                    }
-                }
-            }
-        }
-        Response {
-            status,
-            headers,
-            body: raw[at + 4..].to_vec(),
-        }
-    }
-
-    async fn get(&mut self, path: &str) -> Response {
-        self.send("GET", path, &[], b"", true).await
-    }
-
-    async fn api_get(&mut self, query: &[(&str, &str)]) -> Value {
-        let mut q = query.to_vec();
-        q.push(("format", "json"));
-        let r = self.get(&format!("/api.php?{}", form(&q))).await;
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        r.json()
-    }
-
-    async fn api_post(&mut self, params: &[(&str, &str)]) -> Value {
-        let mut p = params.to_vec();
-        p.push(("format", "json"));
-        let body = form(&p);
-        let r = self
-            .send(
-                "POST",
-                "/api.php",
-                &[(
-                    "Content-Type",
-                    "application/x-www-form-urlencoded".to_string(),
-                )],
-                body.as_bytes(),
-                true,
-            )
-            .await;
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        r.json()
-    }
-
-    async fn token(&mut self, kind: &str) -> String {
-        let v = self
-            .api_get(&[("action", "query"), ("meta", "tokens"), ("type", kind)])
-            .await;
-        v["query"]["tokens"][format!("{kind}token")]
-            .as_str()
-            .unwrap_or_else(|| panic!("no {kind} token: {v}"))
-            .to_string()
-    }
+/// The wiki's answer; Apache must answer within two minutes.
+fn answer(r: Result<Response, String>) -> Response {
+    r.unwrap_or_else(|e| panic!("no answer from the wiki: {e}"))
 }
 
 /// A PNG of random pixels stored without compression: about 3.2 MB, over PHP's default
@@ -412,20 +252,25 @@ async fn boot_installs_and_serves_a_real_mediawiki() {
         .unwrap();
     assert_eq!(apache_pid, boot_pid, "wiki-boot execs Apache: same process");
 
-    let mut c = Client {
-        port,
-        cookies: Vec::new(),
-    };
-    let site = c
-        .get("/api.php?action=query&meta=siteinfo&siprop=general|statistics&format=json")
-        .await;
-    assert_eq!(site.status, 200, "{}", String::from_utf8_lossy(&site.body));
+    // As the load balancer forwards a request, and straight to Apache (no ALB).
+    let origin = format!("http://127.0.0.1:{port}");
+    let mut c = Http::new(&origin)
+        .with_header("host", HOST)
+        .with_header("x-forwarded-for", CLIENT_IP)
+        .with_header("x-forwarded-proto", "https")
+        .with_header("x-forwarded-port", "443");
+    let mut direct = Http::new(&origin).with_header("host", HOST);
+    let site = answer(
+        c.get("/api.php?action=query&meta=siteinfo&siprop=general|statistics&format=json")
+            .await,
+    );
+    assert_eq!(site.status, 200, "{}", site.text());
     assert_eq!(
-        site.header("X-Served-By"),
+        site.header("x-served-by"),
         Some(format!("{TASK_ID} {TASK_AZ}").as_str()),
         "PHP sees the task identity"
     );
-    let site = site.json();
+    let site = site.json().unwrap();
     let general = &site["query"]["general"];
     assert!(general.is_object(), "{site}");
     assert_eq!(general["sitename"], "Wikiops E2E");
@@ -438,13 +283,12 @@ async fn boot_installs_and_serves_a_real_mediawiki() {
     // The client's address from X-Forwarded-For (the proxy is in VPC_CIDR).
     let me = c
         .api_get(&[("action", "query"), ("meta", "userinfo")])
-        .await;
+        .await
+        .unwrap();
     assert_eq!(me["query"]["userinfo"]["name"], CLIENT_IP, "{me}");
 
     // Plain HTTP straight to Apache (no ALB): redirected to the https origin.
-    let plain = c
-        .send("GET", "/index.php?title=Main_Page", &[], b"", false)
-        .await;
+    let plain = answer(direct.get("/index.php?title=Main_Page").await);
     assert!(
         matches!(plain.status, 301 | 302),
         "{}: {:?}",
@@ -453,14 +297,14 @@ async fn boot_installs_and_serves_a_real_mediawiki() {
     );
     assert!(
         plain
-            .header("Location")
+            .header("location")
             .is_some_and(|l| l.starts_with("https://wiki.test/")),
         "{:?}",
         plain.headers
     );
 
     // --- log in (sessions in the database), edit, read back --------------------------------
-    let login_token = c.token("login").await;
+    let login_token = c.token("login").await.unwrap();
     let login = c
         .api_post(&[
             ("action", "clientlogin"),
@@ -469,7 +313,8 @@ async fn boot_installs_and_serves_a_real_mediawiki() {
             ("logintoken", &login_token),
             ("loginreturnurl", "https://wiki.test/"),
         ])
-        .await;
+        .await
+        .unwrap();
     assert_eq!(login["clientlogin"]["status"], "PASS", "{login}");
     let sessions: i64 = conn
         .query_first("SELECT COUNT(*) FROM wiki.objectcache WHERE keyname LIKE '%MWSession%'")
@@ -478,7 +323,7 @@ async fn boot_installs_and_serves_a_real_mediawiki() {
         .unwrap();
     assert!(sessions > 0, "sessions live in the shared database cache");
 
-    let csrf = c.token("csrf").await;
+    let csrf = c.token("csrf").await.unwrap();
     let text = "Written through the API by the wikiops end-to-end test.";
     let edit = c
         .api_post(&[
@@ -488,7 +333,8 @@ async fn boot_installs_and_serves_a_real_mediawiki() {
             ("summary", "e2e"),
             ("token", &csrf),
         ])
-        .await;
+        .await
+        .unwrap();
     assert_eq!(edit["edit"]["result"], "Success", "{edit}");
     let read = c
         .api_get(&[
@@ -499,7 +345,8 @@ async fn boot_installs_and_serves_a_real_mediawiki() {
             ("titles", "Wikiops E2E"),
             ("formatversion", "2"),
         ])
-        .await;
+        .await
+        .unwrap();
     let rev = &read["query"]["pages"][0]["revisions"][0];
     assert_eq!(rev["slots"]["main"]["content"], text, "{read}");
     assert_eq!(rev["user"], "Admin", "{read}");
@@ -509,8 +356,7 @@ async fn boot_installs_and_serves_a_real_mediawiki() {
     big_png(&png);
     let bytes = std::fs::read(&png).unwrap();
     assert!(bytes.len() > 3 * 1024 * 1024);
-    let boundary = "wikiops-e2e-boundary";
-    let mut body = Vec::new();
+    let mut form = multipart::Form::default();
     for (k, v) in [
         ("action", "upload"),
         ("filename", "Wikiops-e2e.png"),
@@ -518,33 +364,12 @@ async fn boot_installs_and_serves_a_real_mediawiki() {
         ("format", "json"),
         ("token", csrf.as_str()),
     ] {
-        body.extend(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
-                .as_bytes(),
-        );
+        form.add_text(k, v.to_string());
     }
-    body.extend(
-        format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.png\"\r\nContent-Type: image/png\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    body.extend(&bytes);
-    body.extend(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let up = c
-        .send(
-            "POST",
-            "/api.php",
-            &[(
-                "Content-Type",
-                format!("multipart/form-data; boundary={boundary}"),
-            )],
-            &body,
-            true,
-        )
-        .await;
-    assert_eq!(up.status, 200);
-    let up = up.json();
+    form.add_file("file", &png).unwrap();
+    let up = answer(c.post_multipart("/api.php", form).await);
+    assert_eq!(up.status, 200, "{}", up.text());
+    let up = up.json().unwrap();
     assert_eq!(up["upload"]["result"], "Success", "{up}");
     let stored: Vec<String> = files_under(&root.join("images"))
         .into_iter()
@@ -556,11 +381,8 @@ async fn boot_installs_and_serves_a_real_mediawiki() {
     assert_eq!(meta_file.uid(), WWW_DATA, "uploads are owned by www-data");
     // Uploaded files are never run as PHP.
     std::fs::write(root.join("images/probe.php"), "<?php echo 'ran'.'-php';").unwrap();
-    let probe = c.get("/images/probe.php").await;
-    assert!(
-        !String::from_utf8_lossy(&probe.body).contains("ran-php"),
-        "PHP ran in images/"
-    );
+    let probe = answer(c.get("/images/probe.php").await);
+    assert!(!probe.text().contains("ran-php"), "PHP ran in images/");
 
     // --- jobs: queued by the edit and the upload, run only by `wiki-boot jobs` ---------------
     let queued: i64 = conn

@@ -1,18 +1,17 @@
 //! Lambda entry point of config-redeploy.
+#![recursion_limit = "256"]
 
-use config_redeploy::Clients;
+use config_redeploy::{Clients, handler};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::logging::init();
     shared::metrics::init("config-redeploy");
-    let env = shared::Env::from_process();
-    let config = shared::aws::sdk_config(&env)
-        .await
-        .map_err(shared::runtime::init_error)?;
-    let clients = Clients {
-        ecs: aws_sdk_ecs::Client::new(&config),
-        s3: shared::aws::s3_client(&config, &env).map_err(shared::runtime::init_error)?,
-    };
-    shared::runtime::run(|event| config_redeploy::handler(&clients, event)).await
+    let clients = shared::aws::DeferredClients::spawn(|env, config| {
+        Ok(Clients {
+            ecs: aws_sdk_ecs::Client::new(config),
+            s3: shared::aws::s3_client(config, env)?,
+        })
+    });
+    shared::runtime::run_with(&clients, handler).await
 }

@@ -22,7 +22,8 @@ use serde_json::Value;
 /// The AWS clients, built once per process.
 pub struct Clients {
     pub secretsmanager: aws_sdk_secretsmanager::Client,
-    pub ecs: aws_sdk_ecs::Client,
+    /// Used only by `finishSecret` (the redeploy): built on first use.
+    pub ecs: shared::aws::LazyClient<aws_sdk_ecs::Client>,
 }
 
 impl Clients {
@@ -30,7 +31,7 @@ impl Clients {
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         Clients {
             secretsmanager: aws_sdk_secretsmanager::Client::new(config),
-            ecs: aws_sdk_ecs::Client::new(config),
+            ecs: shared::aws::LazyClient::new(config, aws_sdk_ecs::Client::new),
         }
     }
 }

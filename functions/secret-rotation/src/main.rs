@@ -1,4 +1,5 @@
 //! Lambda entry point of secret-rotation.
+#![recursion_limit = "256"]
 
 use secret_rotation::{Clients, handler};
 
@@ -6,10 +7,6 @@ use secret_rotation::{Clients, handler};
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::logging::init();
     shared::metrics::init("secret-rotation");
-    let env = shared::Env::from_process();
-    let config = shared::aws::sdk_config(&env)
-        .await
-        .map_err(shared::runtime::init_error)?;
-    let clients = Clients::new(&config);
-    shared::runtime::run(|event| handler(&clients, event)).await
+    let clients = shared::aws::DeferredClients::spawn(|_, config| Ok(Clients::new(config)));
+    shared::runtime::run_with(&clients, handler).await
 }

@@ -440,7 +440,7 @@ async fn finish(
     let mut failed: Vec<RedeployFailure> = Vec::new();
     if let Some(cluster) = &settings.cluster {
         for service in &settings.services {
-            match shared::ecs::redeploy(&clients.ecs, cluster, service, since).await {
+            match shared::ecs::redeploy(clients.ecs.get(), cluster, service, since).await {
                 Ok(r) => {
                     if matches!(r, Redeployed::Started { .. }) {
                         metrics::counter!("ServicesRedeployed").increment(1);

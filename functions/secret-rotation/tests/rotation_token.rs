@@ -61,7 +61,11 @@ fn clients(rules: &[Rule]) -> Clients {
             .retry_config(
                 aws_sdk_secretsmanager::config::retry::RetryConfig::standard().with_max_attempts(3)
             )),
-        ecs: mock_client!(aws_sdk_ecs, RuleMode::MatchAny, ecs_rules),
+        ecs: shared::aws::LazyClient::ready(mock_client!(
+            aws_sdk_ecs,
+            RuleMode::MatchAny,
+            ecs_rules
+        )),
     }
 }
 

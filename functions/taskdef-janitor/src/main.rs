@@ -1,13 +1,12 @@
 //! Lambda entry point of taskdef-janitor.
+#![recursion_limit = "256"]
+
+use taskdef_janitor::{Clients, handler};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::logging::init();
     shared::metrics::init("taskdef-janitor");
-    let env = shared::Env::from_process();
-    let config = shared::aws::sdk_config(&env)
-        .await
-        .map_err(shared::runtime::init_error)?;
-    let clients = taskdef_janitor::Clients::new(&config);
-    shared::runtime::run(|event| taskdef_janitor::handler(&clients, event)).await
+    let clients = shared::aws::DeferredClients::spawn(|_, config| Ok(Clients::new(config)));
+    shared::runtime::run_with(&clients, handler).await
 }

@@ -25,10 +25,6 @@ async fn handle(ecs: &aws_sdk_ecs::Client, event: LambdaEvent<Value>) -> Result<
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::logging::init();
     shared::metrics::init("shared-probe");
-    let env = shared::Env::from_process();
-    let config = shared::aws::sdk_config(&env)
-        .await
-        .map_err(shared::runtime::init_error)?;
-    let ecs = aws_sdk_ecs::Client::new(&config);
-    shared::runtime::run(|event| handle(&ecs, event)).await
+    let ecs = shared::aws::DeferredClients::spawn(|_, config| Ok(aws_sdk_ecs::Client::new(config)));
+    shared::runtime::run_with(&ecs, handle).await
 }
