@@ -6,10 +6,9 @@
 //! `S3_FORCE_PATH_STYLE=true`.
 
 use aws_config::environment::EnvironmentVariableCredentialsProvider;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
-use tokio::sync::{Mutex, OnceCell};
-use tokio::task::JoinHandle;
+use tokio::sync::OnceCell;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
@@ -43,49 +42,33 @@ fn env_credentials(env: &Env) -> bool {
     env.optional("AWS_ACCESS_KEY_ID").is_some() && env.optional("AWS_SECRET_ACCESS_KEY").is_some()
 }
 
-/// A set of clients (`C`) whose set-up (the SDK configuration, TLS context and endpoint rules)
-/// runs in the background from the start of the process, while the runtime asks Lambda for the
-/// first event; the first invocation waits for whatever is left of it.
+/// A set of clients (`C`) set up on the first invocation rather than in the init phase: the
+/// SDK configuration, TLS context and endpoint rules are work the first request can do, so init
+/// stays close to a bare `lambda_runtime` function's.
 ///
 /// A failed set-up (an unusable setting) is that invocation's error, with its `errorType`, and
 /// is tried again on the next one.
 pub struct DeferredClients<C> {
-    first: Mutex<Option<JoinHandle<Result<C, Error>>>>,
-    build: Arc<Build<C>>,
+    build: Box<Build<C>>,
     ready: OnceCell<C>,
 }
 
 type Build<C> = dyn Fn(&Env, &SdkConfig) -> Result<C, Error> + Send + Sync;
 
-impl<C: Send + 'static> DeferredClients<C> {
-    /// Starts `build` (given the process environment and the one [`sdk_config`]) on the runtime.
-    pub fn spawn(
+impl<C> DeferredClients<C> {
+    /// Clients that `build` makes, given the process environment and the one [`sdk_config`].
+    pub fn new(
         build: impl Fn(&Env, &SdkConfig) -> Result<C, Error> + Send + Sync + 'static,
     ) -> Self {
-        let build: Arc<Build<C>> = Arc::new(build);
-        let background = build.clone();
         DeferredClients {
-            first: Mutex::new(Some(tokio::spawn(
-                async move { set_up(&*background).await },
-            ))),
-            build,
+            build: Box::new(build),
             ready: OnceCell::new(),
         }
     }
 
-    /// The clients, once set up.
+    /// The clients, set up now if this is the first use.
     pub async fn get(&self) -> Result<&C, Error> {
-        self.ready
-            .get_or_try_init(|| async {
-                let first = self.first.lock().await.take();
-                match first {
-                    Some(task) => task.await.map_err(|e| {
-                        Error::Partial(format!("setting up the AWS clients failed: {e}"))
-                    })?,
-                    None => set_up(&*self.build).await,
-                }
-            })
-            .await
+        self.ready.get_or_try_init(|| set_up(&*self.build)).await
     }
 }
 
@@ -167,6 +150,22 @@ mod tests {
         let conf = sdk_config(&env).await.unwrap();
         assert_eq!(conf.region().map(|r| r.as_ref()), Some("eu-west-1"));
         assert!(conf.credentials_provider().is_some());
+    }
+
+    #[tokio::test]
+    async fn deferred_clients_retry_a_failed_set_up_then_keep_the_result() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let calls = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let clients =
+            DeferredClients::new(move |_, _| match counter.fetch_add(1, Ordering::SeqCst) {
+                0 => Err(SettingsError::Missing("EXAMPLE".into()).into()),
+                n => Ok(n),
+            });
+        assert_eq!(clients.get().await.unwrap_err().error_type(), "Settings");
+        assert_eq!(*clients.get().await.unwrap(), 1);
+        assert_eq!(*clients.get().await.unwrap(), 1);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     #[test]

@@ -35,14 +35,12 @@ where
     .await
 }
 
-/// Runs `handler` with the clients of `clients`, awaited on each invocation (ready after the
-/// first): the runtime asks for the first event while they are being set up.
+/// Runs `handler` with the clients of `clients`, set up by the first invocation.
 pub async fn run_with<C, R>(
     clients: &DeferredClients<C>,
     handler: impl AsyncFn(&C, LambdaEvent<Value>) -> Result<R, Error>,
 ) -> Result<(), lambda_runtime::Error>
 where
-    C: Send + 'static,
     R: Serialize,
 {
     let handler = &handler;

@@ -7,7 +7,7 @@ use config_redeploy::{Clients, handler};
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::logging::init();
     shared::metrics::init("config-redeploy");
-    let clients = shared::aws::DeferredClients::spawn(|env, config| {
+    let clients = shared::aws::DeferredClients::new(|env, config| {
         Ok(Clients {
             ecs: aws_sdk_ecs::Client::new(config),
             s3: shared::aws::s3_client(config, env)?,

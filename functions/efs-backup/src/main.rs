@@ -7,7 +7,7 @@ use efs_backup::{Clients, handler};
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::logging::init();
     shared::metrics::init("efs-backup");
-    let clients = shared::aws::DeferredClients::spawn(|env, config| {
+    let clients = shared::aws::DeferredClients::new(|env, config| {
         Ok(Clients {
             s3: shared::aws::s3_client(config, env)?,
         })

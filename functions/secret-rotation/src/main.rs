@@ -7,6 +7,6 @@ use secret_rotation::{Clients, handler};
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::logging::init();
     shared::metrics::init("secret-rotation");
-    let clients = shared::aws::DeferredClients::spawn(|_, config| Ok(Clients::new(config)));
+    let clients = shared::aws::DeferredClients::new(|_, config| Ok(Clients::new(config)));
     shared::runtime::run_with(&clients, handler).await
 }

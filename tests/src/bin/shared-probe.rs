@@ -25,6 +25,6 @@ async fn handle(ecs: &aws_sdk_ecs::Client, event: LambdaEvent<Value>) -> Result<
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::logging::init();
     shared::metrics::init("shared-probe");
-    let ecs = shared::aws::DeferredClients::spawn(|_, config| Ok(aws_sdk_ecs::Client::new(config)));
+    let ecs = shared::aws::DeferredClients::new(|_, config| Ok(aws_sdk_ecs::Client::new(config)));
     shared::runtime::run_with(&ecs, handle).await
 }
