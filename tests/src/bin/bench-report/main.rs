@@ -60,15 +60,28 @@ struct Row {
     errors: Vec<String>,
 }
 
-async fn measure(case: &cases::Case, args: &Args, moto: &Moto, db: &MariaDb) -> Row {
-    let mut row = Row {
+/// A row with `case`'s package sizes and nothing measured yet.
+fn new_row(case: &cases::Case, args: &Args) -> Row {
+    Row {
         name: case.binary.to_string(),
+        zips: args
+            .lambda_dirs
+            .iter()
+            .map(|(_, dir)| zipped_size(&dir.join(case.binary).join("bootstrap")).ok())
+            .collect(),
         ..Row::default()
-    };
-    for (_, dir) in &args.lambda_dirs {
-        row.zips
-            .push(zipped_size(&dir.join(case.binary).join("bootstrap")).ok());
     }
+}
+
+/// One cold start of `case` (run number `run`) into `row`.
+async fn measure(
+    case: &cases::Case,
+    args: &Args,
+    moto: &Moto,
+    db: &MariaDb,
+    run: usize,
+    row: &mut Row,
+) {
     // A cargo-lambda output directory holds `<binary>/bootstrap`; a cargo one holds `<binary>`.
     let packaged = args.bin_dir.join(case.binary).join("bootstrap");
     let program = if packaged.exists() {
@@ -76,35 +89,32 @@ async fn measure(case: &cases::Case, args: &Args, moto: &Moto, db: &MariaDb) -> 
     } else {
         args.bin_dir.join(case.binary)
     };
-    for run in 0..args.runs {
-        let scratch = tempfile::tempdir().expect("scratch dir");
-        let (env, event) = (case.prepare)(moto, db, scratch.path(), run).await;
-        let mut full_env = moto.env();
-        full_env.extend(env);
-        let lambda = Lambda::start_program(case.binary, &program, full_env).await;
-        let Some(init) = lambda.wait_ready(Duration::from_secs(30)).await else {
-            row.errors
-                .push(format!("run {run}: no init: {}", lambda.logs()));
-            continue;
-        };
-        let t = Instant::now();
-        let out = lambda.invoke(event).await;
-        let first = t.elapsed();
-        match out {
-            Ok(v) if (case.check)(&v) => {
-                row.init_ms.push_ms(init);
-                row.first_ms.push_ms(first);
-                row.cold_ms.push_ms(init + first);
-                if let Some(k) = lambda.pid().and_then(peak_rss_kib) {
-                    row.rss_kib.push(k as f64);
-                }
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let (env, event) = (case.prepare)(moto, db, scratch.path(), run).await;
+    let mut full_env = moto.env();
+    full_env.extend(env);
+    let lambda = Lambda::start_program(case.binary, &program, full_env).await;
+    let Some(init) = lambda.wait_ready(Duration::from_secs(30)).await else {
+        row.errors
+            .push(format!("run {run}: no init: {}", lambda.logs()));
+        return;
+    };
+    let t = Instant::now();
+    let out = lambda.invoke(event).await;
+    let first = t.elapsed();
+    match out {
+        Ok(v) if (case.check)(&v) => {
+            row.init_ms.push_ms(init);
+            row.first_ms.push_ms(first);
+            row.cold_ms.push_ms(init + first);
+            if let Some(k) = lambda.pid().and_then(peak_rss_kib) {
+                row.rss_kib.push(k as f64);
             }
-            Ok(v) => row.errors.push(format!("run {run}: unexpected output {v}")),
-            Err(e) => row.errors.push(format!("run {run}: {e}")),
         }
-        lambda.stop().await;
+        Ok(v) => row.errors.push(format!("run {run}: unexpected output {v}")),
+        Err(e) => row.errors.push(format!("run {run}: {e}")),
     }
-    row
+    lambda.stop().await;
 }
 
 /// The package-size goal: under 4 MB (decimal, as the goal is written).
@@ -126,7 +136,7 @@ fn report(args: &Args, rows: &[Row], rotation: &Samples, extra: &[(String, Strin
     let hello = &rows[0];
     let mut s = String::new();
     s.push_str(&format!(
-        "# wikiops benchmark\n\n{} run(s) per function; median (min–max). Init = process start to its first \
+        "# wikiops benchmark\n\n{} run(s) per function, in rounds (each round starts every function once); median (min–max). Init = process start to its first \
          Runtime API `next`; first invocation = representative event to response, against moto; cold start = the two together; peak RSS = \
          VmHWM after the first invocation. Ratios are to the hello-world `lambda_runtime` function built \
          with the same profile in the same run.\n\n",
@@ -194,10 +204,15 @@ async fn main() {
     };
     let moto = Moto::start().await;
     let db = MariaDb::start().await;
-    let mut rows = Vec::new();
-    for case in cases::all() {
-        eprintln!("bench-report: {} ({} runs)", case.binary, args.runs);
-        rows.push(measure(&case, &args, &moto, &db).await);
+    // Round by round, every function once per round: drift on a shared machine then weighs on
+    // hello-world and the functions alike, and the ratios hold.
+    let cases = cases::all();
+    let mut rows: Vec<Row> = cases.iter().map(|c| new_row(c, &args)).collect();
+    for run in 0..args.runs {
+        eprintln!("bench-report: round {} of {}", run + 1, args.runs);
+        for (case, row) in cases.iter().zip(rows.iter_mut()) {
+            measure(case, &args, &moto, &db, run, row).await;
+        }
     }
     let rotation = cases::rotation_wall_time(&args.bin_dir, &moto, &db, args.runs).await;
     let extra: Vec<(String, String)> = ["efs-backup", "taskdef-janitor"]
