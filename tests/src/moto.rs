@@ -83,17 +83,7 @@ impl Moto {
             .send()
             .await
             .map_err(|e| format!("CreateBucket {bucket}: {e:?}"))?;
-        s3.put_bucket_versioning()
-            .bucket(bucket)
-            .versioning_configuration(
-                aws_sdk_s3::types::VersioningConfiguration::builder()
-                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| format!("PutBucketVersioning {bucket}: {e:?}"))?;
-        Ok(())
+        enable_versioning(&s3, bucket).await
     }
 
     /// An ECS client for this server.
@@ -116,16 +106,10 @@ impl Moto {
         aws_sdk_scheduler::Client::new(&self.sdk_config().await)
     }
 
-    /// Creates an ECS cluster and a service in it (one container, `desired` tasks) and
-    /// returns the service ARN. moto never starts the tasks.
-    pub async fn ecs_service(&self, cluster: &str, service: &str, family: &str) -> String {
-        let ecs = self.ecs().await;
-        ecs.create_cluster()
-            .cluster_name(cluster)
-            .send()
+    /// Registers a revision of `family` (one `wiki` container) and returns its ARN.
+    pub async fn register_revision(&self, family: &str) -> String {
+        self.ecs()
             .await
-            .expect("CreateCluster");
-        let td = ecs
             .register_task_definition()
             .family(family)
             .container_definitions(
@@ -137,12 +121,45 @@ impl Moto {
             )
             .send()
             .await
-            .expect("RegisterTaskDefinition");
-        let td_arn = td
+            .expect("RegisterTaskDefinition")
             .task_definition()
             .and_then(|t| t.task_definition_arn())
             .expect("task definition arn")
-            .to_string();
+            .to_string()
+    }
+
+    /// Starts a rotation of `secret_arn` by `rotation_lambda` as Secrets Manager does: a new
+    /// version staged AWSPENDING under a fresh token, which is returned. moto cannot invoke the
+    /// function, so RotateSecret then fails; the caller runs the four steps itself.
+    pub async fn start_rotation(&self, secret_arn: &str, rotation_lambda: &str) -> String {
+        let token = uuid::Uuid::new_v4().to_string();
+        let _ = self
+            .secretsmanager()
+            .await
+            .rotate_secret()
+            .secret_id(secret_arn)
+            .client_request_token(&token)
+            .rotation_lambda_arn(rotation_lambda)
+            .rotation_rules(
+                aws_sdk_secretsmanager::types::RotationRulesType::builder()
+                    .automatically_after_days(30)
+                    .build(),
+            )
+            .send()
+            .await;
+        token
+    }
+
+    /// Creates an ECS cluster and a service in it (one container, `desired` tasks) and
+    /// returns the service ARN. moto never starts the tasks.
+    pub async fn ecs_service(&self, cluster: &str, service: &str, family: &str) -> String {
+        let ecs = self.ecs().await;
+        ecs.create_cluster()
+            .cluster_name(cluster)
+            .send()
+            .await
+            .expect("CreateCluster");
+        let td_arn = self.register_revision(family).await;
         let out = ecs
             .create_service()
             .cluster(cluster)
@@ -157,4 +174,19 @@ impl Moto {
             .expect("service arn")
             .to_string()
     }
+}
+
+/// Turns versioning on for `bucket` (any S3 server).
+pub async fn enable_versioning(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<(), String> {
+    s3.put_bucket_versioning()
+        .bucket(bucket)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("PutBucketVersioning {bucket}: {e:?}"))
 }

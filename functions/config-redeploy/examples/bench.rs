@@ -95,21 +95,7 @@ async fn main() {
     moto.ecs_service("wiki", "web", "wiki-web").await;
     let s3 = moto.s3().await;
     let ecs = moto.ecs().await;
-    s3.create_bucket()
-        .bucket(BUCKET)
-        .send()
-        .await
-        .expect("bucket");
-    s3.put_bucket_versioning()
-        .bucket(BUCKET)
-        .versioning_configuration(
-            aws_sdk_s3::types::VersioningConfiguration::builder()
-                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("versioning");
+    moto.versioned_bucket(BUCKET).await.expect("bucket");
 
     let hello = Lambda::start("hello-world", Vec::<(String, String)>::new()).await;
     let lambda = Lambda::start("config-redeploy", env(&moto)).await;

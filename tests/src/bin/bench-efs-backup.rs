@@ -231,14 +231,7 @@ async fn create_buckets(endpoint: &str, server: &Server, buckets: &[String]) {
             .expect("CreateBucket");
     }
     if let Server::Moto(_) = server {
-        s3.put_bucket_versioning()
-            .bucket(&buckets[0])
-            .versioning_configuration(
-                aws_sdk_s3::types::VersioningConfiguration::builder()
-                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                    .build(),
-            )
-            .send()
+        wikiops_tests::moto::enable_versioning(&s3, &buckets[0])
             .await
             .expect("PutBucketVersioning");
     }

@@ -5,7 +5,6 @@ use std::path::Path;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use aws_sdk_secretsmanager::types::RotationRulesType;
 use mysql_async::prelude::Queryable;
 use serde_json::{Value, json};
 use wikiops_tests::measure::Samples;
@@ -107,19 +106,11 @@ async fn rotation_secret(moto: &Moto, db: &MariaDb, n: usize) -> (String, String
         .await
         .expect("CreateSecret");
     let arn = secret.arn().unwrap_or_default().to_string();
-    let token = uuid::Uuid::new_v4().to_string();
-    // moto cannot invoke the rotation function: RotateSecret fails after staging AWSPENDING.
-    let _ = sm
-        .rotate_secret()
-        .secret_id(&arn)
-        .client_request_token(&token)
-        .rotation_lambda_arn("arn:aws:lambda:us-east-1:123456789012:function:secret-rotation")
-        .rotation_rules(
-            RotationRulesType::builder()
-                .automatically_after_days(30)
-                .build(),
+    let token = moto
+        .start_rotation(
+            &arn,
+            "arn:aws:lambda:us-east-1:123456789012:function:secret-rotation",
         )
-        .send()
         .await;
     (arn, token)
 }
@@ -182,24 +173,12 @@ fn efs_backup<'a>(moto: &'a Moto, _: &'a MariaDb, dir: &'a Path, n: usize) -> Pr
 /// A dry run over three families of twelve revisions, one service.
 fn taskdef_janitor<'a>(moto: &'a Moto, _: &'a MariaDb, _: &'a Path, n: usize) -> Prepared<'a> {
     Box::pin(async move {
-        let ecs = moto.ecs().await;
         let prefix = format!("bench{n}-");
         moto.ecs_service(&format!("c{n}"), "web", &format!("{prefix}web"))
             .await;
         for fam in ["web", "jobs", "schema"] {
             for _ in 0..12 {
-                ecs.register_task_definition()
-                    .family(format!("{prefix}{fam}"))
-                    .container_definitions(
-                        aws_sdk_ecs::types::ContainerDefinition::builder()
-                            .name("wiki")
-                            .image("mediawiki:1.43")
-                            .memory(512)
-                            .build(),
-                    )
-                    .send()
-                    .await
-                    .expect("RegisterTaskDefinition");
+                moto.register_revision(&format!("{prefix}{fam}")).await;
             }
         }
         (

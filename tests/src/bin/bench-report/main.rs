@@ -183,6 +183,25 @@ fn report(args: &Args, rows: &[Row], rotation: &Samples, extra: &[(String, Strin
                 String::new()
             }
         ));
+        // Why, for a miss: by how much, and where the README explains the fixed costs.
+        if !init_ok {
+            s.push_str(&format!(
+                "  - init {:.1} ms against a limit of {:.1} ms: the SDK client set-up moved to the first \
+                 invocation already; what remains is loading the larger binary (page faults, relocations; \
+                 README, Benchmarks)\n",
+                r.init_ms.median(),
+                1.5 * hello.init_ms.median()
+            ));
+        }
+        for ((arch, _), z) in args.lambda_dirs.iter().zip(&r.zips) {
+            if let Some(z) = z.filter(|z| *z >= ZIP_LIMIT) {
+                s.push_str(&format!(
+                    "  - {arch} zip {} bytes over 4 MB: the S3 checksum crate's CRC tables, aws-lc and h2 \
+                     are fixed costs (README, Benchmarks)\n",
+                    z - ZIP_LIMIT
+                ));
+            }
+        }
         for e in &r.errors {
             s.push_str(&format!("  - error: {e}\n"));
         }

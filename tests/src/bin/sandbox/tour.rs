@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use aws_sdk_secretsmanager::types::RotationRulesType;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use wikiops_tests::http::Http;
@@ -260,21 +259,12 @@ impl Sandbox {
             })
         };
 
-        let token = uuid::Uuid::new_v4().to_string();
-        let sm = self.world.moto.secretsmanager().await;
         // Secrets Manager starts the rotation: AWSPENDING staged on a new version with the
         // token, then the rotation function is invoked per step (moto cannot invoke it itself).
-        let _ = sm
-            .rotate_secret()
-            .secret_id(&self.world.db_secret_arn)
-            .client_request_token(&token)
-            .rotation_lambda_arn(world::ROTATION_LAMBDA)
-            .rotation_rules(
-                RotationRulesType::builder()
-                    .automatically_after_days(30)
-                    .build(),
-            )
-            .send()
+        let token = self
+            .world
+            .moto
+            .start_rotation(&self.world.db_secret_arn, world::ROTATION_LAMBDA)
             .await;
         t.info(&format!(
             "RotateSecret: rotation enabled, token {token} staged AWSPENDING"
@@ -289,7 +279,11 @@ impl Sandbox {
                 .await?;
             t.info(&format!("{step}Secret → {out}"));
         }
-        let current = sm
+        let current = self
+            .world
+            .moto
+            .secretsmanager()
+            .await
             .get_secret_value()
             .secret_id(&self.world.db_secret_arn)
             .version_stage("AWSCURRENT")
