@@ -666,16 +666,35 @@ fn resources(t: &Value) -> &serde_json::Map<String, Value> {
     t["Resources"].as_object().expect("Resources")
 }
 
-/// Binary name → logical id of its `AWS::Serverless::Function`.
+/// The Makefile's `build-<LogicalId>` targets (SAM's `BuildMethod: makefile`): logical id → the
+/// binary whose bootstrap the target copies (`$(call artifact,<binary>)`).
+fn makefile_artifacts() -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(paths::root().join("Makefile")).expect("read Makefile");
+    let mut out = BTreeMap::new();
+    let mut target: Option<String> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("build-") {
+            target = rest.split(':').next().map(str::to_string);
+        } else if let (Some(id), Some(call)) = (&target, line.trim().strip_prefix("$(call artifact,"))
+        {
+            out.insert(id.clone(), call.trim_end_matches(')').to_string());
+            target = None;
+        }
+    }
+    out
+}
+
+/// Binary name → logical id of its `AWS::Serverless::Function` (through its Makefile target).
 fn template_functions() -> BTreeMap<String, String> {
+    let artifacts = makefile_artifacts();
     resources(&rendered().template)
         .iter()
         .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
-        .map(|(id, r)| {
-            let bin = r["Metadata"]["BuildProperties"]["Binary"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{id}: Metadata.BuildProperties.Binary missing"));
-            (bin.to_string(), id.clone())
+        .map(|(id, _)| {
+            let bin = artifacts
+                .get(id)
+                .unwrap_or_else(|| panic!("{id}: the Makefile has no build-{id} target"));
+            (bin.clone(), id.clone())
         })
         .collect()
 }
@@ -774,7 +793,7 @@ fn assert_policy_matches_declared(name: &str) {
     let functions = template_functions();
     let logical_id = functions
         .get(name)
-        .unwrap_or_else(|| panic!("template.yaml has no function with Binary: {name}"));
+        .unwrap_or_else(|| panic!("template.yaml has no function built from {name}"));
     let declared = declared_actions(name);
     assert!(
         !declared.is_empty(),
@@ -1139,9 +1158,32 @@ fn function_property<'a>(id: &str, key: &str) -> &'a Value {
 
 #[test]
 fn functions_build_with_cargo_lambda_for_arm64_and_log_json() {
-    for (bin, id) in template_functions() {
+    let functions = template_functions();
+    assert_eq!(
+        functions.len(),
+        makefile_artifacts().len(),
+        "every build- target of the Makefile builds a function of the template"
+    );
+    // One cargo invocation builds all four: the Makefile's FUNCTIONS names exactly them.
+    let makefile = std::fs::read_to_string(paths::root().join("Makefile")).expect("Makefile");
+    let listed: BTreeSet<&str> = makefile
+        .lines()
+        .find_map(|l| l.strip_prefix("FUNCTIONS := "))
+        .expect("Makefile: FUNCTIONS := …")
+        .split_whitespace()
+        .collect();
+    let bins: BTreeSet<&str> = functions.keys().map(String::as_str).collect();
+    assert_eq!(listed, bins, "Makefile FUNCTIONS = the template's functions");
+    // Built in the source tree (no copy of the workspace and its target/ per function).
+    let samconfig =
+        std::fs::read_to_string(paths::root().join("samconfig.toml")).expect("samconfig.toml");
+    assert!(
+        samconfig.contains("build_in_source = true"),
+        "samconfig.toml: build_in_source = true"
+    );
+    for (bin, id) in functions {
         let r = raw(&id);
-        assert_eq!(r["Metadata"]["BuildMethod"], "rust-cargolambda", "{id}");
+        assert_eq!(r["Metadata"]["BuildMethod"], "makefile", "{id}");
         assert_eq!(
             r["Properties"]["CodeUri"], ".",
             "{id}: CodeUri is the workspace root"
