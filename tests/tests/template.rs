@@ -675,7 +675,8 @@ fn makefile_artifacts() -> BTreeMap<String, String> {
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("build-") {
             target = rest.split(':').next().map(str::to_string);
-        } else if let (Some(id), Some(call)) = (&target, line.trim().strip_prefix("$(call artifact,"))
+        } else if let (Some(id), Some(call)) =
+            (&target, line.trim().strip_prefix("$(call artifact,"))
         {
             out.insert(id.clone(), call.trim_end_matches(')').to_string());
             target = None;
@@ -1173,7 +1174,10 @@ fn functions_build_with_cargo_lambda_for_arm64_and_log_json() {
         .split_whitespace()
         .collect();
     let bins: BTreeSet<&str> = functions.keys().map(String::as_str).collect();
-    assert_eq!(listed, bins, "Makefile FUNCTIONS = the template's functions");
+    assert_eq!(
+        listed, bins,
+        "Makefile FUNCTIONS = the template's functions"
+    );
     // Built in the source tree (no copy of the workspace and its target/ per function).
     let samconfig =
         std::fs::read_to_string(paths::root().join("samconfig.toml")).expect("samconfig.toml");
