@@ -1,5 +1,5 @@
 # Shortcuts for the project's commands (each is a script in scripts/).
-.PHONY: test demo demo-once demo-stop invoke bench
+.PHONY: test demo demo-once demo-stop invoke bench push-image
 
 test:          ## every check, as CI runs it
 	scripts/test
@@ -19,3 +19,6 @@ invoke:        ## make invoke FN=config-redeploy EVENT=events/config-redeploy-s3
 
 bench:         ## the benchmark report (release builds; minutes)
 	scripts/bench
+
+push-image:    ## the wiki image into ECR, prints its ImageUri: make push-image ARGS="--arch ARM64"
+	scripts/push-image $(ARGS)

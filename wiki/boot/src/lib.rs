@@ -65,7 +65,9 @@ pub async fn run(command: Command, env: &Env) -> Result<(), Error> {
         return check(&s3, &settings).await;
     }
     if command == Command::Schema {
-        let dir = env.optional("CONFIG_SEED_DIR").map(std::path::PathBuf::from);
+        let dir = env
+            .optional("CONFIG_SEED_DIR")
+            .map(std::path::PathBuf::from);
         seed::run(&s3, &settings.config, dir.as_ref()).await?;
     }
     let written = config::pull(&s3, &settings.config).await?;

@@ -87,12 +87,12 @@ fn examples(dir: &Path) -> Result<Vec<Example>, Error> {
                 .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
             if kind.is_dir() {
                 walk(root, &path, out)?;
-            } else if kind.is_file() {
-                if let Ok(rel) = path.strip_prefix(root) {
-                    out.push(Example {
-                        relative: rel.to_string_lossy().into_owned(),
-                    });
-                }
+            } else if kind.is_file()
+                && let Ok(rel) = path.strip_prefix(root)
+            {
+                out.push(Example {
+                    relative: rel.to_string_lossy().into_owned(),
+                });
             }
         }
         Ok(())
@@ -167,7 +167,8 @@ async fn put_if_absent(
     dir: &Path,
 ) -> Result<(), Error> {
     let path = dir.join(&upload.relative);
-    let body = std::fs::read(&path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    let body =
+        std::fs::read(&path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
     let sent = s3
         .put_object()
         .bucket(bucket)
@@ -213,7 +214,11 @@ mod tests {
 
     #[test]
     fn a_fresh_prefix_gets_every_example_file() {
-        let d = decide("config/", &[], &ex(&["LocalSettings.php", "extra/Logo.png"]));
+        let d = decide(
+            "config/",
+            &[],
+            &ex(&["LocalSettings.php", "extra/Logo.png"]),
+        );
         assert_eq!(
             d,
             Decision::Seed(vec![
