@@ -35,6 +35,15 @@ pub fn mediawiki_version() -> Option<String> {
     })
 }
 
+/// The health check of the template's target group: siteinfo answers with the site's name.
+pub async fn healthy(port: u16) -> bool {
+    let mut http = crate::http::Http::new(format!("http://127.0.0.1:{port}"));
+    matches!(
+        http.api_get(&[("action", "query"), ("meta", "siteinfo")]).await,
+        Ok(v) if v["query"]["general"]["sitename"].is_string()
+    )
+}
+
 /// Whether Debian's MediaWiki, Apache and mod_php are installed.
 pub fn available() -> bool {
     mediawiki().join("index.php").exists() && php_module().is_some()
@@ -56,9 +65,14 @@ pub fn php_module() -> Option<PathBuf> {
 /// A task's web root under `dir`: links to MediaWiki's code, `images/` linked to the shared
 /// `uploads` directory (the EFS mount) and a local `cache/`, both owned by www-data.
 pub fn web_root(dir: &Path, uploads: &Path) -> std::io::Result<PathBuf> {
+    web_root_of(&mediawiki(), dir, uploads)
+}
+
+/// [`web_root`] for the MediaWiki code in `code` (an upgrade runs two versions side by side).
+pub fn web_root_of(code: &Path, dir: &Path, uploads: &Path) -> std::io::Result<PathBuf> {
     let root = dir.join("html");
     std::fs::create_dir_all(&root)?;
-    for e in std::fs::read_dir(mediawiki())? {
+    for e in std::fs::read_dir(code)? {
         let e = e?;
         let name = e.file_name();
         if ["LocalSettings.php", "images", "cache"]

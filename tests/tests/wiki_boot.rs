@@ -486,13 +486,7 @@ async fn bad_task_metadata_stops_before_apache() {
 
 #[tokio::test]
 async fn the_database_wait_is_bounded_and_verifies_tls() {
-    let (moto, db) = tokio::join!(Moto::start(), MariaDb::start());
-    bucket_with(
-        &moto,
-        "wiki-config",
-        &[("LocalSettings.php", LOCAL_SETTINGS)],
-    )
-    .await;
+    let (moto, db) = peers_with_example_config("wiki-config").await;
     let web = open_tempdir();
     let scratch = tempfile::tempdir().unwrap();
     let stub = apache_stub(scratch.path());

@@ -158,14 +158,7 @@ pub async fn load_balancer(port: u16, target: Arc<AtomicU16>) -> Result<(), Stri
     Ok(())
 }
 
-/// The health check of the template's target group.
-pub async fn healthy(port: u16) -> bool {
-    let mut http = Http::new(format!("http://127.0.0.1:{port}"));
-    matches!(
-        http.api_get(&[("action", "query"), ("meta", "siteinfo")]).await,
-        Ok(v) if v["query"]["general"]["sitename"].is_string()
-    )
-}
+pub use wikiops_tests::wiki::healthy;
 
 impl Service {
     /// No tasks yet; the load balancer forwards to `target`.
