@@ -1509,6 +1509,16 @@ fn one_deploy_and_no_saved_parameter_scales_the_wiki_to_zero() {
         seed["Resource"]["Fn::Sub"],
         "${ConfigBucket.Arn}/${ConfigPrefix}LocalSettings.php"
     );
+    // The seed uploads every file of wiki/config; the grant names each one.
+    let examples: Vec<String> = std::fs::read_dir(paths::root().join("wiki/config"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        examples,
+        vec!["LocalSettings.php"],
+        "a new example file needs its key in the task role's SeedConfig grant"
+    );
     // The image carries the example the seed uploads.
     let dockerfile = std::fs::read_to_string(paths::root().join("wiki/Dockerfile")).unwrap();
     assert!(dockerfile.contains("COPY wiki/config/ /usr/local/share/wikiops/config-example/"));
