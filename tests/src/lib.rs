@@ -20,6 +20,7 @@
 //! # }
 //! ```
 
+pub mod env_reads;
 pub mod events;
 pub mod http;
 pub mod https_proxy;
@@ -28,6 +29,7 @@ pub mod mariadb;
 pub mod measure;
 pub mod moto;
 pub mod paths;
+pub mod taskdef;
 pub mod tls;
 pub mod wiki;
 
