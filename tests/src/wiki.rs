@@ -11,16 +11,20 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// Where Debian's package keeps MediaWiki's code (1.39 on Debian 12).
+/// Where Debian's package keeps MediaWiki's code (1.39 on Debian 12): the upgrade rehearsal's
+/// old revision.
 pub const MEDIAWIKI: &str = "/usr/share/mediawiki";
 
-/// The MediaWiki the bench runs: `WIKIOPS_MEDIAWIKI` when set (e.g. 1.43, the image's line:
-/// `target/mediawiki-1.43/usr/share/mediawiki` from `scripts/fetch-mediawiki-1.43`), else
-/// Debian's package ([`MEDIAWIKI`]).
+/// MediaWiki 1.43, the line the image ships, as `scripts/setup` unpacks it (Debian 13's packages,
+/// `scripts/fetch-mediawiki-1.43`), relative to the workspace root.
+pub const MEDIAWIKI_1_43: &str = "target/mediawiki-1.43/usr/share/mediawiki";
+
+/// The MediaWiki the bench runs: `WIKIOPS_MEDIAWIKI` when set (e.g. [`MEDIAWIKI`] for Debian's
+/// 1.39), else 1.43 ([`MEDIAWIKI_1_43`]), the image's line.
 pub fn mediawiki() -> PathBuf {
     match std::env::var_os("WIKIOPS_MEDIAWIKI") {
         Some(dir) if !dir.is_empty() => crate::paths::root().join(dir),
-        _ => PathBuf::from(MEDIAWIKI),
+        _ => crate::paths::root().join(MEDIAWIKI_1_43),
     }
 }
 /// Apache's user and group on Debian (uid/gid 33, as on the EFS access point).

@@ -279,7 +279,7 @@ async fn boot_installs_and_serves_a_real_mediawiki() {
         "$wgServer from WIKI_SERVER"
     );
     assert_eq!(general["maxuploadsize"], 100 * 1024 * 1024);
-    // the MediaWiki this run was given (Debian's 1.39, or WIKIOPS_MEDIAWIKI's, e.g. 1.43)
+    // the MediaWiki this run was given (1.43, the image's line, or WIKIOPS_MEDIAWIKI's)
     let version = wikiops_tests::wiki::mediawiki_version().expect("MW_VERSION");
     assert_eq!(general["generator"], format!("MediaWiki {version}"));
     eprintln!("wiki_e2e: {}", general["generator"]);

@@ -120,11 +120,15 @@ async fn serve(rev: &Revision) -> BootProcess {
 
 #[tokio::test]
 async fn an_upgrade_from_1_39_to_1_43_keeps_pages_and_uploads() {
-    let new_code = wikiops_tests::paths::root().join("target/mediawiki-1.43/usr/share/mediawiki");
-    if !wiki::available() || !new_code.join("index.php").exists() {
-        eprintln!("skipped: run scripts/fetch-mediawiki-1.43 (and scripts/setup) first");
-        return;
-    }
+    let new_code = wikiops_tests::paths::root().join(wiki::MEDIAWIKI_1_43);
+    assert!(
+        wiki::php_module().is_some() && Path::new(wiki::MEDIAWIKI).join("index.php").exists(),
+        "Apache's mod_php and Debian's MediaWiki 1.39 are missing: run scripts/setup"
+    );
+    assert!(
+        new_code.join("index.php").exists(),
+        "MediaWiki 1.43 is missing: run scripts/setup (scripts/fetch-mediawiki-1.43)"
+    );
     let (moto, db) = peers_with_example_config("wiki-config").await;
     let uploads = open_tempdir();
     let images = uploads.path().join("images");
