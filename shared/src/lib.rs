@@ -9,6 +9,7 @@
 //! - [`metrics`]: CloudWatch Embedded Metric Format, flushed once per invocation;
 //! - [`release`]: configuration releases, the exact S3 versions a wiki task boots;
 //! - [`runtime`]: the Lambda loop that ties the above together;
+//! - [`sql`]: SQL string literals and identifiers, right under any `sql_mode`;
 //! - [`tls`]: the roots the SDK trusts (Amazon Trust Services, plus `AWS_CA_BUNDLE`).
 
 pub mod aws;
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod release;
 pub mod runtime;
 pub mod settings;
+pub mod sql;
 pub mod tls;
 
 pub use error::Error;
