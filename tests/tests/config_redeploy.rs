@@ -526,7 +526,11 @@ async fn a_failed_deployment_points_back_to_the_previous_release_exactly() {
         b.versions("extensions/Old.php").await,
         b.versions("extensions/New.php").await,
     );
-    let out = lambda.invoke(deployment_failed(&d2)).await.unwrap();
+    // This time the deployment alarms failed it (the pages broke after it booted): the same handling.
+    let mut by_alarm = deployment_failed(&d2);
+    by_alarm["detail"]["reason"] =
+        json!("ECS deployment alarm(s) in ALARM state: wiki-Alb5xxAlarm-1A2B3C4D5E6F.");
+    let out = lambda.invoke(by_alarm).await.unwrap();
     let d3 = b.primary("web").await;
     assert_ne!(d3, ecs_own);
     let rb = &out["rolled_back"][0];
