@@ -966,3 +966,78 @@ async fn files_uploaded_together_and_handled_in_parallel_make_one_deployment() {
             .await;
     assert!(lease.is_err(), "lease left behind");
 }
+
+/// The release bookkeeping's cost, measured: every AWS call of config-redeploy and of a task
+/// booting goes through a counting HTTPS front to moto (N = 3 objects, P = 2 of them `.php`).
+#[tokio::test]
+async fn aws_calls_per_duplicate_release_rollback_and_boot() {
+    use wikiops_tests::https_proxy::{self, HttpsProxy};
+    let b = Bench::start().await;
+    let ca = wikiops_tests::tls::Ca::new("wikiops test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, &ca.cert_pem).unwrap();
+    let ca_path = ca_path.display().to_string();
+    let proxy = HttpsProxy::start(&ca, &b.moto.endpoint).await;
+    let mut env = https_proxy::through(b.moto.env(), &proxy.endpoint, &ca_path);
+    env.extend(
+        [
+            ("CONFIG_BUCKET", BUCKET),
+            ("ECS_CLUSTER", "wiki"),
+            ("ECS_SERVICE", "web"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let lambda = Lambda::start("config-redeploy", env).await;
+    let calls = |before: usize| proxy.forwarded() - before;
+
+    let v1 = b.put("LocalSettings.php", GOOD).await;
+    let v2 = b.put("extra.php", "<?php\n// extra\n").await;
+    let v3 = b.put("logo.png", "png").await;
+    let batch = s3_batch(&[
+        ("LocalSettings.php", &v1),
+        ("extra.php", &v2),
+        ("logo.png", &v3),
+    ]);
+    let n = proxy.forwarded();
+    let out = lambda.invoke(batch.clone()).await.unwrap();
+    assert_eq!(out["redeployed"].as_array().unwrap().len(), 1, "{out}");
+    // S3: pointer x2, lease put + delete, PRIMARY ledger, list, 3 heads, 2 headers, pointer
+    // put, ledger put = 8 + N + P = 13; ECS: 2 DescribeServices + 1 UpdateService.
+    assert_eq!(calls(n), 13 + 3, "a release");
+
+    let n = proxy.forwarded();
+    lambda.invoke(batch).await.unwrap();
+    assert_eq!(
+        calls(n),
+        1 + 1,
+        "a duplicate: the pointer and DescribeServices"
+    );
+
+    let web = support::open_tempdir();
+    let boot_env = https_proxy::through(
+        support::task_env(&b.moto, BUCKET, "", web.path()),
+        &proxy.endpoint,
+        &ca_path,
+    );
+    let n = proxy.forwarded();
+    let run = support::run_boot(&["pull"], &boot_env, std::time::Duration::from_secs(60)).await;
+    assert_eq!(run.code, Some(0), "{}", run.logs());
+    assert_eq!(calls(n), 1 + 3, "a boot: the pointer and each version");
+
+    let bad = b
+        .put("LocalSettings.php", "<?php\n$wgServer = 'x';\n")
+        .await;
+    lambda
+        .invoke(s3_put("LocalSettings.php", &bad, &now()))
+        .await
+        .unwrap();
+    let failed = b.primary("web").await;
+    b.ecs_rolls_back_by_itself().await;
+    let n = proxy.forwarded();
+    let out = lambda.invoke(deployment_failed(&failed)).await.unwrap();
+    assert_eq!(out["rolled_back"].as_array().unwrap().len(), 1, "{out}");
+    // S3: failed ledger x2, lease put + delete, pointer, PRIMARY ledger, pointer put, two
+    // ledger puts = 9; ECS: DescribeServices + UpdateService.
+    assert_eq!(calls(n), 9 + 2, "a rollback");
+}
