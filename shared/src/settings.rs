@@ -66,7 +66,10 @@ impl Env {
     /// The value of `name` exactly as set, or `None` when unset or blank. For secrets: never
     /// trimmed, since surrounding spaces are part of a password, and PHP reads it untrimmed.
     pub fn secret(&self, name: &str) -> Option<String> {
-        self.vars.get(name).filter(|v| !v.trim().is_empty()).cloned()
+        self.vars
+            .get(name)
+            .filter(|v| !v.trim().is_empty())
+            .cloned()
     }
 
     /// [`Env::secret`], unset or empty being [`SettingsError::Missing`].
