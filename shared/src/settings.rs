@@ -63,6 +63,21 @@ impl Env {
             .filter(|v| !v.is_empty())
     }
 
+    /// The value of `name` exactly as set, or `None` when unset or blank. For secrets: never
+    /// trimmed, since surrounding spaces are part of a password, and PHP reads it untrimmed.
+    pub fn secret(&self, name: &str) -> Option<String> {
+        self.vars
+            .get(name)
+            .filter(|v| !v.trim().is_empty())
+            .cloned()
+    }
+
+    /// [`Env::secret`], unset or empty being [`SettingsError::Missing`].
+    pub fn required_secret(&self, name: &str) -> Result<String, SettingsError> {
+        self.secret(name)
+            .ok_or_else(|| SettingsError::Missing(name.to_string()))
+    }
+
     /// The trimmed value of `name`; unset or blank is [`SettingsError::Missing`].
     pub fn required(&self, name: &str) -> Result<String, SettingsError> {
         self.optional(name)
@@ -136,6 +151,18 @@ impl Env {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_keep_their_spaces() {
+        let e = Env::from_pairs([("PW", " a b "), ("EMPTY", " ")]);
+        assert_eq!(e.secret("PW").as_deref(), Some(" a b "));
+        assert_eq!(e.optional("PW").as_deref(), Some("a b"));
+        assert_eq!(e.secret("EMPTY"), None);
+        assert_eq!(
+            e.required_secret("NONE"),
+            Err(SettingsError::Missing("NONE".into()))
+        );
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Env {
         Env::from_pairs(pairs.iter().copied())

@@ -88,6 +88,27 @@ impl HttpsProxy {
     }
 }
 
+/// `env` (a process environment for moto) with every AWS endpoint pointed at `endpoint`, and
+/// `AWS_CA_BUNDLE` set to `ca_bundle`: the process's calls then go through the proxy and are
+/// counted.
+pub fn through(
+    env: Vec<(String, String)>,
+    endpoint: &str,
+    ca_bundle: &str,
+) -> Vec<(String, String)> {
+    env.into_iter()
+        .filter(|(k, _)| k != "AWS_CA_BUNDLE")
+        .map(|(k, v)| {
+            if k.starts_with("AWS_ENDPOINT_URL") {
+                (k, endpoint.to_string())
+            } else {
+                (k, v)
+            }
+        })
+        .chain([("AWS_CA_BUNDLE".to_string(), ca_bundle.to_string())])
+        .collect()
+}
+
 impl Drop for HttpsProxy {
     fn drop(&mut self) {
         self.task.abort();

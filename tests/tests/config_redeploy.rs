@@ -5,6 +5,11 @@
 //! gives the PRIMARY deployment a new id, so "one deployment" means the PRIMARY id changed
 //! once, to the id the function reported.
 
+#[path = "wiki_support.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+
 use aws_sdk_s3::primitives::ByteStream;
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
@@ -83,6 +88,60 @@ impl Bench {
             .unwrap()
             .id
             .clone()
+    }
+
+    /// The current release's objects (key → version id), `None` before the first release.
+    async fn release(&self) -> Option<BTreeMap<String, String>> {
+        let out = self
+            .s3
+            .get_object()
+            .bucket(BUCKET)
+            .key(".wikiops/release.json")
+            .send()
+            .await
+            .ok()?;
+        let v: Value =
+            serde_json::from_slice(&out.body.collect().await.unwrap().into_bytes()).ok()?;
+        serde_json::from_value(v["release"]["objects"].clone()).ok()
+    }
+
+    /// How many versions `key` has (how many times it was written).
+    async fn versions(&self, key: &str) -> usize {
+        let out = self
+            .s3
+            .list_object_versions()
+            .bucket(BUCKET)
+            .prefix(key)
+            .send()
+            .await
+            .unwrap();
+        out.versions()
+            .iter()
+            .filter(|v| v.key() == Some(key))
+            .count()
+    }
+
+    /// What ECS's own circuit breaker does when a deployment fails: a new PRIMARY deployment
+    /// (the same task definition), so the failed one is no longer reported healthy.
+    async fn ecs_rolls_back_by_itself(&self) -> String {
+        self.ecs
+            .update_service()
+            .cluster("wiki")
+            .service("web")
+            .force_new_deployment(true)
+            .send()
+            .await
+            .unwrap();
+        self.primary("web").await
+    }
+
+    /// Runs the real `wiki-boot pull` (a task starting) against the bucket and returns the
+    /// run and the web root it wrote.
+    async fn boot(&self) -> (support::Run, tempfile::TempDir) {
+        let web = support::open_tempdir();
+        let env = support::task_env(&self.moto, BUCKET, "", web.path());
+        let run = support::run_boot(&["pull"], &env, std::time::Duration::from_secs(60)).await;
+        (run, web)
     }
 
     async fn ledger(&self, prefix: &str, service: &str, deployment: &str) -> Option<Value> {
@@ -213,7 +272,7 @@ async fn one_change_one_deployment_and_duplicates_change_nothing() {
 }
 
 #[tokio::test]
-async fn coarse_event_times_are_deduplicated_by_the_ledger() {
+async fn duplicates_are_settled_by_the_release_whatever_the_event_time() {
     let b = Bench::start().await;
     let lambda = b.lambda(&[]).await;
     let before = b.primary("web").await;
@@ -238,15 +297,18 @@ async fn coarse_event_times_are_deduplicated_by_the_ledger() {
         let again = lambda.invoke(event.clone()).await.unwrap();
         assert_eq!(again["redeployed"], json!([]), "{again}");
         assert!(
-            reasons(&again)[0].contains("carries the same objects"),
+            reasons(&again)[0].contains("boots a release holding it"),
             "{again}"
         );
     }
     assert_eq!(b.primary("web").await, deployed);
 
     // A real change under the same coarse time is not mistaken for a duplicate.
-    b.put("LocalSettings.php", "<?php\n$wgSitename = 'Other';\n")
+    let v2 = b
+        .put("LocalSettings.php", "<?php\n$wgSitename = 'Other';\n")
         .await;
+    let mut event = event;
+    event["detail"]["object"]["version-id"] = json!(v2);
     let out = lambda.invoke(event).await.unwrap();
     let third = b.primary("web").await;
     assert_ne!(third, deployed);
@@ -309,12 +371,11 @@ async fn a_batch_is_one_deployment_per_service_and_routes_by_longest_prefix() {
     assert!(r.iter().any(|s| s == "folder marker"));
     assert!(r.iter().any(|s| s.contains("own records")));
     assert!(r.iter().any(|s| s.contains("someone-else")));
-    // The de ledger lives under the de prefix, and lists only the de objects.
+    // The de ledger lives under the de prefix, and its release lists only the de objects.
     let de_ledger = b.ledger("de/", "de", &de1).await.unwrap();
-    let snapshot: Vec<&String> = de_ledger["snapshot"].as_object().unwrap().keys().collect();
     assert_eq!(
-        snapshot,
-        vec!["de/LocalSettings.php", "de/skins/custom styles.css"]
+        de_ledger["release"]["objects"],
+        json!({"de/LocalSettings.php": v3, "de/skins/custom styles.css": v4})
     );
 
     // The whole batch again: nothing new.
@@ -394,21 +455,33 @@ async fn an_invalid_object_is_refused_and_the_service_left_alone() {
 }
 
 #[tokio::test]
-async fn a_failed_config_deployment_rolls_back_once_and_never_loops() {
+async fn a_failed_deployment_points_back_to_the_previous_release_exactly() {
     let b = Bench::start().await;
     let lambda = b.lambda(&[]).await;
     let original = b.primary("web").await;
     let good = b.put("LocalSettings.php", GOOD).await;
+    let old = b.put("extensions/Old.php", "<?php\n// old\n").await;
     lambda
-        .invoke(s3_put("LocalSettings.php", &good, &now()))
+        .invoke(s3_batch(&[
+            ("LocalSettings.php", &good),
+            ("extensions/Old.php", &old),
+        ]))
         .await
         .unwrap();
     let d1 = b.primary("web").await;
+    let r1 = b.release().await.expect("first release");
+    assert_eq!(
+        r1,
+        BTreeMap::from([
+            ("LocalSettings.php".to_string(), good.clone()),
+            ("extensions/Old.php".to_string(), old.clone())
+        ])
+    );
 
+    // A bad configuration: one file changed, one added, one removed.
     let bad_body = "<?php\n$wgDBserver = 'nowhere';\n";
     let bad = b.put("LocalSettings.php", bad_body).await;
     let created = b.put("extensions/New.php", "<?php\n// new\n").await;
-    b.put("extensions/Old.php", "<?php\n// old\n").await;
     b.s3.delete_object()
         .bucket(BUCKET)
         .key("extensions/Old.php")
@@ -427,75 +500,106 @@ async fn a_failed_config_deployment_rolls_back_once_and_never_loops() {
     let d2 = b.primary("web").await;
     assert_ne!(d2, d1);
     assert_eq!(out["redeployed"][0]["deployment_id"], d2.as_str());
+    let r2 = b.release().await.unwrap();
+    assert_eq!(
+        r2,
+        BTreeMap::from([
+            ("LocalSettings.php".to_string(), bad.clone()),
+            ("extensions/New.php".to_string(), created.clone())
+        ])
+    );
+    let l2 = b.ledger("", "web", &d2).await.unwrap();
+    assert_eq!(l2["previous"]["objects"], json!(r1));
 
-    // ECS's circuit breaker fails d2: the previous configuration comes back, then a redeploy.
+    // A forged or stale failure for the deployment ECS reports healthy: nothing changes.
     let out = lambda.invoke(deployment_failed(&d2)).await.unwrap();
+    assert_eq!(out["rolled_back"], json!([]), "{out}");
+    assert!(reasons(&out)[0].contains("stale or forged"), "{out}");
+    assert_eq!(b.primary("web").await, d2);
+    assert_eq!(b.release().await.unwrap(), r2);
+
+    // ECS's circuit breaker fails d2 (and starts its own rollback): the configuration points
+    // back to the previous release, exactly, and the service redeploys. No object is copied.
+    let ecs_own = b.ecs_rolls_back_by_itself().await;
+    let versions_before = (
+        b.versions("LocalSettings.php").await,
+        b.versions("extensions/Old.php").await,
+        b.versions("extensions/New.php").await,
+    );
+    // This time the deployment alarms failed it (the pages broke after it booted): the same handling.
+    let mut by_alarm = deployment_failed(&d2);
+    by_alarm["detail"]["reason"] =
+        json!("ECS deployment alarm(s) in ALARM state: wiki-Alb5xxAlarm-1A2B3C4D5E6F.");
+    let out = lambda.invoke(by_alarm).await.unwrap();
     let d3 = b.primary("web").await;
-    assert_ne!(d3, d2);
+    assert_ne!(d3, ecs_own);
     let rb = &out["rolled_back"][0];
     assert_eq!(rb["failed_deployment_id"], d2.as_str(), "{out}");
     assert_eq!(rb["deployment_id"], d3.as_str());
-    let objects = rb["objects"].as_array().unwrap();
-    assert!(
-        objects.contains(
-            &json!({"outcome": "restore", "key": "LocalSettings.php", "bad_version": bad,
-            "action": "copy", "version_id": good})
+    assert_eq!(rb["release"]["objects"], json!(r1));
+    assert_eq!(
+        rb["withdrawn"],
+        json!({"LocalSettings.php": bad, "extensions/New.php": created, "extensions/Old.php": null})
+    );
+    assert_eq!(
+        b.release().await.unwrap(),
+        r1,
+        "the previous release, version for version"
+    );
+    assert_eq!(
+        (
+            b.versions("LocalSettings.php").await,
+            b.versions("extensions/Old.php").await,
+            b.versions("extensions/New.php").await,
         ),
-        "{out}"
+        versions_before,
+        "no object written"
     );
-    assert!(
-        objects.contains(
-            &json!({"outcome": "restore", "key": "extensions/New.php", "bad_version": created,
-            "action": "delete"})
-        ),
-        "{out}"
-    );
-    assert!(
-        objects.iter().any(|o| o["key"] == "extensions/Old.php"
-            && o["bad_version"].is_null()
-            && o["action"] == "copy"),
-        "{out}"
-    );
-    assert_eq!(b.body("LocalSettings.php").await, GOOD);
-    assert_eq!(b.body("extensions/Old.php").await, "<?php\n// old\n");
-    let gone =
-        b.s3.head_object()
-            .bucket(BUCKET)
-            .key("extensions/New.php")
-            .send()
-            .await;
-    assert!(gone.is_err(), "the new file is removed again");
-    let head =
-        b.s3.head_object()
-            .bucket(BUCKET)
-            .key("LocalSettings.php")
-            .send()
-            .await
-            .unwrap();
-    let meta = head.metadata().unwrap();
-    assert_eq!(meta["wikiops-rollback-of"], bad);
-    assert_eq!(meta["wikiops-rollback-for"], d2);
-    assert_eq!(head.content_type(), Some("text/x-php"));
     let ledger = b.ledger("", "web", &d3).await.unwrap();
     assert_eq!(ledger["kind"], "rollback");
     assert_eq!(ledger["rollback_of"], d2.as_str());
+    assert_eq!(ledger["release"]["objects"], json!(r1));
     assert_eq!(
         b.ledger("", "web", &d2).await.unwrap()["rolled_back_by"],
         d3.as_str()
+    );
+    // A task starting now boots the previous release, whatever the bucket's latest objects.
+    let (run, web) = b.boot().await;
+    assert_eq!(run.code, Some(0), "{}", run.logs());
+    assert_eq!(
+        std::fs::read_to_string(web.path().join("LocalSettings.php")).unwrap(),
+        GOOD
+    );
+    assert_eq!(
+        support::files_under(web.path()),
+        vec!["LocalSettings.php", "extensions/Old.php"]
     );
 
     // The same failure delivered again: nothing more.
     let out = lambda.invoke(deployment_failed(&d2)).await.unwrap();
     assert_eq!(out["rolled_back"], json!([]), "{out}");
     assert!(reasons(&out)[0].contains("already rolled back"), "{out}");
-    // The restore's own S3 event: the rollback deployment already carries it.
-    let restored = head.version_id().unwrap().to_string();
-    let out = lambda
-        .invoke(s3_put("LocalSettings.php", &restored, &now()))
-        .await
-        .unwrap();
-    assert_eq!(out["redeployed"], json!([]), "{out}");
+    // Another change while the bad file is still the latest: refused until it is fixed.
+    let v = b.put("skin.css", "body{}").await;
+    let out = lambda.invoke(s3_put("skin.css", &v, &now())).await.unwrap();
+    let refused: Vec<&str> = out["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        refused,
+        vec![
+            "LocalSettings.php",
+            "extensions/New.php",
+            "extensions/Old.php"
+        ],
+        "{out}"
+    );
+    assert_eq!(b.primary("web").await, d3);
     // The rollback fails too: never rolled back.
+    b.ecs_rolls_back_by_itself().await;
     let out = lambda.invoke(deployment_failed(&d3)).await.unwrap();
     assert_eq!(out["rolled_back"], json!([]), "{out}");
     assert!(reasons(&out)[0].contains("never rolled back"), "{out}");
@@ -514,25 +618,78 @@ async fn a_failed_config_deployment_rolls_back_once_and_never_loops() {
     other["resources"] = json!(["arn:aws:ecs:us-east-1:123456789012:service/wiki/api"]);
     let out = lambda.invoke(other).await.unwrap();
     assert!(reasons(&out)[0].contains("not routed"), "{out}");
-
-    assert_eq!(b.primary("web").await, d3);
-    assert_eq!(b.body("LocalSettings.php").await, GOOD);
+    assert_eq!(b.release().await.unwrap(), r1);
     assert!(
         !lambda.logs().contains(SECRET),
         "file content reached the logs"
     );
-    let versions =
-        b.s3.list_object_versions()
-            .bucket(BUCKET)
-            .prefix("LocalSettings.php")
-            .send()
+}
+
+#[tokio::test]
+async fn a_rejected_upload_never_reaches_a_task() {
+    let b = Bench::start().await;
+    let lambda = b.lambda(&[]).await;
+    let good = b.put("LocalSettings.php", GOOD).await;
+    lambda
+        .invoke(s3_put("LocalSettings.php", &good, &now()))
+        .await
+        .unwrap();
+    let released = b.primary("web").await;
+    for bad_body in ["", "$wgSitename = 'no opening tag';\n", "\u{feff}<?php\n"] {
+        let bad = b.put("LocalSettings.php", bad_body).await;
+        let out = lambda
+            .invoke(s3_put("LocalSettings.php", &bad, &now()))
             .await
             .unwrap();
-    assert_eq!(
-        versions.versions().len(),
-        3,
-        "good, bad, restored: exactly one restore"
+        assert_eq!(out["rejected"][0]["key"], "LocalSettings.php", "{out}");
+        assert_eq!(b.primary("web").await, released);
+        assert_eq!(b.release().await.unwrap()["LocalSettings.php"], good);
+        // A task starting for any other reason (scale out, replacement) boots the release.
+        let (run, web) = b.boot().await;
+        assert_eq!(run.code, Some(0), "{}", run.logs());
+        assert_eq!(
+            std::fs::read_to_string(web.path().join("LocalSettings.php")).unwrap(),
+            GOOD,
+            "{bad_body:?} reached a task"
+        );
+        assert!(
+            run.logs()
+                .contains("booting the current configuration release")
+        );
+    }
+}
+
+#[tokio::test]
+async fn before_the_first_release_a_task_checks_what_it_finds() {
+    let b = Bench::start().await;
+    b.put("LocalSettings.php", GOOD).await;
+    let (run, web) = b.boot().await;
+    assert_eq!(run.code, Some(0), "{}", run.logs());
+    assert!(
+        run.logs().contains("no configuration release yet"),
+        "{}",
+        run.logs()
     );
+    assert_eq!(
+        std::fs::read_to_string(web.path().join("LocalSettings.php")).unwrap(),
+        GOOD
+    );
+    // An invalid object: refused with one line naming it, nothing installed.
+    b.put("extensions/Broken.php", "echo 1;").await;
+    let (run, web) = b.boot().await;
+    assert_ne!(run.code, Some(0), "{}", run.logs());
+    let logs = run.logs();
+    let refusals: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("extensions/Broken.php"))
+        .collect();
+    assert_eq!(refusals.len(), 1, "{}", run.logs());
+    assert!(
+        refusals[0].contains("does not begin with <?php"),
+        "{}",
+        refusals[0]
+    );
+    assert!(support::files_under(web.path()).is_empty());
 }
 
 #[tokio::test]
@@ -566,15 +723,16 @@ async fn dry_run_prints_the_plan_and_changes_nothing() {
         .await
         .unwrap();
     let failed = b.primary("web").await;
+    let release = b.release().await;
+    let after = b.ecs_rolls_back_by_itself().await;
     let out = lambda.invoke(deployment_failed(&failed)).await.unwrap();
     let rb = &out["rolled_back"][0];
     assert_eq!(rb["deployment_id"], Value::Null, "{out}");
-    assert_eq!(
-        rb["objects"],
-        json!([{"outcome": "restore", "key": "LocalSettings.php", "bad_version": bad, "action": "copy", "version_id": v}])
-    );
+    assert_eq!(rb["release"]["objects"], json!({"LocalSettings.php": v}));
+    assert_eq!(rb["withdrawn"], json!({"LocalSettings.php": bad}));
     assert_eq!(b.body("LocalSettings.php").await, bad_body);
-    assert_eq!(b.primary("web").await, failed);
+    assert_eq!(b.release().await, release);
+    assert_eq!(b.primary("web").await, after);
     assert!(lambda.logs().contains("rollback plan"));
 }
 
@@ -636,8 +794,15 @@ async fn errors_name_their_cause_and_other_services_still_roll_out() {
 async fn an_eventbridge_deletion_is_a_change_too() {
     let b = Bench::start().await;
     let lambda = b.lambda(&[]).await;
-    b.put("LocalSettings.php", GOOD).await;
-    b.put("extensions/Cite.php", GOOD).await;
+    let v1 = b.put("LocalSettings.php", GOOD).await;
+    let v2 = b.put("extensions/Cite.php", GOOD).await;
+    lambda
+        .invoke(s3_batch(&[
+            ("LocalSettings.php", &v1),
+            ("extensions/Cite.php", &v2),
+        ]))
+        .await
+        .unwrap();
     let before = b.primary("web").await;
     let marker =
         b.s3.delete_object()
@@ -670,11 +835,13 @@ async fn an_eventbridge_deletion_is_a_change_too() {
     );
     let ledger = b.ledger("", "web", &deployed).await.unwrap();
     assert_eq!(
-        ledger["changes"][0],
-        json!({"key": "extensions/Cite.php", "version_id": null, "restoration": false})
+        ledger["changes"],
+        json!([{"key": "extensions/Cite.php", "version_id": null}])
     );
-    let snapshot: Vec<&String> = ledger["snapshot"].as_object().unwrap().keys().collect();
-    assert_eq!(snapshot, vec!["LocalSettings.php"]);
+    assert_eq!(
+        ledger["release"]["objects"],
+        json!({"LocalSettings.php": v1})
+    );
     let out = lambda.invoke(event).await.unwrap();
     assert_eq!(out["redeployed"], json!([]), "{out}");
     assert_eq!(b.primary("web").await, deployed);
@@ -779,6 +946,17 @@ async fn files_uploaded_together_and_handled_in_parallel_make_one_deployment() {
     let primary = b.primary("web").await;
     assert_ne!(primary, before);
     assert_eq!(ids[0], primary);
+    // One release, written once, for the one deployment: every file at its uploaded version.
+    assert_eq!(b.versions(".wikiops/release.json").await, 1);
+    let release = b.release().await.unwrap();
+    assert_eq!(release.len(), 4);
+    for e in &events_ {
+        let key = e["detail"]["object"]["key"].as_str().unwrap();
+        assert_eq!(
+            release[key],
+            e["detail"]["object"]["version-id"].as_str().unwrap()
+        );
+    }
     // The lease is gone again.
     let lease =
         b.s3.head_object()
@@ -787,4 +965,79 @@ async fn files_uploaded_together_and_handled_in_parallel_make_one_deployment() {
             .send()
             .await;
     assert!(lease.is_err(), "lease left behind");
+}
+
+/// The release bookkeeping's cost, measured: every AWS call of config-redeploy and of a task
+/// booting goes through a counting HTTPS front to moto (N = 3 objects, P = 2 of them `.php`).
+#[tokio::test]
+async fn aws_calls_per_duplicate_release_rollback_and_boot() {
+    use wikiops_tests::https_proxy::{self, HttpsProxy};
+    let b = Bench::start().await;
+    let ca = wikiops_tests::tls::Ca::new("wikiops test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, &ca.cert_pem).unwrap();
+    let ca_path = ca_path.display().to_string();
+    let proxy = HttpsProxy::start(&ca, &b.moto.endpoint).await;
+    let mut env = https_proxy::through(b.moto.env(), &proxy.endpoint, &ca_path);
+    env.extend(
+        [
+            ("CONFIG_BUCKET", BUCKET),
+            ("ECS_CLUSTER", "wiki"),
+            ("ECS_SERVICE", "web"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let lambda = Lambda::start("config-redeploy", env).await;
+    let calls = |before: usize| proxy.forwarded() - before;
+
+    let v1 = b.put("LocalSettings.php", GOOD).await;
+    let v2 = b.put("extra.php", "<?php\n// extra\n").await;
+    let v3 = b.put("logo.png", "png").await;
+    let batch = s3_batch(&[
+        ("LocalSettings.php", &v1),
+        ("extra.php", &v2),
+        ("logo.png", &v3),
+    ]);
+    let n = proxy.forwarded();
+    let out = lambda.invoke(batch.clone()).await.unwrap();
+    assert_eq!(out["redeployed"].as_array().unwrap().len(), 1, "{out}");
+    // S3: pointer x2, lease put + delete, PRIMARY ledger, list, 3 heads, 2 headers, pointer
+    // put, ledger put = 8 + N + P = 13; ECS: 2 DescribeServices + 1 UpdateService.
+    assert_eq!(calls(n), 13 + 3, "a release");
+
+    let n = proxy.forwarded();
+    lambda.invoke(batch).await.unwrap();
+    assert_eq!(
+        calls(n),
+        1 + 1,
+        "a duplicate: the pointer and DescribeServices"
+    );
+
+    let web = support::open_tempdir();
+    let boot_env = https_proxy::through(
+        support::task_env(&b.moto, BUCKET, "", web.path()),
+        &proxy.endpoint,
+        &ca_path,
+    );
+    let n = proxy.forwarded();
+    let run = support::run_boot(&["pull"], &boot_env, std::time::Duration::from_secs(60)).await;
+    assert_eq!(run.code, Some(0), "{}", run.logs());
+    assert_eq!(calls(n), 1 + 3, "a boot: the pointer and each version");
+
+    let bad = b
+        .put("LocalSettings.php", "<?php\n$wgServer = 'x';\n")
+        .await;
+    lambda
+        .invoke(s3_put("LocalSettings.php", &bad, &now()))
+        .await
+        .unwrap();
+    let failed = b.primary("web").await;
+    b.ecs_rolls_back_by_itself().await;
+    let n = proxy.forwarded();
+    let out = lambda.invoke(deployment_failed(&failed)).await.unwrap();
+    assert_eq!(out["rolled_back"].as_array().unwrap().len(), 1, "{out}");
+    // S3: failed ledger x2, lease put + delete, pointer, PRIMARY ledger, pointer put, two
+    // ledger puts = 9; ECS: DescribeServices + UpdateService.
+    assert_eq!(calls(n), 9 + 2, "a rollback");
 }

@@ -1407,6 +1407,24 @@ fn wiki_tasks_get_credentials_through_secrets_and_uploads_through_efs_iam() {
         service["DeploymentConfiguration"]["DeploymentCircuitBreaker"],
         serde_json::json!({"Enable": true, "Rollback": true})
     );
+    // Bake on alarms: 5xx and unhealthy targets fail a deployment (and roll it back) like a
+    // failed health check; both alarms exist and watch the wiki's load balancer.
+    assert_eq!(
+        service["DeploymentConfiguration"]["Alarms"],
+        serde_json::json!({
+            "AlarmNames": [{"Ref": "Alb5xxAlarm"}, {"Ref": "UnhealthyHostsAlarm"}],
+            "Enable": true,
+            "Rollback": true
+        })
+    );
+    for alarm in ["Alb5xxAlarm", "UnhealthyHostsAlarm"] {
+        let a = raw(alarm);
+        assert_eq!(a["Type"], "AWS::CloudWatch::Alarm", "{alarm}");
+        assert!(
+            a["Properties"].to_string().contains("LoadBalancerFullName"),
+            "{alarm} watches the wiki's load balancer"
+        );
+    }
     assert_eq!(
         raw("WikiTargetGroup")["Properties"]["HealthCheckPath"],
         "/api.php?action=query&meta=siteinfo&format=json"

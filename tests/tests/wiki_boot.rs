@@ -154,8 +154,9 @@ async fn check_prints_the_plan_and_pull_writes_it() {
     assert_eq!(
         plan["files"],
         serde_json::json!([
-            {"key": "prod/LocalSettings.php", "relative": "LocalSettings.php", "size": LOCAL_SETTINGS.len()},
-            {"key": "prod/extra/Branding.php", "relative": "extra/Branding.php", "size": 5},
+            // No release yet (a fresh stack): the latest objects, each checked when pulled.
+            {"key": "prod/LocalSettings.php", "relative": "LocalSettings.php", "version_id": null},
+            {"key": "prod/extra/Branding.php", "relative": "extra/Branding.php", "version_id": null},
         ])
     );
     assert!(
@@ -232,7 +233,7 @@ async fn a_missing_required_object_stops_before_apache() {
     let run = run_boot(&[], &env, LONG).await;
     assert_eq!(run.code, Some(1));
     assert!(
-        run.logs().contains("S3 ListObjectsV2 failed: NoSuchBucket"),
+        run.logs().contains("S3 GetObject failed: NoSuchBucket"),
         "{}",
         run.logs()
     );
@@ -714,5 +715,58 @@ async fn schema_seeds_the_example_into_a_fresh_prefix_once_and_never_again() {
         versions_of(&s3, "fresh", key).await.0.is_empty(),
         "{}",
         run.logs()
+
+#[tokio::test]
+async fn the_wiki_user_is_created_right_under_no_backslash_escapes() {
+    let (moto, db) = tokio::join!(Moto::start(), MariaDb::start());
+    bucket_with(
+        &moto,
+        "wiki-config",
+        &[("LocalSettings.php", LOCAL_SETTINGS)],
+    )
+    .await;
+    let mut conn = db.admin().await;
+    conn.query_drop("SET GLOBAL sql_mode = CONCAT(@@GLOBAL.sql_mode, ',NO_BACKSLASH_ESCAPES')")
+        .await
+        .unwrap();
+    // MediaWiki's tables exist: the schema step is `update.php`, here a no-op PHP.
+    conn.query_drop("CREATE TABLE wiki.page (page_id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    conn.disconnect().await.unwrap();
+
+    // Quotes, backslashes and surrounding spaces: the password PHP will read, byte for byte.
+    let password = " it's a \\\"pass\\word\\' ";
+    let web = open_tempdir();
+    let mut env = task_env(&moto, "wiki-config", "", web.path());
+    set(&mut env, "DB_PORT", &db.port.to_string());
+    set(&mut env, "DB_CA_BUNDLE", &db.ca_path.display().to_string());
+    set(&mut env, "DB_USER", "wiki_app");
+    set(&mut env, "DB_PASSWORD", password);
+    set(&mut env, "DB_ADMIN_USER", &db.admin_user);
+    set(&mut env, "DB_ADMIN_PASSWORD", &db.admin_password);
+    set(&mut env, "PHP_COMMAND", "true");
+    let run = run_boot(&["schema"], &env, LONG).await;
+    assert_eq!(run.code, Some(0), "{}", run.logs());
+    assert!(run.logs().contains("NoBackslash"), "{}", run.logs());
+    assert!(
+        !run.logs().contains("pass\\word"),
+        "the password reached the log"
+    );
+
+    let mut wiki = db
+        .try_connect("wiki_app", password)
+        .await
+        .expect("the wiki user logs in with exactly the password it was given");
+    let mode: String = wiki
+        .query_first("SELECT @@SESSION.sql_mode")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(mode.contains("NO_BACKSLASH_ESCAPES"), "{mode}");
+    wiki.disconnect().await.unwrap();
+    assert!(
+        db.try_connect("wiki_app", password.trim()).await.is_err(),
+        "a trimmed password is another password"
     );
 }

@@ -1,4 +1,5 @@
-//! The deployment ledger: which object versions a deployment started by this function rolled out.
+//! The deployment ledger: which release a deployment started by this function rolled out,
+//! and the last good release before it (where its rollback goes).
 //!
 //! One small JSON object per deployment, in the config bucket, in the reserved folder
 //! `.wikiops/` under the service's configuration prefix (the wiki's boot program never copies
@@ -6,25 +7,17 @@
 //! `<prefix>.wikiops/deployments/<cluster>/<service>/<deployment-id>.json`. A failed
 //! deployment without a ledger was not started by this function and is left to ECS.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+pub use shared::release::RESERVED_PREFIX;
+use shared::release::Release;
 
 use crate::settings::Target;
-
-/// The folder, under a configuration prefix, that belongs to this function.
-pub const RESERVED_PREFIX: &str = ".wikiops/";
 
 /// Whether `key` lies in a `.wikiops/` folder (at the bucket root or under any prefix).
 pub fn is_reserved(key: &str) -> bool {
     key.starts_with(RESERVED_PREFIX) || key.contains("/.wikiops/")
 }
-
-/// Object metadata on a restored version: the version it replaced (`deleted` for a delete marker).
-pub const META_ROLLBACK_OF: &str = "wikiops-rollback-of";
-/// Object metadata on a restored version: the failed deployment it undid.
-pub const META_ROLLBACK_FOR: &str = "wikiops-rollback-for";
 
 /// The ledger key of a deployment of `target`, whose configuration lives under `prefix`.
 pub fn key(prefix: &str, target: &Target, deployment_id: &str) -> String {
@@ -44,15 +37,12 @@ pub enum Kind {
     Rollback,
 }
 
-/// One object state a deployment rolled out.
+/// One object state a deployment changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rolled {
     pub key: String,
-    /// The version rolled out; `None` when the change deleted the object.
+    /// The version rolled out; `None` when the change removed the object.
     pub version_id: Option<String>,
-    /// The object is a restoration made by a rollback: never rolled back.
-    #[serde(default)]
-    pub restoration: bool,
 }
 
 /// What a deployment started by this function carries.
@@ -63,10 +53,13 @@ pub struct Ledger {
     pub service: String,
     pub deployment_id: String,
     pub started_at: DateTime<Utc>,
-    /// The changed objects (including those of a replaced, unfinished deployment).
+    /// What differs from the release the tasks booted before.
     pub changes: Vec<Rolled>,
-    /// Every configuration object of the service at deploy time: key → ETag.
-    pub snapshot: BTreeMap<String, String>,
+    /// The release it rolls out (written as the current release before it started).
+    pub release: Release,
+    /// The last good release when it started: where its rollback goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Release>,
     /// For a rollback: the failed deployment it undid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_of: Option<String>,
@@ -106,9 +99,12 @@ mod tests {
             changes: vec![Rolled {
                 key: "LocalSettings.php".into(),
                 version_id: Some("v2".into()),
-                restoration: false,
             }],
-            snapshot: [("LocalSettings.php".to_string(), "\"e\"".to_string())].into(),
+            release: Release {
+                created_at: DateTime::from_timestamp(1, 0).unwrap(),
+                objects: [("LocalSettings.php".to_string(), "v2".to_string())].into(),
+            },
+            previous: None,
             rollback_of: None,
             rolled_back_by: None,
         };

@@ -2,7 +2,6 @@
 //!
 //! - [`event`]: the triggers (S3 notifications, EventBridge S3 and ECS events), parsed;
 //! - [`settings`]: bucket, routes (longest prefix → ECS service), bounds, dry run;
-//! - [`validate`]: what a configuration object must look like before it is rolled out;
 //! - [`ledger`]: what each deployment this function started rolled out (`.wikiops/…`);
 //! - [`lease`]: one invocation at a time deploys a service (S3 conditional writes);
 //! - [`plan`] and [`rollback`]: the pure decisions;
@@ -18,7 +17,6 @@ pub mod plan;
 pub mod rollback;
 pub mod settings;
 pub mod summary;
-pub mod validate;
 
 mod run;
 

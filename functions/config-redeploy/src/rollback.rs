@@ -1,67 +1,34 @@
-//! The pure decision for a failed deployment: event + ledger + object histories → rollback plan.
+//! The pure decision for a failed deployment: event + ledger + what ECS and S3 say → rollback plan.
 //!
 //! Only a `SERVICE_DEPLOYMENT_FAILED` of a routed service, for a deployment this function
 //! started for a configuration change (it has a ledger of kind `config`), not yet rolled back,
-//! is rolled back. For each object the deployment rolled out that is still current, the
-//! version before it is restored (copied on top, or the object deleted again if it did not
-//! exist); then the service is redeployed. A rollback is never rolled back, restorations are
-//! never reverted, and a bad version that is no longer current is left alone, so each bad
-//! version is rolled back at most once.
+//! and that ECS itself does not report `COMPLETED` or `IN_PROGRESS`, is rolled back: the
+//! release pointer goes back to the last good release recorded in the ledger (the exact
+//! versions, no object copied) and the service is redeployed. A rollback is never rolled back,
+//! and a release made after the failed one is left alone.
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
+use shared::ecs::ServiceState;
+use shared::release::{Pointer, Release};
 
 use crate::event::{DEPLOYMENT_FAILED, DeploymentEvent};
 use crate::ledger::{Kind, Ledger};
+use crate::plan::diff;
 use crate::settings::Target;
 
-/// One entry of an object's version history.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VersionEntry {
-    pub version_id: String,
-    pub delete_marker: bool,
-}
-
-/// What the adapter observed about one object the failed deployment rolled out.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct KeyState {
-    /// Versions and delete markers of exactly this key, newest first.
-    pub history: Vec<VersionEntry>,
-    /// Metadata `wikiops-rollback-for` of the current version, if any.
-    pub current_rollback_for: Option<String>,
-}
-
-/// How an object is put back.
+/// What to do about a failed deployment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum Action {
-    /// Copy this earlier version on top.
-    Copy { version_id: String },
-    /// The object did not exist before: delete it (a delete marker, itself reversible).
-    Delete,
-}
-
-/// The decision for one object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-pub enum KeyPlan {
-    /// The bad state is current: put the earlier one back.
-    Restore {
-        key: String,
-        /// The bad version (`None`: the bad change was a deletion).
-        bad_version: Option<String>,
-        #[serde(flatten)]
-        action: Action,
-    },
-    /// A previous run already restored it for this failed deployment.
-    AlreadyRestored { key: String },
-    /// The object changed since: someone fixed it, or it was rolled back already.
-    Superseded { key: String },
-    /// The object is itself a restoration: never reverted.
-    Restoration { key: String },
-    /// Nothing to restore from (unversioned bucket, no earlier version).
-    Unrestorable { key: String, reason: String },
+#[serde(tag = "plan", rename_all = "snake_case")]
+pub enum RollbackPlan {
+    /// Nothing, and why.
+    Skip { reason: String },
+    /// Write `pointer` (the previous release), then redeploy.
+    Restore { pointer: Pointer },
+    /// A previous run already pointed back but stopped before redeploying: redeploy.
+    Redeploy,
 }
 
 /// Whether the event asks for a rollback this function owns; the reason when it does not.
@@ -88,131 +55,99 @@ pub fn precheck(
     Ok(())
 }
 
-/// Decides, for each object the failed deployment rolled out, how to put it back.
-pub fn plan_keys(
-    failed_deployment: &str,
-    ledger: &Ledger,
-    states: &BTreeMap<String, KeyState>,
-) -> Vec<KeyPlan> {
-    ledger
-        .changes
+/// Decides how to roll back the failed deployment `failed` (its ledger passed [`precheck`]).
+///
+/// `service` is what ECS reports now, `pointer` the current release, `primary_ledger` the
+/// ledger of the PRIMARY deployment when this function started it.
+pub fn plan(
+    failed: &Ledger,
+    service: &ServiceState,
+    pointer: Option<&Pointer>,
+    primary_ledger: Option<&Ledger>,
+    now: DateTime<Utc>,
+) -> RollbackPlan {
+    let skip = |reason: String| RollbackPlan::Skip { reason };
+    let id = &failed.deployment_id;
+    // ECS's word first: an event for a deployment it reports healthy is stale or forged.
+    if let Some(state) = service
+        .deployments
         .iter()
-        .map(|c| {
-            let key = c.key.clone();
-            if c.restoration {
-                return KeyPlan::Restoration { key };
+        .find(|d| &d.id == id)
+        .and_then(|d| d.rollout_state.as_deref())
+        .filter(|s| matches!(*s, "COMPLETED" | "IN_PROGRESS"))
+    {
+        return skip(format!(
+            "ECS reports deployment {id} as {state}: the failure event is stale or forged; nothing rolled back"
+        ));
+    }
+    if let Some(p) = pointer.filter(|p| p.rollback_of.as_deref() == Some(id.as_str())) {
+        let running = service.primary().zip(primary_ledger).is_some_and(|(d, l)| {
+            l.deployment_id == d.id
+                && l.kind == Kind::Rollback
+                && l.rollback_of.as_deref() == Some(id.as_str())
+                && l.release.objects == p.release.objects
+        });
+        return if running {
+            skip("already rolled back: the rollback deployment is running".into())
+        } else {
+            RollbackPlan::Redeploy
+        };
+    }
+    let Some(previous) = &failed.previous else {
+        return skip(format!(
+            "deployment {id} rolled out the first release: there is no earlier one to go back to"
+        ));
+    };
+    match pointer {
+        Some(p) if p.release.objects == failed.release.objects => {
+            let mut withdrawn = p.withdrawn.clone();
+            for c in diff(Some(previous), &failed.release) {
+                withdrawn.insert(c.key, c.version_id);
             }
-            let empty = KeyState::default();
-            let st = states.get(&c.key).unwrap_or(&empty);
-            let h = &st.history;
-            let current = h.first();
-            let restored_by_us = st.current_rollback_for.as_deref() == Some(failed_deployment);
-            match &c.version_id {
-                Some(bad) => {
-                    let bad_is_current =
-                        current.is_some_and(|v| !v.delete_marker && &v.version_id == bad);
-                    if bad_is_current {
-                        if bad == "null" {
-                            return KeyPlan::Unrestorable {
-                                key,
-                                reason: "the bucket is not versioned".into(),
-                            };
-                        }
-                        let action = match h.get(1) {
-                            Some(prev) if !prev.delete_marker => Action::Copy {
-                                version_id: prev.version_id.clone(),
-                            },
-                            _ => Action::Delete,
-                        };
-                        KeyPlan::Restore {
-                            key,
-                            bad_version: Some(bad.clone()),
-                            action,
-                        }
-                    } else if restored_by_us
-                        || (current.is_some_and(|v| v.delete_marker)
-                            && h.get(1).is_some_and(|v| &v.version_id == bad))
-                    {
-                        KeyPlan::AlreadyRestored { key }
-                    } else {
-                        KeyPlan::Superseded { key }
-                    }
-                }
-                None => {
-                    if current.is_some_and(|v| v.delete_marker) {
-                        match h.iter().skip(1).find(|v| !v.delete_marker) {
-                            Some(prev) => KeyPlan::Restore {
-                                key,
-                                bad_version: None,
-                                action: Action::Copy {
-                                    version_id: prev.version_id.clone(),
-                                },
-                            },
-                            None => KeyPlan::Unrestorable {
-                                key,
-                                reason: "no earlier version to restore".into(),
-                            },
-                        }
-                    } else if current.is_none() {
-                        KeyPlan::Unrestorable {
-                            key,
-                            reason: "no version history (deleted permanently or never versioned)"
-                                .into(),
-                        }
-                    } else if restored_by_us {
-                        KeyPlan::AlreadyRestored { key }
-                    } else {
-                        KeyPlan::Superseded { key }
-                    }
-                }
+            RollbackPlan::Restore {
+                pointer: Pointer {
+                    release: Release {
+                        created_at: now,
+                        objects: previous.objects.clone(),
+                    },
+                    previous: None,
+                    withdrawn,
+                    rollback_of: Some(id.clone()),
+                },
             }
-        })
-        .collect()
+        }
+        Some(_) => skip(format!(
+            "a release made after deployment {id} is current: left alone"
+        )),
+        None => skip("no current release to roll back".into()),
+    }
 }
 
-/// Whether the service must be redeployed after the restores.
-///
-/// After a restore, always. When a previous run restored everything but may have stopped
-/// before redeploying: unless the PRIMARY deployment is already the rollback of this failure.
-pub fn needs_redeploy(
-    keys: &[KeyPlan],
-    failed_deployment: &str,
-    primary_ledger: Option<&Ledger>,
-) -> bool {
-    if keys.iter().any(|k| matches!(k, KeyPlan::Restore { .. })) {
-        return true;
-    }
-    keys.iter()
-        .any(|k| matches!(k, KeyPlan::AlreadyRestored { .. }))
-        && !primary_ledger.is_some_and(|l| {
-            l.kind == Kind::Rollback && l.rollback_of.as_deref() == Some(failed_deployment)
-        })
+/// The withdrawn states of a rollback, for the summary: key → version (`None`: a removal).
+pub fn withdrawn_by(failed: &Ledger, restored: &Release) -> BTreeMap<String, Option<String>> {
+    diff(Some(restored), &failed.release)
+        .into_iter()
+        .map(|c| (c.key, c.version_id))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ledger::Rolled;
-    use chrono::DateTime;
     use proptest::prelude::*;
+    use shared::ecs::Deployment;
 
-    fn v(id: &str) -> VersionEntry {
-        VersionEntry {
-            version_id: id.into(),
-            delete_marker: false,
-        }
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
     }
-    fn dm(id: &str) -> VersionEntry {
-        VersionEntry {
-            version_id: id.into(),
-            delete_marker: true,
-        }
-    }
-    fn rolled(key: &str, version: Option<&str>) -> Rolled {
-        Rolled {
-            key: key.into(),
-            version_id: version.map(str::to_string),
-            restoration: false,
+    fn release(s: i64, objects: &[(&str, &str)]) -> Release {
+        Release {
+            created_at: t(s),
+            objects: objects
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
     fn ledger(kind: Kind, changes: Vec<Rolled>) -> Ledger {
@@ -221,9 +156,13 @@ mod tests {
             cluster: "wiki".into(),
             service: "web".into(),
             deployment_id: "ecs-svc/2".into(),
-            started_at: DateTime::from_timestamp(0, 0).unwrap(),
+            started_at: t(0),
             changes,
-            snapshot: BTreeMap::new(),
+            release: release(1, &[("LocalSettings.php", "v2"), ("New.php", "n1")]),
+            previous: Some(release(
+                0,
+                &[("LocalSettings.php", "v1"), ("Old.php", "o1")],
+            )),
             rollback_of: None,
             rolled_back_by: None,
         }
@@ -237,19 +176,30 @@ mod tests {
             reason: None,
         }
     }
-    fn states(entries: Vec<(&str, Vec<VersionEntry>, Option<&str>)>) -> BTreeMap<String, KeyState> {
-        entries
-            .into_iter()
-            .map(|(k, history, rf)| {
-                (
-                    k.to_string(),
-                    KeyState {
-                        history,
-                        current_rollback_for: rf.map(str::to_string),
-                    },
-                )
-            })
-            .collect()
+    fn service(deployments: &[(&str, &str, &str)]) -> ServiceState {
+        ServiceState {
+            cluster: "wiki".into(),
+            service: "web".into(),
+            status: "ACTIVE".into(),
+            deployments: deployments
+                .iter()
+                .map(|(id, status, rollout)| Deployment {
+                    id: id.to_string(),
+                    status: status.to_string(),
+                    created_at: Some(t(5)),
+                    task_definition: None,
+                    rollout_state: Some(rollout.to_string()),
+                })
+                .collect(),
+        }
+    }
+    fn current(r: Release) -> Pointer {
+        Pointer {
+            release: r,
+            previous: None,
+            withdrawn: BTreeMap::new(),
+            rollback_of: None,
+        }
     }
 
     #[test]
@@ -290,190 +240,113 @@ mod tests {
     }
 
     #[test]
-    fn restores_the_version_before_the_bad_one() {
-        let l = ledger(
-            Kind::Config,
-            vec![
-                rolled("overwritten.php", Some("v2")),
-                rolled("new.php", Some("n1")),
-                rolled("deleted.php", None),
-                rolled("recreated.php", Some("r2")),
-            ],
-        );
-        let s = states(vec![
-            ("overwritten.php", vec![v("v2"), v("v1"), v("v0")], None),
-            ("new.php", vec![v("n1")], None),
-            ("deleted.php", vec![dm("d3"), dm("d2"), v("d1")], None),
-            ("recreated.php", vec![v("r2"), dm("m1"), v("r0")], None),
-        ]);
-        assert_eq!(
-            plan_keys("ecs-svc/2", &l, &s),
-            vec![
-                KeyPlan::Restore {
-                    key: "overwritten.php".into(),
-                    bad_version: Some("v2".into()),
-                    action: Action::Copy {
-                        version_id: "v1".into()
-                    }
-                },
-                KeyPlan::Restore {
-                    key: "new.php".into(),
-                    bad_version: Some("n1".into()),
-                    action: Action::Delete
-                },
-                KeyPlan::Restore {
-                    key: "deleted.php".into(),
-                    bad_version: None,
-                    action: Action::Copy {
-                        version_id: "d1".into()
-                    }
-                },
-                KeyPlan::Restore {
-                    key: "recreated.php".into(),
-                    bad_version: Some("r2".into()),
-                    action: Action::Delete
-                },
-            ]
-        );
+    fn points_back_to_the_previous_release_exactly() {
+        let l = ledger(Kind::Config, vec![]);
+        let p = current(l.release.clone());
+        // ECS rolled back by itself (a new PRIMARY) and reports the failed one FAILED, or no longer lists it.
+        for s in [
+            service(&[
+                ("ecs-svc/3", "PRIMARY", "IN_PROGRESS"),
+                ("ecs-svc/2", "ACTIVE", "FAILED"),
+            ]),
+            service(&[("ecs-svc/3", "PRIMARY", "IN_PROGRESS")]),
+        ] {
+            let RollbackPlan::Restore { pointer } = plan(&l, &s, Some(&p), None, t(9)) else {
+                panic!()
+            };
+            assert_eq!(
+                pointer.release.objects,
+                l.previous.as_ref().unwrap().objects
+            );
+            assert_eq!(pointer.release.created_at, t(9));
+            assert_eq!(pointer.rollback_of.as_deref(), Some("ecs-svc/2"));
+            assert_eq!(
+                pointer.withdrawn,
+                [
+                    ("LocalSettings.php".to_string(), Some("v2".to_string())),
+                    ("New.php".to_string(), Some("n1".to_string())),
+                    ("Old.php".to_string(), None),
+                ]
+                .into()
+            );
+        }
     }
 
     #[test]
-    fn leaves_changed_restored_and_restoration_objects_alone() {
-        let mut restoration = rolled("restored.php", Some("x2"));
-        restoration.restoration = true;
-        let l = ledger(
-            Kind::Config,
-            vec![
-                rolled("fixed.php", Some("v2")),
-                rolled("ours.php", Some("o2")),
-                rolled("deleted-again.php", Some("n1")),
-                restoration,
-                rolled("unversioned.php", Some("null")),
-                rolled("lost.php", None),
-                rolled("revived.php", None),
-            ],
-        );
-        let s = states(vec![
-            ("fixed.php", vec![v("v3"), v("v2"), v("v1")], None),
-            (
-                "ours.php",
-                vec![v("o3"), v("o2"), v("o1")],
-                Some("ecs-svc/2"),
-            ),
-            ("deleted-again.php", vec![dm("m"), v("n1")], None),
-            ("restored.php", vec![v("x2"), v("x1")], None),
-            ("unversioned.php", vec![v("null")], None),
-            ("lost.php", vec![], None),
-            ("revived.php", vec![v("r3"), dm("m"), v("r1")], None),
-        ]);
-        let plans = plan_keys("ecs-svc/2", &l, &s);
-        assert_eq!(
-            plans[0],
-            KeyPlan::Superseded {
-                key: "fixed.php".into()
-            }
-        );
-        assert_eq!(
-            plans[1],
-            KeyPlan::AlreadyRestored {
-                key: "ours.php".into()
-            }
-        );
-        assert_eq!(
-            plans[2],
-            KeyPlan::AlreadyRestored {
-                key: "deleted-again.php".into()
-            }
-        );
-        assert_eq!(
-            plans[3],
-            KeyPlan::Restoration {
-                key: "restored.php".into()
-            }
-        );
-        assert!(matches!(plans[4], KeyPlan::Unrestorable { .. }));
-        assert!(matches!(plans[5], KeyPlan::Unrestorable { .. }));
-        assert_eq!(
-            plans[6],
-            KeyPlan::Superseded {
-                key: "revived.php".into()
-            }
-        );
-        // A marker of another failed deployment is not ours.
-        let s = states(vec![(
-            "fixed.php",
-            vec![v("v3"), v("v2")],
-            Some("ecs-svc/9"),
-        )]);
-        let l = ledger(Kind::Config, vec![rolled("fixed.php", Some("v2"))]);
-        assert_eq!(
-            plan_keys("ecs-svc/2", &l, &s)[0],
-            KeyPlan::Superseded {
-                key: "fixed.php".into()
-            }
-        );
+    fn a_healthy_deployment_is_never_rolled_back() {
+        let l = ledger(Kind::Config, vec![]);
+        let p = current(l.release.clone());
+        for state in ["COMPLETED", "IN_PROGRESS"] {
+            let got = plan(
+                &l,
+                &service(&[("ecs-svc/2", "PRIMARY", state)]),
+                Some(&p),
+                None,
+                t(9),
+            );
+            let RollbackPlan::Skip { reason } = got else {
+                panic!("{got:?}")
+            };
+            assert!(
+                reason.contains(state) && reason.contains("stale or forged"),
+                "{reason}"
+            );
+        }
     }
 
     #[test]
-    fn redeploy_after_restores_once() {
-        let restore = KeyPlan::Restore {
-            key: "a".into(),
-            bad_version: Some("v2".into()),
-            action: Action::Delete,
+    fn newer_releases_first_releases_and_finished_rollbacks_are_left_alone() {
+        let l = ledger(Kind::Config, vec![]);
+        let s = service(&[("ecs-svc/3", "PRIMARY", "IN_PROGRESS")]);
+        let newer = current(release(7, &[("LocalSettings.php", "v3")]));
+        assert!(
+            matches!(plan(&l, &s, Some(&newer), None, t(9)), RollbackPlan::Skip { reason } if reason.contains("after"))
+        );
+        let mut first = l.clone();
+        first.previous = None;
+        let p = current(l.release.clone());
+        assert!(
+            matches!(plan(&first, &s, Some(&p), None, t(9)), RollbackPlan::Skip { reason } if reason.contains("first release"))
+        );
+        // Pointed back already: redeploy unless the rollback deployment runs.
+        let RollbackPlan::Restore { pointer } = plan(&l, &s, Some(&p), None, t(9)) else {
+            panic!()
         };
-        let done = KeyPlan::AlreadyRestored { key: "a".into() };
-        let gone = KeyPlan::Superseded { key: "a".into() };
+        assert_eq!(
+            plan(&l, &s, Some(&pointer), None, t(10)),
+            RollbackPlan::Redeploy
+        );
         let mut rb = ledger(Kind::Rollback, vec![]);
+        rb.deployment_id = "ecs-svc/3".into();
         rb.rollback_of = Some("ecs-svc/2".into());
-        assert!(needs_redeploy(
-            std::slice::from_ref(&restore),
-            "ecs-svc/2",
-            Some(&rb)
-        ));
-        assert!(needs_redeploy(
-            std::slice::from_ref(&done),
-            "ecs-svc/2",
-            None
-        ));
-        assert!(!needs_redeploy(
-            std::slice::from_ref(&done),
-            "ecs-svc/2",
-            Some(&rb)
-        ));
-        assert!(!needs_redeploy(&[gone], "ecs-svc/2", None));
-        assert!(!needs_redeploy(&[], "ecs-svc/2", None));
+        rb.release = pointer.release.clone();
+        assert!(
+            matches!(plan(&l, &s, Some(&pointer), Some(&rb), t(10)), RollbackPlan::Skip { reason } if reason.contains("already"))
+        );
     }
 
     proptest! {
-        /// A version is only ever restored over the bad version itself (or its delete marker),
-        /// and the restored version is older than the bad one.
+        /// A restore always points at exactly the previous release, and only when the failed
+        /// release is current and ECS does not report the deployment healthy.
         #[test]
-        fn restores_only_over_the_bad_state(
-            history in proptest::collection::vec((0u8..6, any::<bool>()), 0..6),
-            bad in proptest::option::of(0u8..6),
-            ours in any::<bool>(),
+        fn restores_only_the_previous_release_over_the_failed_one(
+            prev in proptest::collection::btree_map("[a-c]", "v[0-2]", 0..3),
+            bad in proptest::collection::btree_map("[a-c]", "v[0-2]", 0..3),
+            cur in proptest::collection::btree_map("[a-c]", "v[0-2]", 0..3),
+            state in proptest::sample::select(vec!["COMPLETED", "IN_PROGRESS", "FAILED", "gone"]),
         ) {
-            let mut seen = std::collections::BTreeSet::new();
-            let history: Vec<VersionEntry> = history.into_iter()
-                .filter(|(id, _)| seen.insert(*id))
-                .map(|(id, marker)| VersionEntry { version_id: format!("v{id}"), delete_marker: marker })
-                .collect();
-            let bad = bad.map(|b| format!("v{b}"));
-            let l = ledger(Kind::Config, vec![Rolled { key: "k".into(), version_id: bad.clone(), restoration: false }]);
-            let s = [("k".to_string(), KeyState {
-                history: history.clone(),
-                current_rollback_for: ours.then(|| "ecs-svc/2".to_string()),
-            })].into();
-            let plans = plan_keys("ecs-svc/2", &l, &s);
-            if let KeyPlan::Restore { action, .. } = &plans[0] {
-                let current = &history[0];
-                match &bad {
-                    Some(b) => prop_assert!(!current.delete_marker && &current.version_id == b),
-                    None => prop_assert!(current.delete_marker),
-                }
-                if let Action::Copy { version_id } = action {
-                    let pos = history.iter().position(|v| &v.version_id == version_id).unwrap();
-                    prop_assert!(pos > 0 && !history[pos].delete_marker);
+            let mut l = ledger(Kind::Config, vec![]);
+            l.previous = Some(Release { created_at: t(0), objects: prev.clone() });
+            l.release = Release { created_at: t(1), objects: bad.clone() };
+            let p = current(Release { created_at: t(1), objects: cur.clone() });
+            let s = if state == "gone" { service(&[]) } else { service(&[("ecs-svc/2", "ACTIVE", state)]) };
+            if let RollbackPlan::Restore { pointer } = plan(&l, &s, Some(&p), None, t(9)) {
+                prop_assert_eq!(&pointer.release.objects, &prev);
+                prop_assert_eq!(&cur, &bad);
+                prop_assert!(state == "FAILED" || state == "gone");
+                for (k, v) in &pointer.withdrawn {
+                    prop_assert_eq!(bad.get(k), v.as_ref());
+                    prop_assert!(prev.get(k) != bad.get(k));
                 }
             }
         }

@@ -1,16 +1,16 @@
 //! Ties the planners to the adapter: observe, plan, apply (or only print in a dry run).
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use chrono::Utc;
 use shared::Error;
-use shared::ecs;
+use shared::ecs::{self, ServiceState};
+use shared::release::Pointer;
 
 use crate::event::{DeploymentEvent, ObjectEvent, Trigger};
-use crate::ledger::{Kind, Ledger, Rolled};
+use crate::ledger::{Kind, Ledger};
 use crate::plan::{self, Coverage, Observed, Skipped, TargetPlan};
-use crate::rollback::{self, Action, KeyPlan};
+use crate::rollback::{self, RollbackPlan};
 use crate::settings::{Settings, Target};
 use crate::summary::{Failure, Redeployed, Rejected, RolledBack, Summary};
 use crate::{Clients, apply, lease, observe};
@@ -102,17 +102,20 @@ async fn changes(
     summary: &mut Summary,
 ) -> Result<(), Error> {
     let (s3, bucket) = (&clients.s3, settings.bucket.as_str());
-    let lease_key = lease::key(settings.home_of(target), target);
+    let home = settings.home_of(target);
+    let lease_key = lease::key(home, target);
     let holder = holder_id();
     let give_up = Instant::now() + LEASE_WAIT;
     loop {
         let service = ecs::describe(&clients.ecs, &target.cluster, &target.service).await?;
-        // Duplicates usually end here, after one DescribeServices.
-        if let Some(plan) = plan::plan_from_deployments(events, &service) {
+        let pointer = observe::pointer(s3, bucket, home).await?;
+        // Duplicates usually end here, after DescribeServices and one GetObject.
+        if let Some(plan) = plan::plan_from_pointer(events, &service, pointer.as_ref()) {
             return apply_changes(clients, settings, target, events, plan, summary).await;
         }
         if settings.dry_run {
-            let plan = observe_and_plan(clients, settings, target, events, service).await?;
+            let plan =
+                observe_and_plan(clients, settings, target, events, service, pointer).await?;
             return apply_changes(clients, settings, target, events, plan, summary).await;
         }
         let Some(held) = lease::acquire(s3, bucket, &lease_key, &holder).await? else {
@@ -125,12 +128,15 @@ async fn changes(
             tokio::time::sleep(LEASE_POLL).await;
             continue;
         };
-        // Under the lease the service may have moved on while we waited: read it again.
+        // Under the lease the service and its release may have moved on while we waited.
         let result = async {
             let service = ecs::describe(&clients.ecs, &target.cluster, &target.service).await?;
-            let plan = match plan::plan_from_deployments(events, &service) {
+            let pointer = observe::pointer(s3, bucket, home).await?;
+            let plan = match plan::plan_from_pointer(events, &service, pointer.as_ref()) {
                 Some(plan) => plan,
-                None => observe_and_plan(clients, settings, target, events, service).await?,
+                None => {
+                    observe_and_plan(clients, settings, target, events, service, pointer).await?
+                }
             };
             apply_changes(clients, settings, target, events, plan, &mut *summary).await
         }
@@ -153,7 +159,7 @@ fn holder_id() -> String {
     )
 }
 
-/// Reports a plan, and carries out a redeploy (unless dry run).
+/// Reports a plan, and carries out a release (unless dry run).
 async fn apply_changes(
     clients: &Clients,
     settings: &Settings,
@@ -162,7 +168,6 @@ async fn apply_changes(
     plan: TargetPlan,
     summary: &mut Summary,
 ) -> Result<(), Error> {
-    let (s3, bucket) = (&clients.s3, settings.bucket.as_str());
     let plan_json = serde_json::to_string(&plan).unwrap_or_default();
     tracing::info!(cluster = target.cluster, service = target.service, plan = %plan_json, dry_run = settings.dry_run, "plan");
     let keys: Vec<String> = events.iter().map(|e| e.key.clone()).collect();
@@ -174,7 +179,7 @@ async fn apply_changes(
         ))),
         TargetPlan::Rejected { rejections } => {
             for r in &rejections {
-                tracing::error!(cluster = target.cluster, service = target.service, key = r.key, problem = %r.problem, "configuration refused; service left untouched");
+                tracing::error!(cluster = target.cluster, service = target.service, key = r.key, problem = %r.problem, "configuration refused: no release; tasks keep booting the current one");
                 summary.rejected.push(Rejected {
                     cluster: target.cluster.clone(),
                     service: target.service.clone(),
@@ -185,7 +190,7 @@ async fn apply_changes(
             for k in &keys {
                 summary.skipped.push(Skipped::key(
                     k,
-                    format!("not rolled out: {target} has a refused configuration object"),
+                    format!("not released: {target} has a refused configuration object"),
                 ));
             }
             Ok(())
@@ -195,8 +200,8 @@ async fn apply_changes(
             coverage,
         } => {
             let why = match coverage {
-                Coverage::StartedAfter => "started after the change",
-                Coverage::SameObjects => "carries the same objects",
+                Coverage::Released => "boots a release holding it",
+                Coverage::SameObjects => "boots a release of the same objects",
             };
             for k in &keys {
                 summary.skipped.push(Skipped::key(
@@ -206,35 +211,31 @@ async fn apply_changes(
             }
             Ok(())
         }
-        TargetPlan::Redeploy { changes, snapshot } => {
+        TargetPlan::Release {
+            release,
+            previous,
+            changes,
+        } => {
             let deployment_id = if settings.dry_run {
                 None
             } else {
-                let id = ecs::force_new_deployment(&clients.ecs, &target.cluster, &target.service)
-                    .await?;
-                tracing::info!(
-                    cluster = target.cluster,
-                    service = target.service,
-                    deployment_id = id,
-                    "new deployment started"
-                );
-                let ledger = Ledger {
-                    kind: Kind::Config,
-                    cluster: target.cluster.clone(),
-                    service: target.service.clone(),
-                    deployment_id: id.clone(),
-                    started_at: Utc::now(),
-                    changes,
-                    snapshot,
+                let pointer = Pointer {
+                    release,
+                    previous,
+                    withdrawn: Default::default(),
                     rollback_of: None,
-                    rolled_back_by: None,
                 };
-                apply::put_ledger(s3, bucket, settings.home_of(target), &ledger).await.map_err(|e| {
-                    Error::Partial(format!(
-                        "deployment {id} of {target} started, but its ledger was not written (no automatic rollback for it): {e}"
-                    ))
-                })?;
-                Some(id)
+                let ledger = deploy(
+                    clients,
+                    settings,
+                    target,
+                    &pointer,
+                    Kind::Config,
+                    changes,
+                    None,
+                )
+                .await?;
+                Some(ledger.deployment_id)
             };
             summary.redeployed.push(Redeployed {
                 cluster: target.cluster.clone(),
@@ -247,37 +248,101 @@ async fn apply_changes(
     }
 }
 
-/// Reads what the full decision needs (the PRIMARY's ledger, the service's objects, the
-/// changed objects' versions) and plans.
+/// Writes `pointer` as the current release, starts the deployment that rolls it out, and
+/// records it in its ledger. Returns the ledger.
+async fn deploy(
+    clients: &Clients,
+    settings: &Settings,
+    target: &Target,
+    pointer: &Pointer,
+    kind: Kind,
+    changes: Vec<crate::ledger::Rolled>,
+    rollback_of: Option<String>,
+) -> Result<Ledger, Error> {
+    let (s3, bucket, home) = (
+        &clients.s3,
+        settings.bucket.as_str(),
+        settings.home_of(target),
+    );
+    apply::put_pointer(s3, bucket, home, pointer).await?;
+    let id = ecs::force_new_deployment(&clients.ecs, &target.cluster, &target.service).await?;
+    tracing::info!(
+        cluster = target.cluster,
+        service = target.service,
+        deployment_id = id,
+        ?kind,
+        objects = pointer.release.objects.len(),
+        "release written, deployment started"
+    );
+    let ledger = Ledger {
+        kind,
+        cluster: target.cluster.clone(),
+        service: target.service.clone(),
+        deployment_id: id.clone(),
+        started_at: Utc::now(),
+        changes,
+        release: pointer.release.clone(),
+        previous: match kind {
+            Kind::Config => pointer.previous.clone(),
+            Kind::Rollback => Some(pointer.release.clone()),
+        },
+        rollback_of,
+        rolled_back_by: None,
+    };
+    apply::put_ledger(s3, bucket, home, &ledger).await.map_err(|e| {
+        Error::Partial(format!(
+            "deployment {id} of {target} started, but its ledger was not written (no automatic rollback for it): {e}"
+        ))
+    })?;
+    Ok(ledger)
+}
+
+/// Reads what the full decision needs (the PRIMARY's ledger, every configuration object's
+/// current version) and plans.
 async fn observe_and_plan(
     clients: &Clients,
     settings: &Settings,
     target: &Target,
     events: &[ObjectEvent],
-    service: shared::ecs::ServiceState,
+    service: ServiceState,
+    pointer: Option<Pointer>,
 ) -> Result<TargetPlan, Error> {
     let (s3, bucket) = (&clients.s3, settings.bucket.as_str());
-    let primary_ledger = match service.primary() {
-        Some(p) => observe::ledger(s3, bucket, settings.home_of(target), target, &p.id).await?,
-        None => None,
-    };
+    let primary_ledger = primary_ledger(clients, settings, target, &service).await?;
     let objects = observe::objects(s3, bucket, &settings.prefixes_of(target), |k| {
         plan::owned_by(k, target, settings)
     })
     .await?;
-    let mut heads = BTreeMap::new();
-    for e in events {
-        let head = observe::head(s3, bucket, &e.key).await?;
-        heads.insert(e.key.clone(), head.map(|h| h.to_head()));
-    }
     let observed = Observed {
         service,
+        pointer,
         primary_ledger,
         objects,
-        heads,
+        now: Utc::now(),
     };
-    let plan = plan::plan_target(target, events, &observed, settings);
-    Ok(plan)
+    Ok(plan::plan_target(target, events, &observed, settings))
+}
+
+/// The ledger of the service's PRIMARY deployment, when this function started it.
+async fn primary_ledger(
+    clients: &Clients,
+    settings: &Settings,
+    target: &Target,
+    service: &ServiceState,
+) -> Result<Option<Ledger>, Error> {
+    match service.primary() {
+        Some(p) => {
+            observe::ledger(
+                &clients.s3,
+                &settings.bucket,
+                settings.home_of(target),
+                target,
+                &p.id,
+            )
+            .await
+        }
+        None => Ok(None),
+    }
 }
 
 /// An ECS deployment state change: roll back a failed configuration deployment.
@@ -300,7 +365,7 @@ async fn deployment(
     if settings.dry_run {
         return roll_back(clients, settings, target, d, summary).await;
     }
-    // Restores and the redeploy run under the service's lease (duplicates may run in parallel).
+    // The pointer and the redeploy change under the service's lease (duplicates may run in parallel).
     let lease_key = lease::key(settings.home_of(target), target);
     let holder = holder_id();
     let give_up = Instant::now() + LEASE_WAIT;
@@ -373,28 +438,19 @@ async fn roll_back(
     d: &DeploymentEvent,
     summary: &mut Summary,
 ) -> Result<(), Error> {
-    let (s3, bucket) = (&clients.s3, settings.bucket.as_str());
-    let skip = |summary: &mut Summary, reason: String| {
-        summary.skipped.push(Skipped {
-            key: None,
-            deployment_id: Some(d.deployment_id.clone()),
-            reason,
-        })
-    };
+    let (s3, bucket, home) = (
+        &clients.s3,
+        settings.bucket.as_str(),
+        settings.home_of(target),
+    );
     let ledger = failed_ledger(clients, settings, Some(target), d).await?;
     if let Err(reason) = rollback::precheck(d, Some(target), ledger.as_ref()) {
         skip_rollback(d, ledger.as_ref(), reason, summary);
         return Ok(());
     }
-    let Some(mut failed_ledger) = ledger else {
+    let Some(mut failed) = ledger else {
         return Ok(()); // precheck guarantees it
     };
-
-    let mut states = BTreeMap::new();
-    for c in failed_ledger.changes.iter().filter(|c| !c.restoration) {
-        states.insert(c.key.clone(), observe::key_state(s3, bucket, &c.key).await?);
-    }
-    let keys = rollback::plan_keys(&d.deployment_id, &failed_ledger, &states);
     let service = ecs::describe(&clients.ecs, &target.cluster, &target.service).await?;
     if service.status != "ACTIVE" {
         return Err(Error::NotFound(format!(
@@ -402,105 +458,55 @@ async fn roll_back(
             target.service, target.cluster, service.status
         )));
     }
-    let primary_ledger = match service.primary() {
-        Some(p) => observe::ledger(s3, bucket, settings.home_of(target), target, &p.id).await?,
-        None => None,
-    };
-    let plan_json = serde_json::to_string(&keys).unwrap_or_default();
+    let pointer = observe::pointer(s3, bucket, home).await?;
+    let primary = primary_ledger(clients, settings, target, &service).await?;
+    let plan = rollback::plan(
+        &failed,
+        &service,
+        pointer.as_ref(),
+        primary.as_ref(),
+        Utc::now(),
+    );
+    let plan_json = serde_json::to_string(&plan).unwrap_or_default();
     tracing::info!(deployment_id = d.deployment_id, plan = %plan_json, dry_run = settings.dry_run, "rollback plan");
-    if !rollback::needs_redeploy(&keys, &d.deployment_id, primary_ledger.as_ref()) {
-        let reason = if keys
-            .iter()
-            .any(|k| matches!(k, KeyPlan::AlreadyRestored { .. }))
-        {
-            "already rolled back: the rollback deployment is running".to_string()
-        } else if keys
-            .iter()
-            .any(|k| matches!(k, KeyPlan::Unrestorable { .. }))
-        {
-            format!("nothing restorable: {plan_json}")
-        } else {
-            "nothing to roll back: every object changed since the failed deployment".to_string()
-        };
-        skip(summary, reason);
-        return Ok(());
-    }
-    if settings.dry_run {
-        summary.rolled_back.push(RolledBack {
-            cluster: target.cluster.clone(),
-            service: target.service.clone(),
-            failed_deployment_id: d.deployment_id.clone(),
-            deployment_id: None,
-            objects: keys,
-        });
-        return Ok(());
-    }
-
-    let mut restored = Vec::new();
-    for k in &keys {
-        if let KeyPlan::Restore {
-            key,
-            bad_version,
-            action,
-        } = k
-        {
-            let version = apply::restore(
-                s3,
-                bucket,
-                key,
-                action,
-                bad_version.as_deref(),
-                &d.deployment_id,
-            )
-            .await?;
-            tracing::info!(key, bad_version, restored = ?action, "restored");
-            restored.push(Rolled {
-                key: key.clone(),
-                version_id: match action {
-                    Action::Delete => None,
-                    Action::Copy { .. } => version,
-                },
-                restoration: true,
-            });
+    let pointer = match plan {
+        RollbackPlan::Skip { reason } => {
+            skip_rollback(d, Some(&failed), reason, summary);
+            return Ok(());
         }
-    }
-    // What the rollback deployment boots with, read before it starts.
-    let snapshot = plan::snapshot(
-        &observe::objects(s3, bucket, &settings.prefixes_of(target), |k| {
-            plan::owned_by(k, target, settings)
-        })
-        .await?,
-        target,
-        settings,
-    );
-    let id = ecs::force_new_deployment(&clients.ecs, &target.cluster, &target.service).await?;
-    tracing::info!(
-        cluster = target.cluster,
-        service = target.service,
-        deployment_id = id,
-        failed_deployment_id = d.deployment_id,
-        "rollback deployment started"
-    );
-    let ledger = Ledger {
-        kind: Kind::Rollback,
-        cluster: target.cluster.clone(),
-        service: target.service.clone(),
-        deployment_id: id.clone(),
-        started_at: Utc::now(),
-        changes: restored,
-        snapshot,
-        rollback_of: Some(d.deployment_id.clone()),
-        rolled_back_by: None,
+        RollbackPlan::Restore { pointer } => pointer,
+        // Checked by the plan: the current pointer is the restored one.
+        RollbackPlan::Redeploy => match pointer {
+            Some(p) => p,
+            None => return Ok(()),
+        },
     };
-    apply::put_ledger(s3, bucket, settings.home_of(target), &ledger).await?;
-    failed_ledger.rolled_back_by = Some(id.clone());
-    apply::put_ledger(s3, bucket, settings.home_of(target), &failed_ledger).await?;
+    let restored = pointer.release.clone();
+    let deployment_id = if settings.dry_run {
+        None
+    } else {
+        let changes = plan::diff(Some(&failed.release), &restored);
+        let ledger = deploy(
+            clients,
+            settings,
+            target,
+            &pointer,
+            Kind::Rollback,
+            changes,
+            Some(d.deployment_id.clone()),
+        )
+        .await?;
+        failed.rolled_back_by = Some(ledger.deployment_id.clone());
+        apply::put_ledger(s3, bucket, home, &failed).await?;
+        Some(ledger.deployment_id)
+    };
     summary.rolled_back.push(RolledBack {
         cluster: target.cluster.clone(),
         service: target.service.clone(),
         failed_deployment_id: d.deployment_id.clone(),
-        deployment_id: Some(id),
-        objects: keys,
+        deployment_id,
+        withdrawn: rollback::withdrawn_by(&failed, &restored),
+        release: restored,
     });
     Ok(())
 }

@@ -5,8 +5,7 @@ use shared::{Env, SettingsError};
 
 use crate::ledger::{RESERVED_PREFIX, is_reserved};
 
-/// Default bound on a configuration object's size (`MAX_CONFIG_BYTES`): 1 MiB.
-pub const DEFAULT_MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+pub use shared::config_rules::DEFAULT_MAX_CONFIG_BYTES;
 
 /// The ECS service a configuration set belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

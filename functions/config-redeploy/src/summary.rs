@@ -2,8 +2,11 @@
 
 use serde::Serialize;
 
+use std::collections::BTreeMap;
+
+use shared::release::Release;
+
 use crate::plan::Skipped;
-use crate::rollback::KeyPlan;
 
 /// A deployment started (or, in a dry run, planned) for configuration changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -33,8 +36,11 @@ pub struct RolledBack {
     pub failed_deployment_id: String,
     /// The rollback deployment (`null` in a dry run, or when one already runs).
     pub deployment_id: Option<String>,
-    /// What happened to each object the failed deployment rolled out.
-    pub objects: Vec<KeyPlan>,
+    /// The release the configuration points to again (the one before the failed deployment).
+    pub release: Release,
+    /// The failed release's object states the next release may not bring back (key → version,
+    /// `null` for a removal) until they are fixed.
+    pub withdrawn: BTreeMap<String, Option<String>>,
 }
 
 /// A service whose work failed (other services are still processed).

@@ -53,8 +53,12 @@ fn s3_rules() -> Vec<Rule> {
                 )
                 .build()
         }),
-        mock!(aws_sdk_s3::Client::head_object)
-            .then_output(|| HeadObjectOutput::builder().version_id("v2").build()),
+        mock!(aws_sdk_s3::Client::head_object).then_output(|| {
+            HeadObjectOutput::builder()
+                .version_id("v2")
+                .content_length(30)
+                .build()
+        }),
         mock!(aws_sdk_s3::Client::put_object).then_output(|| PutObjectOutput::builder().build()),
         mock!(aws_sdk_s3::Client::delete_object).then_output(|| {
             aws_sdk_s3::operation::delete_object::DeleteObjectOutput::builder().build()

@@ -1,33 +1,39 @@
-//! Configuration objects from S3 into the web root.
+//! Configuration objects from S3 into the web root: the current release's exact versions.
 //!
 //! [`plan`] is the pure rule (listing + settings → files to write, or the reason to refuse);
-//! [`pull`] lists the prefix, downloads every planned object next to its target into a
-//! temporary file, checks its length, and only when every object is complete renames them
-//! all into place. A failed or truncated download leaves the web root as it was.
+//! [`pull`] reads the release pointer (`<prefix>.wikiops/release.json`, written by
+//! config-redeploy after it validated the objects) and downloads exactly the versions it
+//! names; before the first release (a fresh stack) it lists the prefix instead. Every object
+//! is read up to `MAX_CONFIG_BYTES` and checked with `shared::config_rules`, staged next to
+//! its target in a temporary file, and only when every object is complete and valid are they
+//! all renamed into place. A failed, truncated or refused object leaves the web root as it was.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use shared::Error;
+use shared::config_rules;
+use shared::release::{self, Pointer};
 
 use crate::settings::ConfigSource;
 
 /// The bookkeeping folder of the config-redeploy function, never copied.
-pub const BOOKKEEPING: &str = ".wikiops/";
+pub const BOOKKEEPING: &str = release::RESERVED_PREFIX;
 
-/// One object of the listing.
+/// One object of the listing (from the release, or from listing the prefix).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
     pub key: String,
-    pub size: i64,
+    /// The exact version to download (`None`: the latest, before the first release).
+    pub version_id: Option<String>,
 }
 
-/// One file to write: object `key` to `relative` under the web root.
+/// One file to write: object `key` (at `version_id`) to `relative` under the web root.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Planned {
     pub key: String,
+    pub version_id: Option<String>,
     pub relative: String,
-    pub size: i64,
 }
 
 /// Why a listing cannot be applied.
@@ -80,8 +86,8 @@ pub fn plan(source: &ConfigSource, listing: &[Listed]) -> Result<Vec<Planned>, R
         if let Some(rel) = relative_path(&source.prefix, &o.key)? {
             files.push(Planned {
                 key: o.key.clone(),
+                version_id: o.version_id.clone(),
                 relative: rel.to_string(),
-                size: o.size,
             });
         }
     }
@@ -102,6 +108,53 @@ pub struct Written {
     pub bytes: u64,
 }
 
+/// The current release of the prefix; `None` before the first one. An unreadable pointer is
+/// refused rather than guessed around.
+async fn pointer(s3: &aws_sdk_s3::Client, source: &ConfigSource) -> Result<Option<Pointer>, Error> {
+    let key = release::pointer_key(&source.prefix);
+    let out = match s3
+        .get_object()
+        .bucket(&source.bucket)
+        .key(&key)
+        .send()
+        .await
+    {
+        Ok(out) => out,
+        Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+        Err(e) => return Err(Error::aws("S3", "GetObject", e)),
+    };
+    let body = read_capped(out, &source.bucket, &key, source.max_bytes).await?;
+    serde_json::from_slice(&body).map(Some).map_err(|e| {
+        Error::Rejected(format!(
+            "the release pointer s3://{}/{key} is unreadable ({e}): no configuration installed",
+            source.bucket
+        ))
+    })
+}
+
+/// What to install: the current release's objects, or (no release yet) the latest objects.
+async fn listing(s3: &aws_sdk_s3::Client, source: &ConfigSource) -> Result<Vec<Listed>, Error> {
+    match pointer(s3, source).await? {
+        Some(p) => {
+            tracing::info!(released_at = %p.release.created_at, objects = p.release.objects.len(), "booting the current configuration release");
+            Ok(p.release
+                .objects
+                .into_iter()
+                .map(|(key, v)| Listed {
+                    key,
+                    version_id: Some(v),
+                })
+                .collect())
+        }
+        None => {
+            tracing::warn!(
+                "no configuration release yet (fresh stack): installing the latest objects, each checked"
+            );
+            list(s3, source).await
+        }
+    }
+}
+
 async fn list(s3: &aws_sdk_s3::Client, source: &ConfigSource) -> Result<Vec<Listed>, Error> {
     let mut out = Vec::new();
     let mut pages = s3
@@ -116,7 +169,7 @@ async fn list(s3: &aws_sdk_s3::Client, source: &ConfigSource) -> Result<Vec<List
             if let Some(key) = o.key() {
                 out.push(Listed {
                     key: key.to_string(),
-                    size: o.size().unwrap_or(0),
+                    version_id: None,
                 });
             }
         }
@@ -124,53 +177,90 @@ async fn list(s3: &aws_sdk_s3::Client, source: &ConfigSource) -> Result<Vec<List
     Ok(out)
 }
 
-/// Lists the prefix and plans the files, writing nothing (what `wiki-boot check` prints).
+/// Reads the release (or lists the prefix) and plans the files, writing nothing (what
+/// `wiki-boot check` prints).
 pub async fn plan_remote(
     s3: &aws_sdk_s3::Client,
     source: &ConfigSource,
 ) -> Result<Vec<Planned>, Error> {
-    let listing = list(s3, source).await?;
+    let listing = listing(s3, source).await?;
     Ok(plan(source, &listing)?)
 }
 
-/// Downloads one object completely, or fails naming it.
-async fn fetch(s3: &aws_sdk_s3::Client, bucket: &str, file: &Planned) -> Result<Vec<u8>, Error> {
+/// An object's body, read to its end but never more than `max` bytes; a body shorter than
+/// announced is `Partial`.
+async fn read_capped(
+    mut out: aws_sdk_s3::operation::get_object::GetObjectOutput,
+    bucket: &str,
+    key: &str,
+    max: u64,
+) -> Result<Vec<u8>, Error> {
+    let announced = out.content_length();
+    let too_large = |size: u64| {
+        Error::Rejected(format!(
+            "configuration object s3://{bucket}/{key} refused: {}",
+            config_rules::Problem::TooLarge { size, max }
+        ))
+    };
+    if let Some(n) = announced.filter(|n| u64::try_from(*n).unwrap_or(u64::MAX) > max) {
+        return Err(too_large(n as u64));
+    }
+    let mut body = Vec::with_capacity(announced.unwrap_or(0).clamp(0, 1 << 20) as usize);
+    while let Some(chunk) = out.body.next().await {
+        let chunk = chunk.map_err(|e| {
+            Error::Unreachable(format!(
+                "download of s3://{bucket}/{key} was cut short: {e}"
+            ))
+        })?;
+        body.extend_from_slice(&chunk);
+        if body.len() as u64 > max {
+            return Err(too_large(body.len() as u64));
+        }
+    }
+    let got = i64::try_from(body.len()).unwrap_or(i64::MAX);
+    if let Some(n) = announced.filter(|n| *n != got) {
+        return Err(Error::Partial(format!(
+            "s3://{bucket}/{key}: received {got} of {n} bytes"
+        )));
+    }
+    Ok(body)
+}
+
+/// Downloads one object (its planned version) completely and checks it, or fails naming it.
+async fn fetch(
+    s3: &aws_sdk_s3::Client,
+    source: &ConfigSource,
+    file: &Planned,
+) -> Result<Vec<u8>, Error> {
+    let bucket = source.bucket.as_str();
     let out = s3
         .get_object()
         .bucket(bucket)
         .key(&file.key)
+        .set_version_id(file.version_id.clone())
         .send()
         .await
         .map_err(|e| Error::aws("S3", "GetObject", e))?;
-    let announced = out.content_length();
-    let body = out.body.collect().await.map_err(|e| {
-        Error::Unreachable(format!(
-            "download of s3://{bucket}/{} was cut short: {e}",
-            file.key
-        ))
-    })?;
-    let body = body.into_bytes();
-    let got = i64::try_from(body.len()).unwrap_or(i64::MAX);
-    if announced.is_some_and(|n| n != got) {
-        let n = announced.unwrap_or_default();
-        return Err(Error::Partial(format!(
-            "s3://{bucket}/{}: received {got} of {n} bytes",
+    let body = read_capped(out, bucket, &file.key, source.max_bytes).await?;
+    if let Some(problem) = config_rules::check_body(&file.key, &body, source.max_bytes) {
+        return Err(Error::Rejected(format!(
+            "configuration object s3://{bucket}/{} refused: {problem}",
             file.key
         )));
     }
-    Ok(body.to_vec())
+    Ok(body)
 }
 
 const ATTEMPTS: u32 = 3;
 
 async fn fetch_with_retries(
     s3: &aws_sdk_s3::Client,
-    bucket: &str,
+    source: &ConfigSource,
     file: &Planned,
 ) -> Result<Vec<u8>, Error> {
     let mut attempt = 1;
     loop {
-        match fetch(s3, bucket, file).await {
+        match fetch(s3, source, file).await {
             Ok(b) => return Ok(b),
             // The SDK already retried the request itself; a body cut short is retried here.
             Err(e @ (Error::Unreachable(_) | Error::Partial(_))) if attempt < ATTEMPTS => {
@@ -197,12 +287,12 @@ fn stage(dir: &Path, body: &[u8]) -> std::io::Result<tempfile::NamedTempFile> {
     Ok(tmp)
 }
 
-/// Lists, plans, downloads and installs the configuration files. All or nothing.
+/// Reads the release, plans, downloads, checks and installs the configuration files. All or nothing.
 pub async fn pull(s3: &aws_sdk_s3::Client, source: &ConfigSource) -> Result<Vec<Written>, Error> {
     let files = plan_remote(s3, source).await?;
     let mut staged = Vec::with_capacity(files.len());
     for file in &files {
-        let body = fetch_with_retries(s3, &source.bucket, file).await?;
+        let body = fetch_with_retries(s3, source, file).await?;
         let target = source.web_root.join(&file.relative);
         let dir = target.parent().unwrap_or(&source.web_root).to_path_buf();
         std::fs::create_dir_all(&dir)
@@ -236,6 +326,7 @@ mod tests {
             prefix: prefix.into(),
             required: required.iter().map(|s| s.to_string()).collect(),
             web_root: "/var/www/html".into(),
+            max_bytes: config_rules::DEFAULT_MAX_CONFIG_BYTES,
         }
     }
 
@@ -243,7 +334,7 @@ mod tests {
         keys.iter()
             .map(|k| Listed {
                 key: k.to_string(),
-                size: 1,
+                version_id: Some(format!("v-{k}")),
             })
             .collect()
     }
@@ -263,6 +354,7 @@ mod tests {
         let rel: Vec<_> = got.iter().map(|f| f.relative.as_str()).collect();
         assert_eq!(rel, vec!["LocalSettings.php", "extra/Skin.php"]);
         assert_eq!(got[1].key, "wiki/extra/Skin.php");
+        assert_eq!(got[1].version_id.as_deref(), Some("v-wiki/extra/Skin.php"));
     }
 
     #[test]
@@ -316,7 +408,7 @@ mod tests {
         #[test]
         fn planned_paths_stay_inside(keys in prop::collection::vec("[a-z./\\\\]{0,12}", 0..12)) {
             let mut l = listed(&["p/LocalSettings.php"]);
-            l.extend(keys.iter().map(|k| Listed { key: format!("p/{k}"), size: 1 }));
+            l.extend(keys.iter().map(|k| Listed { key: format!("p/{k}"), version_id: None }));
             if let Ok(files) = plan(&source("p/", &["LocalSettings.php"]), &l) {
                 for f in files {
                     let joined = Path::new("/var/www/html").join(&f.relative);

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, SslOpts};
 use shared::Error;
+use shared::sql::{self, Escaping};
 
 use crate::settings::{Credentials, DbSettings};
 
@@ -190,29 +191,43 @@ pub const APP_PRIVILEGES: &str =
     "SELECT, INSERT, UPDATE, DELETE, CREATE TEMPORARY TABLES, LOCK TABLES";
 
 /// The statements that create the wiki's user (when missing; an existing user keeps its
-/// password, which secret-rotation owns) and grant it [`APP_PRIVILEGES`] on the database.
-/// Literals are quoted by the MySQL client library; the database name is a checked identifier.
-pub fn app_user_statements(db: &DbSettings) -> [String; 2] {
-    let quote = |s: &str| mysql_async::Value::from(s).as_sql(false);
-    let account = format!("{}@'%'", quote(&db.user));
-    [
+/// password, which secret-rotation owns) and grant it [`APP_PRIVILEGES`] on the database, for
+/// a session that reads literals with `escaping` (`shared::sql`, as secret-rotation does).
+/// A password with a control character has no portable spelling and is refused.
+pub fn app_user_statements(db: &DbSettings, escaping: Escaping) -> Result<[String; 2], Error> {
+    let password = sql::literal(&db.password, escaping).map_err(|e| {
+        Error::Rejected(format!(
+            "DB_PASSWORD cannot be written as an SQL literal: {e}"
+        ))
+    })?;
+    let account = format!("{}@'%'", sql::ident(&db.user));
+    Ok([
+        format!("CREATE USER IF NOT EXISTS {account} IDENTIFIED BY {password}"),
         format!(
-            "CREATE USER IF NOT EXISTS {account} IDENTIFIED BY {}",
-            quote(&db.password)
+            "GRANT {APP_PRIVILEGES} ON {}.* TO {account}",
+            sql::ident(&db.name)
         ),
-        format!(
-            "GRANT {APP_PRIVILEGES} ON `{}`.* TO {account}",
-            db.name.replace('`', "``")
-        ),
-    ]
+    ])
 }
 
 /// Creates the wiki's user if missing and grants its privileges (idempotent).
 pub async fn ensure_app_user(conn: &mut Conn, db: &DbSettings) -> Result<(), Error> {
-    for statement in app_user_statements(db) {
-        conn.query_drop(statement).await.map_err(db_error)?;
+    let mode: Option<String> = conn
+        .query_first("SELECT @@SESSION.sql_mode")
+        .await
+        .map_err(db_error)?;
+    let escaping = Escaping::for_sql_mode(mode.as_deref().unwrap_or_default());
+    for statement in app_user_statements(db, escaping)? {
+        // The server's message may quote the statement, and with it the password.
+        conn.query_drop(statement).await.map_err(|e| match db_error(e) {
+            Error::Database { code, .. } => Error::Database {
+                code,
+                message: "creating the wiki's database user failed (message withheld: it may quote the password)".into(),
+            },
+            other => other,
+        })?;
     }
-    tracing::info!(user = %db.user, privileges = APP_PRIVILEGES, "wiki database user ensured");
+    tracing::info!(user = %db.user, privileges = APP_PRIVILEGES, ?escaping, "wiki database user ensured");
     Ok(())
 }
 
@@ -261,21 +276,30 @@ mod tests {
             ("WIKI_SERVER", "https://w.example"),
             ("DB_HOST", "db"),
             ("DB_NAME", "wiki"),
-            ("DB_USER", "wi'ki"),
+            ("DB_USER", "wi'k`i"),
             ("DB_PASSWORD", "p'w\\x"),
             ("WIKI_SECRET_KEY", "k"),
             ("VPC_CIDR", "10.0.0.0/16"),
         ]);
         let s = crate::Settings::from_env(&env).unwrap();
-        let [create, grant] = app_user_statements(&s.db);
+        let [create, grant] = app_user_statements(&s.db, Escaping::Backslash).unwrap();
         assert_eq!(
             create,
-            "CREATE USER IF NOT EXISTS 'wi\\'ki'@'%' IDENTIFIED BY 'p\\'w\\\\x'"
+            "CREATE USER IF NOT EXISTS `wi'k``i`@'%' IDENTIFIED BY 'p''w\\\\x'"
         );
         assert_eq!(
             grant,
-            "GRANT SELECT, INSERT, UPDATE, DELETE, CREATE TEMPORARY TABLES, LOCK TABLES ON `wiki`.* TO 'wi\\'ki'@'%'"
+            "GRANT SELECT, INSERT, UPDATE, DELETE, CREATE TEMPORARY TABLES, LOCK TABLES ON `wiki`.* TO `wi'k``i`@'%'"
         );
+        let [create, _] = app_user_statements(&s.db, Escaping::NoBackslash).unwrap();
+        assert_eq!(
+            create,
+            "CREATE USER IF NOT EXISTS `wi'k``i`@'%' IDENTIFIED BY 'p''w\\x'"
+        );
+        let mut db = s.db.clone();
+        db.password = "pw-hidden\n".into();
+        let e = app_user_statements(&db, Escaping::Backslash).unwrap_err();
+        assert!(!e.to_string().contains("pw-hidden"), "{e}");
     }
 
     #[test]

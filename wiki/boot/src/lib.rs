@@ -148,7 +148,7 @@ async fn schema(settings: &Settings, env: &Env) -> Result<(), Error> {
         for step in steps {
             match step {
                 php::Step::Install => {
-                    let password = env.optional("WIKI_ADMIN_PASSWORD").unwrap_or_else(|| {
+                    let password = env.secret("WIKI_ADMIN_PASSWORD").unwrap_or_else(|| {
                         tracing::warn!(user = %settings.admin_user, "WIKI_ADMIN_PASSWORD is not set: the administrator gets a random password (reset it with maintenance/changePassword.php)");
                         format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
                     });

@@ -20,6 +20,8 @@ pub struct ConfigSource {
     pub required: Vec<String>,
     /// `WEB_ROOT` (default `/var/www/html`): MediaWiki's directory, where the objects are written.
     pub web_root: PathBuf,
+    /// `MAX_CONFIG_BYTES` (default 1 MiB, as config-redeploy's): the most read of one object.
+    pub max_bytes: u64,
 }
 
 /// A database user and its password. `Debug` never shows the password.
@@ -219,6 +221,10 @@ impl Settings {
             prefix: prefix(env)?,
             required,
             web_root,
+            max_bytes: env.parse_or(
+                "MAX_CONFIG_BYTES",
+                shared::config_rules::DEFAULT_MAX_CONFIG_BYTES,
+            )?,
         };
         let server = server(env)?;
         let db = DbSettings {
@@ -226,14 +232,14 @@ impl Settings {
             port: env.parse_or("DB_PORT", 3306u16)?,
             name: env.required("DB_NAME")?,
             user: env.required("DB_USER")?,
-            password: env.required("DB_PASSWORD")?,
+            password: env.required_secret("DB_PASSWORD")?,
             prefix: env.optional("DB_PREFIX").unwrap_or_default(),
             tls: env.flag("DB_TLS", true)?,
             ca_bundle: env.optional("DB_CA_BUNDLE").map(PathBuf::from),
             wait: seconds(env, "DB_WAIT_SECONDS", 180)?,
             admin: match (
                 env.optional("DB_ADMIN_USER"),
-                env.optional("DB_ADMIN_PASSWORD"),
+                env.secret("DB_ADMIN_PASSWORD"),
             ) {
                 (None, None) => None,
                 (Some(user), Some(password)) => Some(Credentials { user, password }),
@@ -260,7 +266,7 @@ impl Settings {
         }
         let vpc_cidr = cidr(env)?;
         for name in PHP_REQUIRED {
-            env.required(name)?;
+            env.required_secret(name)?;
         }
         let apache_command: Vec<String> = env
             .optional("APACHE_COMMAND")
@@ -445,6 +451,24 @@ mod tests {
         );
         let err = with(&[("DB_NAME", "wiki`; DROP")]).unwrap_err().to_string();
         assert!(err.contains("DB_NAME"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_never_trimmed() {
+        let s = with(&[
+            ("DB_PASSWORD", "  pw with spaces\t"),
+            ("DB_ADMIN_USER", " wikiadmin "),
+            ("DB_ADMIN_PASSWORD", " adm "),
+        ])
+        .unwrap();
+        assert_eq!(s.db.password, "  pw with spaces\t");
+        let admin = s.db.admin.unwrap();
+        assert_eq!(admin.password, " adm ");
+        assert_eq!(admin.user, "wikiadmin", "names are trimmed");
+        assert_eq!(
+            with(&[("DB_PASSWORD", "")]).unwrap_err(),
+            SettingsError::Missing("DB_PASSWORD".into())
+        );
     }
 
     #[test]

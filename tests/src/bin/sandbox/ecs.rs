@@ -435,6 +435,27 @@ impl Service {
         }
     }
 
+    /// Scale out: one more task of the current deployment, healthy, behind the serving one
+    /// (it boots whatever configuration release is current now). Returns its port.
+    pub async fn scale_out(&mut self, world: &World) -> Result<u16, String> {
+        let task = self.start_task(world, Duration::from_secs(60)).await?;
+        let port = task.port;
+        self.tasks.insert(0, task);
+        Ok(port)
+    }
+
+    /// What ECS's circuit breaker does to a failed deployment: it starts its own rollback
+    /// deployment (the same task definition), so ECS no longer reports the failed one as the
+    /// PRIMARY in progress. Its tasks are not started here: config-redeploy's answer supersedes it.
+    pub async fn circuit_breaker_rollback(&mut self, world: &World) -> Result<String, String> {
+        let ecs = world.moto.ecs().await;
+        let id = shared::ecs::force_new_deployment(&ecs, CLUSTER, SERVICE)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.seen = Some(id.clone());
+        Ok(id)
+    }
+
     /// Stops every task.
     pub async fn stop(&mut self) {
         for t in self.tasks.drain(..) {

@@ -71,7 +71,11 @@ impl Sandbox {
     }
 
     async fn sitename(&self) -> Result<String, String> {
-        let mut http = Http::new(self.world.url());
+        self.sitename_at(self.world.url()).await
+    }
+
+    async fn sitename_at(&self, url: String) -> Result<String, String> {
+        let mut http = Http::new(url);
         let v = http
             .api_get(&[("action", "query"), ("meta", "siteinfo")])
             .await?;
@@ -170,9 +174,10 @@ impl Sandbox {
             "the wiki stopped answering during the failed deployment",
         )?;
         t.ok("the wiki kept answering from the old task");
-        t.info(
-            "ECS's circuit breaker emits SERVICE_DEPLOYMENT_FAILED (EventBridge → config-redeploy)",
-        );
+        let ecs_own = self.service.circuit_breaker_rollback(&self.world).await?;
+        t.info(&format!(
+            "ECS's circuit breaker starts its own rollback ({ecs_own}, same task definition) and emits SERVICE_DEPLOYMENT_FAILED (EventBridge → config-redeploy)"
+        ));
         let time = now_iso();
         let out = self
             .invoke(
@@ -216,6 +221,26 @@ impl Sandbox {
             format!("the same failure was rolled back twice: {again}"),
         )?;
         t.ok("the same failure event again rolls nothing back (no loops)");
+
+        t.section("1c. config-redeploy: a rejected upload never reaches a task");
+        let version = self.put_config(String::new()).await?;
+        t.info(&format!(
+            "PutObject of an empty LocalSettings.php → version {version}"
+        ));
+        let out = self.put_event(&version).await?;
+        t.info(&format!("config-redeploy answered {out}"));
+        ensure(
+            out["rejected"].as_array().is_some_and(|a| !a.is_empty())
+                && out["redeployed"].as_array().is_some_and(|a| a.is_empty()),
+            format!("the empty file was not refused: {out}"),
+        )?;
+        t.info("scale out: ECS starts one more task (it boots the current release)");
+        let port = self.service.scale_out(&self.world).await?;
+        let name = self.sitename_at(format!("http://127.0.0.1:{port}")).await?;
+        ensure(name == edited_name, format!("the new task serves {name:?}"))?;
+        t.ok(&format!(
+            "the new task serves the last release (site name {name:?}); the refused file reached no task"
+        ));
         Ok(())
     }
 

@@ -1,8 +1,16 @@
-//! What a configuration object must look like before it is rolled out.
+//! What a configuration object must look like before any task reads it: the one copy of the
+//! rules, used by config-redeploy (before it makes a release) and wiki-boot (before it installs
+//! a file). All pure.
+//!
+//! Not empty, at most `max` bytes, and a `.php` file begins with `<?php` (any case, then
+//! whitespace or the end: a BOM or a blank line before it is output and breaks MediaWiki's headers).
 
 use serde::Serialize;
 
-/// How many leading bytes of a `.php` file are read to check its opening tag.
+/// Default bound on a configuration object's size (`MAX_CONFIG_BYTES`): 1 MiB.
+pub const DEFAULT_MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// How many leading bytes of a `.php` file the opening-tag rule looks at.
 pub const HEADER_BYTES: u64 = 16;
 
 /// Why an object is refused.
@@ -47,7 +55,7 @@ pub fn opens_php(header: &[u8]) -> bool {
         && header.get(5).is_none_or(u8::is_ascii_whitespace)
 }
 
-/// Checks one object: its size, and for `.php` files the first bytes (`header`, when read).
+/// Checks one object from its size and, for `.php` files, its first bytes (`header`, when read).
 pub fn check(key: &str, size: u64, header: Option<&[u8]>, max: u64) -> Option<Problem> {
     if size == 0 {
         return Some(Problem::Empty);
@@ -59,6 +67,12 @@ pub fn check(key: &str, size: u64, header: Option<&[u8]>, max: u64) -> Option<Pr
         return Some(Problem::NotPhp);
     }
     None
+}
+
+/// Checks one object from its whole content.
+pub fn check_body(key: &str, body: &[u8], max: u64) -> Option<Problem> {
+    let header = &body[..body.len().min(HEADER_BYTES as usize)];
+    check(key, body.len() as u64, Some(header), max)
 }
 
 #[cfg(test)]
@@ -105,6 +119,20 @@ mod tests {
         assert_eq!(check("robots.txt", 10, None, 10), None);
     }
 
+    #[test]
+    fn whole_bodies() {
+        assert_eq!(check_body("a.php", b"", 10), Some(Problem::Empty));
+        assert_eq!(check_body("a.php", b"<?php echo 1;", 100), None);
+        assert_eq!(
+            check_body("a.php", b"\xEF\xBB\xBF<?php", 100),
+            Some(Problem::NotPhp)
+        );
+        assert_eq!(
+            check_body("logo.png", &[1; 11], 10),
+            Some(Problem::TooLarge { size: 11, max: 10 })
+        );
+    }
+
     proptest! {
         #[test]
         fn an_accepted_object_is_never_empty_oversized_or_bad_php(
@@ -117,6 +145,17 @@ mod tests {
                 prop_assert!(size > 0 && size <= max);
                 prop_assert!(!is_php(&key) || header[..5].eq_ignore_ascii_case(b"<?php"));
             }
+        }
+
+        /// Judging a body by its first bytes and size is judging the whole body.
+        #[test]
+        fn a_body_is_judged_like_its_size_and_header(
+            key in "[a-z]{1,5}(\\.php|\\.txt)",
+            body in proptest::collection::vec(any::<u8>(), 0..40),
+            max in 1u64..50,
+        ) {
+            let header = &body[..body.len().min(HEADER_BYTES as usize)];
+            prop_assert_eq!(check_body(&key, &body, max), check(&key, body.len() as u64, Some(header), max));
         }
     }
 }
