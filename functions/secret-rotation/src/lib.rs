@@ -3,12 +3,14 @@
 //!
 //! - [`event`]: the rotation event; [`settings`]: the environment;
 //! - [`secret`]: the database secret JSON (values never printed);
+//! - [`failure`]: every failure cause, with its `errorType`, next step and metric;
 //! - [`plan`]: the pure rules (contract checks, user names, the SQL that copies an account);
 //! - [`sql`]: literals, statements that hide their secret, `SHOW GRANTS` rows;
 //! - [`db`], [`secrets`]: the adapters; [`steps`]: the four steps.
 
 pub mod db;
 pub mod event;
+pub mod failure;
 pub mod plan;
 pub mod secret;
 pub mod secrets;
@@ -36,8 +38,17 @@ impl Clients {
     }
 }
 
-/// Handles one rotation event.
+/// Handles one rotation event; a failure also counts `RotationFailed` with its cause (the
+/// `errorType`) as the metric's `Cause` dimension.
 pub async fn handler(clients: &Clients, event: LambdaEvent<Value>) -> Result<Value, shared::Error> {
+    let result = rotate(clients, event).await;
+    if let Err(e) = &result {
+        metrics::counter!("RotationFailed", "Cause" => e.error_type()).increment(1);
+    }
+    result
+}
+
+async fn rotate(clients: &Clients, event: LambdaEvent<Value>) -> Result<Value, shared::Error> {
     let event = event::RotationEvent::parse(event.payload)?;
     let settings = settings::Settings::from_env(&shared::Env::from_process())?;
     tracing::info!(

@@ -10,6 +10,7 @@ use shared::ecs::Redeployed;
 use crate::Clients;
 use crate::db::{self, ConnectOptions, DbError, Endpoint, MISSING_CURRENT_PASSWORD, Session};
 use crate::event::{RotationEvent, Step};
+use crate::failure::Cause;
 use crate::plan::{self, AWSCURRENT, AWSPENDING, AWSPREVIOUS, CreatePlan, FinishPlan, Gate, Which};
 use crate::secret::DbSecret;
 use crate::secrets;
@@ -233,12 +234,14 @@ async fn clone_accounts(
 /// Adds what was being done to a database error, keeping the server's code and message.
 fn with_context(e: DbError, what: &str) -> Error {
     match e {
-        DbError::LoginRefused { code, message } | DbError::Server { code, message } => {
-            Error::Database {
-                code,
-                message: format!("{message} ({what})"),
-            }
+        DbError::LoginRefused { code, message } => {
+            Cause::DbLoginRefused.error(format!("database error {code}: {message} ({what})"))
         }
+        DbError::Server { code, message } => Error::Database {
+            code,
+            message: format!("{message} ({what})"),
+        },
+        DbError::Named(cause, detail) => cause.error(format!("{detail} ({what})")),
         DbError::Unreachable(m) => Error::Unreachable(m),
     }
 }
