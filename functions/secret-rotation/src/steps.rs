@@ -52,7 +52,7 @@ fn endpoint(secret: &DbSecret) -> Result<Endpoint, Error> {
     Ok(Endpoint {
         host: secret
             .require_host()
-            .map_err(|e| Error::Rejected(e.to_string()))?
+            .map_err(|e| Cause::SecretMissingKey.error(e))?
             .to_string(),
         port: secret.port,
         tls: secret.ssl != Some(false),
@@ -134,7 +134,7 @@ async fn set(
     let options = ConnectOptions::load(settings.ca_bundle.as_deref(), settings.connect_timeout)?;
     match strategy {
         Strategy::Alternating => {
-            set_alternating(clients, event, &current, &pending, &options).await
+            set_alternating(clients, settings, event, &current, &pending, &options).await
         }
         Strategy::Single => set_single(clients, event, &current, &pending, &options).await,
     }
@@ -142,6 +142,7 @@ async fn set(
 
 async fn set_alternating(
     clients: &Clients,
+    settings: &Settings,
     event: &RotationEvent,
     current: &DbSecret,
     pending: &DbSecret,
@@ -150,21 +151,12 @@ async fn set_alternating(
     let master_arn = current.masterarn.as_deref().ok_or_else(|| {
         Error::Rejected("the alternating strategy needs `masterarn` in the secret".into())
     })?;
-    let master = secrets::require_db_secret(&clients.secretsmanager, master_arn, None, AWSCURRENT)
-        .await
-        .map_err(|e| match e {
-            Error::Rejected(m) => Error::Rejected(format!("master secret: {m}")),
-            other => other,
-        })?;
-    // A master secret that RDS manages holds only the user name and password: connect to
-    // the database of the secret being rotated.
-    let target = match &master.host {
-        Some(_) => endpoint(&master)?,
-        None => Endpoint {
-            tls: master.ssl.or(current.ssl) != Some(false),
-            ..endpoint(current)?
-        },
-    };
+    let master =
+        secrets::require_db_secret(&clients.secretsmanager, master_arn, None, AWSCURRENT).await?;
+    plan::check_not_protected(&pending.username, &master.username)?;
+    // A master secret that RDS manages holds only the user name and password: the rotated
+    // secret's endpoint, when it is the one the deployment pins.
+    let target = plan::master_endpoint(settings.db_endpoint.as_ref(), &master, current)?;
     let mut session = db::connect(&target, &master.username, &master.password, None, options)
         .await
         .map_err(|e| with_context(e, &format!("login as master user {}", master.username)))?;
