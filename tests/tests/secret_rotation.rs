@@ -1059,3 +1059,66 @@ async fn the_master_password_goes_only_to_the_pinned_endpoint() {
     );
     b.assert_logs_clean(&[&lambda, &unpinned]).await;
 }
+
+#[tokio::test]
+async fn set_secret_waits_while_a_deployment_from_before_the_change_still_runs() {
+    let b = bench(Strategy::Alternating).await;
+    let lambda = b.lambda().await;
+    let (_, original) = b.version("AWSCURRENT").await;
+    b.rotate(&lambda).await; // wiki_clone now exists and is AWSCURRENT; wiki is retired
+    // AWSCURRENT changes again (by hand) after the services' deployments were created: their
+    // tasks may still hold the retired user's credentials.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (v1, mut clone) = b.version("AWSCURRENT").await;
+    // (A new version, then AWSCURRENT moved to it: moto's PutSecretValue with AWSCURRENT
+    // leaves the label on the old version too.)
+    clone["note"] = json!("edited by hand");
+    let v2 =
+        b.sm.put_secret_value()
+            .secret_id(&b.secret_arn)
+            .secret_string(clone.to_string())
+            .version_stages("EDITED")
+            .send()
+            .await
+            .unwrap()
+            .version_id()
+            .unwrap()
+            .to_string();
+    for (stage, from) in [("AWSPENDING", None), ("AWSCURRENT", Some(&v2))] {
+        b.sm.update_secret_version_stage()
+            .secret_id(&b.secret_arn)
+            .version_stage(stage)
+            .remove_from_version_id(&v1)
+            .set_move_to_version_id(from.cloned())
+            .send()
+            .await
+            .unwrap();
+    }
+    let before = b.primaries().await;
+    let t = token();
+    b.start_rotation(&t).await;
+    b.step(&lambda, "create", &t).await;
+    let err = lambda.invoke(b.event("set", &t)).await.unwrap_err();
+    assert_eq!(err.error_type, "UserStillInUse", "{err}");
+    assert!(
+        err.error_message
+            .contains(&format!("deployment {}", before[0])),
+        "names the blocking deployment: {err}"
+    );
+    assert!(err.error_message.contains("wiki was not changed"), "{err}");
+    b.login(&original)
+        .await
+        .expect("the retired user was not changed");
+    // Once the services run deployments started after the change, the rotation proceeds.
+    for s in ["web", "jobs"] {
+        shared::ecs::force_new_deployment(&b.ecs, "wiki", s)
+            .await
+            .unwrap();
+    }
+    let out = b.step(&lambda, "set", &t).await;
+    assert_eq!(out["outcome"], "password_set", "{out}");
+    b.steps(&lambda, &t, &["test", "finish"]).await;
+    assert_eq!(b.version("AWSCURRENT").await.1["username"], "wiki");
+    assert_eq!(refused(b.login(&original).await.unwrap_err()), 1045);
+    b.assert_logs_clean(&[&lambda]).await;
+}

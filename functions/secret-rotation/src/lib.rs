@@ -6,11 +6,13 @@
 //! - [`failure`]: every failure cause, with its `errorType`, next step and metric;
 //! - [`plan`]: the pure rules (contract checks, user names, the SQL that copies an account);
 //! - [`sql`]: literals, statements that hide their secret, `SHOW GRANTS` rows;
+//! - [`in_use`]: whether running ECS tasks still use the user setSecret would change;
 //! - [`db`], [`secrets`]: the adapters; [`steps`]: the four steps.
 
 pub mod db;
 pub mod event;
 pub mod failure;
+pub mod in_use;
 pub mod plan;
 pub mod secret;
 pub mod secrets;
@@ -24,7 +26,8 @@ use serde_json::Value;
 /// The AWS clients, built once per process.
 pub struct Clients {
     pub secretsmanager: aws_sdk_secretsmanager::Client,
-    /// Used only by `finishSecret` (the redeploy): built on first use.
+    /// Used by `finishSecret` (the redeploy) and the alternating `setSecret` (tasks still using
+    /// the user it changes): built on first use.
     pub ecs: shared::aws::LazyClient<aws_sdk_ecs::Client>,
 }
 

@@ -11,6 +11,7 @@ use crate::Clients;
 use crate::db::{self, ConnectOptions, DbError, Endpoint, MISSING_CURRENT_PASSWORD, Session};
 use crate::event::{RotationEvent, Step};
 use crate::failure::Cause;
+use crate::in_use;
 use crate::plan::{self, AWSCURRENT, AWSPENDING, AWSPREVIOUS, CreatePlan, FinishPlan, Gate, Which};
 use crate::secret::DbSecret;
 use crate::secrets;
@@ -38,7 +39,7 @@ pub async fn run(
     }
     let detail = match event.step {
         Step::Create => create(clients, settings, event).await?,
-        Step::Set => set(clients, settings, event).await?,
+        Step::Set => set(clients, settings, event, &gate).await?,
         Step::Test => test(clients, settings, event).await?,
         Step::Finish => finish(clients, settings, event, &gate).await?,
     };
@@ -126,6 +127,7 @@ async fn set(
     clients: &Clients,
     settings: &Settings,
     event: &RotationEvent,
+    gate: &Gate,
 ) -> Result<Value, Error> {
     let current = current(clients, event).await?;
     let pending = pending(clients, event).await?;
@@ -134,10 +136,26 @@ async fn set(
     let options = ConnectOptions::load(settings.ca_bundle.as_deref(), settings.connect_timeout)?;
     match strategy {
         Strategy::Alternating => {
-            set_alternating(clients, settings, event, &current, &pending, &options).await
+            let Gate::Proceed { current: version } = gate else {
+                return Err(Error::Rejected("setSecret of a finished rotation".into()));
+            };
+            let retired = Retired {
+                user: &pending.username,
+                current_version: version,
+            };
+            set_alternating(
+                clients, settings, event, &current, &pending, retired, &options,
+            )
+            .await
         }
         Strategy::Single => set_single(clients, event, &current, &pending, &options).await,
     }
+}
+
+/// The user an alternating setSecret changes: the one the AWSCURRENT version retired.
+struct Retired<'a> {
+    user: &'a str,
+    current_version: &'a str,
 }
 
 async fn set_alternating(
@@ -146,6 +164,7 @@ async fn set_alternating(
     event: &RotationEvent,
     current: &DbSecret,
     pending: &DbSecret,
+    retired: Retired<'_>,
     options: &ConnectOptions,
 ) -> Result<Value, Error> {
     let master_arn = current.masterarn.as_deref().ok_or_else(|| {
@@ -160,7 +179,10 @@ async fn set_alternating(
     let mut session = db::connect(&target, &master.username, &master.password, None, options)
         .await
         .map_err(|e| with_context(e, &format!("login as master user {}", master.username)))?;
-    let result = clone_accounts(&mut session, current, pending, event.dry_run).await;
+    let result = match check_not_in_use(clients, settings, event, &retired, &mut session).await {
+        Ok(()) => clone_accounts(&mut session, current, pending, event.dry_run).await,
+        Err(e) => Err(e),
+    };
     session.close().await;
     let (accounts, statements) = result?;
     Ok(json!({
@@ -170,6 +192,54 @@ async fn set_alternating(
         "accounts": accounts,
         "statements": statements,
     }))
+}
+
+/// Fails with `UserStillInUse`, changing nothing, when a task of the `ECS_SERVICE` services may
+/// still log in as the retired user: it has an account and a deployment or task predates the
+/// AWSCURRENT version (see [`in_use`]). A user with no account yet is used by nobody.
+async fn check_not_in_use(
+    clients: &Clients,
+    settings: &Settings,
+    event: &RotationEvent,
+    retired: &Retired<'_>,
+    session: &mut Session,
+) -> Result<(), Error> {
+    let Some(cluster) = &settings.cluster else {
+        return Ok(());
+    };
+    if session.hosts_of(retired.user).await?.is_empty() {
+        return Ok(());
+    }
+    let version = retired.current_version;
+    let changed_at = secrets::version_created(&clients.secretsmanager, &event.secret_id, version)
+        .await?
+        .ok_or_else(|| {
+            Cause::UserStillInUse.error(format!(
+                "AWSCURRENT version {version} has no creation date to compare tasks with"
+            ))
+        })?;
+    let mut services = Vec::new();
+    for service in &settings.services {
+        services.push(in_use::observe(clients.ecs.get(), cluster, service).await?);
+    }
+    let found = in_use::blocker(&services, changed_at);
+    tracing::info!(
+        user = retired.user,
+        changed_at = %changed_at,
+        services = %serde_json::to_string(&services).unwrap_or_default(),
+        blocked = found.is_some(),
+        "checked the tasks that may still use the retired user"
+    );
+    match found {
+        None => Ok(()),
+        Some(b) => Err(Cause::UserStillInUse.error(format!(
+            "{b}, from before AWSCURRENT (version {version}) was created at {}, so it may still \
+             log in as {}; {} was not changed",
+            changed_at.to_rfc3339(),
+            retired.user,
+            retired.user
+        ))),
+    }
 }
 
 async fn clone_accounts(
