@@ -1,9 +1,11 @@
-//! A TCP listener that only counts who connects: the server a misdirected client would reach.
+//! A TCP listener that only counts who connects and never answers: the server a misdirected
+//! client would reach, or a database that accepts connections and then hangs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Counts the connections accepted on `127.0.0.1:port`; stops listening when dropped.
+/// Counts the connections accepted on `127.0.0.1:port` and keeps them open, silent; stops
+/// listening (and closes them) when dropped.
 pub struct CountingListener {
     pub port: u16,
     accepted: Arc<AtomicUsize>,
@@ -20,9 +22,10 @@ impl CountingListener {
         let accepted = Arc::new(AtomicUsize::new(0));
         let count = accepted.clone();
         let task = tokio::spawn(async move {
+            let mut open = Vec::new();
             while let Ok((sock, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
-                drop(sock);
+                open.push(sock);
             }
         });
         CountingListener {

@@ -1122,3 +1122,182 @@ async fn set_secret_waits_while_a_deployment_from_before_the_change_still_runs()
     assert_eq!(refused(b.login(&original).await.unwrap_err()), 1045);
     b.assert_logs_clean(&[&lambda]).await;
 }
+
+/// Invokes `step` and checks the failure's `errorType` and that its message says `says`.
+async fn fails_with(
+    b: &Bench,
+    lambda: &Lambda,
+    step: &str,
+    token: &str,
+    error_type: &str,
+    says: &str,
+) -> FunctionError {
+    let err = lambda
+        .invoke(b.event(step, token))
+        .await
+        .expect_err(error_type);
+    assert_eq!(err.error_type, error_type, "{err}");
+    assert!(err.error_message.contains(says), "{error_type}: {err}");
+    err
+}
+
+#[tokio::test]
+async fn every_failure_cause_is_named_against_the_real_binary() {
+    let b = bench(Strategy::Alternating).await;
+    let lambda = b.lambda().await;
+    let own_host = b
+        .lambda_with(&[
+            ("DB_ENDPOINT", None),
+            ("DB_CONNECT_TIMEOUT_SECONDS", Some("2")),
+        ])
+        .await;
+    let current = b.version("AWSCURRENT").await;
+    let t = token();
+    b.start_rotation(&t).await;
+    b.step(&lambda, "create", &t).await;
+    let put_master = |v: Value| {
+        let sm = b.sm.clone();
+        let arn = b.master_arn.clone();
+        async move {
+            sm.put_secret_value()
+                .secret_id(arn)
+                .secret_string(v.to_string())
+                .version_stages("AWSCURRENT")
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    let admin = |extra: Value| {
+        let mut m = json!({"username": b.db.admin_user, "password": b.db.admin_password});
+        if let (Value::Object(m), Value::Object(e)) = (&mut m, extra) {
+            m.extend(e);
+        }
+        m
+    };
+
+    // Network: DNS, a server that accepts and never answers (timeout).
+    put_master(admin(json!({"host": "db.invalid", "port": b.db.port}))).await;
+    fails_with(&b, &own_host, "set", &t, "DbHostNotFound", "db.invalid").await;
+    let silent = wikiops_tests::listener::CountingListener::start().await;
+    put_master(admin(json!({"host": "127.0.0.1", "port": silent.port}))).await;
+    fails_with(&b, &own_host, "set", &t, "DbTimeout", "security group").await;
+    // TLS: the certificate names localhost and 127.0.0.1, not the IPv6 form of the address.
+    put_master(admin(
+        json!({"host": "::ffff:127.0.0.1", "port": b.db.port}),
+    ))
+    .await;
+    fails_with(
+        &b,
+        &own_host,
+        "set",
+        &t,
+        "TlsHostnameMismatch",
+        "certificate",
+    )
+    .await;
+
+    // The master secret itself: a missing key, a wrong engine.
+    put_master(json!({"username": "admin"})).await;
+    fails_with(&b, &lambda, "set", &t, "SecretMissingKey", "`password`").await;
+    put_master(admin(json!({"engine": "postgres"}))).await;
+    fails_with(&b, &lambda, "set", &t, "SecretWrongEngine", "postgres").await;
+
+    // Privileges and plugins of the master user.
+    let mut root = b.db.admin().await;
+    for sql in [
+        "CREATE USER 'nocreate'@'%' IDENTIFIED BY 'Nocreate_pw.1'",
+        "GRANT SELECT ON mysql.* TO 'nocreate'@'%'",
+        "CREATE USER 'nogrant'@'%' IDENTIFIED BY 'Nogrant_pw.1'",
+        "GRANT SELECT ON mysql.* TO 'nogrant'@'%'",
+        "GRANT CREATE USER ON *.* TO 'nogrant'@'%'",
+        "GRANT SELECT, INSERT, UPDATE, DELETE, CREATE ON wiki.* TO 'nogrant'@'%'",
+        // PAM asks the client for its `dialog` plugin. (Not ed25519: mysql_common panics on it
+        // without its client_ed25519 feature; RDS MySQL has no ed25519.)
+        "INSTALL SONAME 'auth_pam'",
+        "CREATE USER 'pamadmin'@'%' IDENTIFIED VIA pam",
+    ] {
+        root.query_drop(sql).await.unwrap();
+    }
+    root.disconnect().await.unwrap();
+    put_master(json!({"username": "nocreate", "password": "Nocreate_pw.1"})).await;
+    fails_with(&b, &lambda, "set", &t, "MissingCreateUser", "CREATE USER").await;
+    put_master(json!({"username": "pamadmin", "password": "Pam_pw.1"})).await;
+    fails_with(&b, &lambda, "set", &t, "DbAuthPluginUnsupported", "plugin").await;
+    put_master(json!({"username": "nogrant", "password": "Nogrant_pw.1"})).await;
+    fails_with(&b, &lambda, "set", &t, "MissingGrantOption", "GRANT").await;
+    b.admin_query("DROP USER IF EXISTS 'wiki_clone'@'%'").await;
+
+    // The rotation's own state: a pending user that is not the expected one, another version
+    // staged AWSPENDING, the master user as the rotated user.
+    put_master(admin(json!({}))).await;
+    let mut odd = b.pending(&t).await;
+    odd["username"] = json!("someone_else");
+    b.sm.put_secret_value()
+        .secret_id(&b.secret_arn)
+        .client_request_token(&t)
+        .secret_string(odd.to_string())
+        .version_stages("AWSPENDING")
+        .send()
+        .await
+        .unwrap();
+    fails_with(
+        &b,
+        &lambda,
+        "set",
+        &t,
+        "PendingUserUnexpected",
+        "someone_else",
+    )
+    .await;
+    // A retry of an older rotation whose version is no longer AWSPENDING.
+    let stray =
+        b.sm.put_secret_value()
+            .secret_id(&b.secret_arn)
+            .secret_string(current.1.to_string())
+            .version_stages("OLDER")
+            .send()
+            .await
+            .unwrap()
+            .version_id()
+            .unwrap()
+            .to_string();
+    fails_with(&b, &lambda, "set", &stray, "PendingVersionConflict", &t).await;
+    assert_eq!(b.version("AWSCURRENT").await, current, "AWSCURRENT changed");
+    b.login(&current.1).await.expect("AWSCURRENT still logs in");
+    b.assert_logs_clean(&[&lambda, &own_host]).await;
+    for l in [&lambda, &own_host] {
+        for pw in ["Nocreate_pw.1", "Nogrant_pw.1", "Pam_pw.1"] {
+            assert!(!l.logs().contains(pw), "{pw} in the logs");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_master_user_is_never_rotated() {
+    let b = bench(Strategy::Alternating).await;
+    let lambda = b.lambda().await;
+    // A rotated secret that holds the master user: the other user would be <master>_clone.
+    let (_, mut current) = b.version("AWSCURRENT").await;
+    current["username"] = json!(b.db.admin_user);
+    current["password"] = json!(b.db.admin_password);
+    b.sm.put_secret_value()
+        .secret_id(&b.secret_arn)
+        .secret_string(current.to_string())
+        .send()
+        .await
+        .unwrap();
+    let t = token();
+    b.start_rotation(&t).await;
+    b.step(&lambda, "create", &t).await;
+    fails_with(&b, &lambda, "set", &t, "ProtectedUser", "master user").await;
+    let clone = format!("{}_clone", b.db.admin_user);
+    assert!(
+        b.admin_query(&format!(
+            "SELECT User FROM mysql.user WHERE User = '{clone}'"
+        ))
+        .await
+        .is_empty()
+    );
+    b.assert_logs_clean(&[&lambda]).await;
+}

@@ -235,6 +235,12 @@ fn classify(endpoint: &Endpoint, e: mysql_async::Error, statement: Option<&State
             Cause::DbAuthPluginUnsupported,
             format!("{endpoint}: the server asks for the authentication plugin {name}"),
         ),
+        E::Driver(D::CleartextPluginDisabled) => DbError::Named(
+            Cause::DbAuthPluginUnsupported,
+            format!(
+                "{endpoint}: the server asks for the authentication plugin mysql_clear_password"
+            ),
+        ),
         E::Driver(d) => DbError::Unreachable(format!("{endpoint}: {d}")),
         E::Url(_) => DbError::Unreachable(format!("{endpoint}: invalid connection options")),
         E::Other(o) => DbError::Unreachable(format!("{endpoint}: {o}")),
