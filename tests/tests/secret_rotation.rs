@@ -231,6 +231,33 @@ impl Bench {
         );
     }
 
+    /// Stores `value` as a new version of the rotated secret with `stage` and returns its id.
+    async fn put_version(&self, value: &Value, stage: &str) -> String {
+        self.sm
+            .put_secret_value()
+            .secret_id(&self.secret_arn)
+            .secret_string(value.to_string())
+            .version_stages(stage)
+            .send()
+            .await
+            .unwrap()
+            .version_id()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Replaces the master secret's value.
+    async fn put_master(&self, value: Value) {
+        self.sm
+            .put_secret_value()
+            .secret_id(&self.master_arn)
+            .secret_string(value.to_string())
+            .version_stages("AWSCURRENT")
+            .send()
+            .await
+            .unwrap();
+    }
+
     async fn step(&self, lambda: &Lambda, step: &str, token: &str) -> Value {
         lambda
             .invoke(self.event(step, token))
@@ -810,20 +837,8 @@ async fn failures_are_clear_and_leave_awscurrent_working() {
     b.step(&lambda, "create", &t).await;
 
     // Wrong master password: the server's code and message.
-    let put_master = |v: Value| {
-        let sm = b.sm.clone();
-        let arn = b.master_arn.clone();
-        async move {
-            sm.put_secret_value()
-                .secret_id(arn)
-                .secret_string(v.to_string())
-                .version_stages("AWSCURRENT")
-                .send()
-                .await
-                .unwrap();
-        }
-    };
-    put_master(json!({"username": "admin", "password": "not-the-master-pw"})).await;
+    b.put_master(json!({"username": "admin", "password": "not-the-master-pw"}))
+        .await;
     let err = lambda.invoke(b.event("set", &t)).await.unwrap_err();
     assert_eq!(err.error_type, "DbLoginRefused", "{err}");
     assert!(
@@ -849,7 +864,7 @@ async fn failures_are_clear_and_leave_awscurrent_working() {
     // DB_ENDPOINT the master secret's own host is where the master login goes).
     let own_host = b.lambda_with(&[("DB_ENDPOINT", None)]).await;
     let closed = wikiops_tests::free_port();
-    put_master(json!({"username": "admin", "password": b.db.admin_password, "host": "127.0.0.1", "port": closed})).await;
+    b.put_master(json!({"username": "admin", "password": b.db.admin_password, "host": "127.0.0.1", "port": closed})).await;
     let err = lambda.invoke(b.event("set", &t)).await.unwrap_err();
     assert_eq!(err.error_type, "EndpointMismatch", "DB_ENDPOINT set: {err}");
     let lambda = own_host;
@@ -865,7 +880,8 @@ async fn failures_are_clear_and_leave_awscurrent_working() {
         "{err}"
     );
     assert_failed_safely(&b, &lambda, &err, &current).await;
-    put_master(json!({"username": "admin", "password": b.db.admin_password})).await;
+    b.put_master(json!({"username": "admin", "password": b.db.admin_password}))
+        .await;
 
     // A certificate that fails verification: another CA, or only the built-in roots.
     let other = wikiops_tests::tls::Ca::new("not the server's CA");
@@ -885,7 +901,7 @@ async fn failures_are_clear_and_leave_awscurrent_working() {
 
     // A server that does not offer TLS: an error, and the password never goes out in clear.
     let (port, received) = plaintext_only_server().await;
-    put_master(json!({"username": "admin", "password": b.db.admin_password, "host": "127.0.0.1", "port": port})).await;
+    b.put_master(json!({"username": "admin", "password": b.db.admin_password, "host": "127.0.0.1", "port": port})).await;
     let err = lambda.invoke(b.event("set", &t)).await.unwrap_err();
     assert_eq!(err.error_type, "TlsNotOffered", "{err}");
     assert!(err.error_message.contains("does not offer TLS"), "{err}");
@@ -898,7 +914,7 @@ async fn failures_are_clear_and_leave_awscurrent_working() {
     assert_failed_safely(&b, &lambda, &err, &current).await;
     // Only `"ssl": false` in the secret allows plaintext: then the login does go out.
     let (port, received) = plaintext_only_server().await;
-    put_master(json!({"username": "admin", "password": b.db.admin_password, "host": "127.0.0.1", "port": port, "ssl": false})).await;
+    b.put_master(json!({"username": "admin", "password": b.db.admin_password, "host": "127.0.0.1", "port": port, "ssl": false})).await;
     let err = lambda.invoke(b.event("set", &t)).await.unwrap_err();
     assert_eq!(err.error_type, "Unreachable", "{err}");
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -908,7 +924,7 @@ async fn failures_are_clear_and_leave_awscurrent_working() {
         "no plaintext login with ssl false: {sent:?} ({err})"
     );
     // A master secret with its own endpoint (what a SecretTargetAttachment adds) is used as is.
-    put_master(json!({"username": "admin", "password": b.db.admin_password, "host": "localhost", "port": b.db.port, "engine": "mariadb"})).await;
+    b.put_master(json!({"username": "admin", "password": b.db.admin_password, "host": "localhost", "port": b.db.port, "engine": "mariadb"})).await;
 
     // A bundle that is not there: a settings error naming the variable.
     let l = b
@@ -1073,17 +1089,7 @@ async fn set_secret_waits_while_a_deployment_from_before_the_change_still_runs()
     // (A new version, then AWSCURRENT moved to it: moto's PutSecretValue with AWSCURRENT
     // leaves the label on the old version too.)
     clone["note"] = json!("edited by hand");
-    let v2 =
-        b.sm.put_secret_value()
-            .secret_id(&b.secret_arn)
-            .secret_string(clone.to_string())
-            .version_stages("EDITED")
-            .send()
-            .await
-            .unwrap()
-            .version_id()
-            .unwrap()
-            .to_string();
+    let v2 = b.put_version(&clone, "EDITED").await;
     for (stage, from) in [("AWSPENDING", None), ("AWSCURRENT", Some(&v2))] {
         b.sm.update_secret_version_stage()
             .secret_id(&b.secret_arn)
@@ -1155,19 +1161,6 @@ async fn every_failure_cause_is_named_against_the_real_binary() {
     let t = token();
     b.start_rotation(&t).await;
     b.step(&lambda, "create", &t).await;
-    let put_master = |v: Value| {
-        let sm = b.sm.clone();
-        let arn = b.master_arn.clone();
-        async move {
-            sm.put_secret_value()
-                .secret_id(arn)
-                .secret_string(v.to_string())
-                .version_stages("AWSCURRENT")
-                .send()
-                .await
-                .unwrap();
-        }
-    };
     let admin = |extra: Value| {
         let mut m = json!({"username": b.db.admin_user, "password": b.db.admin_password});
         if let (Value::Object(m), Value::Object(e)) = (&mut m, extra) {
@@ -1177,13 +1170,15 @@ async fn every_failure_cause_is_named_against_the_real_binary() {
     };
 
     // Network: DNS, a server that accepts and never answers (timeout).
-    put_master(admin(json!({"host": "db.invalid", "port": b.db.port}))).await;
+    b.put_master(admin(json!({"host": "db.invalid", "port": b.db.port})))
+        .await;
     fails_with(&b, &own_host, "set", &t, "DbHostNotFound", "db.invalid").await;
     let silent = wikiops_tests::listener::CountingListener::start().await;
-    put_master(admin(json!({"host": "127.0.0.1", "port": silent.port}))).await;
+    b.put_master(admin(json!({"host": "127.0.0.1", "port": silent.port})))
+        .await;
     fails_with(&b, &own_host, "set", &t, "DbTimeout", "security group").await;
     // TLS: the certificate names localhost and 127.0.0.1, not the IPv6 form of the address.
-    put_master(admin(
+    b.put_master(admin(
         json!({"host": "::ffff:127.0.0.1", "port": b.db.port}),
     ))
     .await;
@@ -1198,9 +1193,9 @@ async fn every_failure_cause_is_named_against_the_real_binary() {
     .await;
 
     // The master secret itself: a missing key, a wrong engine.
-    put_master(json!({"username": "admin"})).await;
+    b.put_master(json!({"username": "admin"})).await;
     fails_with(&b, &lambda, "set", &t, "SecretMissingKey", "`password`").await;
-    put_master(admin(json!({"engine": "postgres"}))).await;
+    b.put_master(admin(json!({"engine": "postgres"}))).await;
     fails_with(&b, &lambda, "set", &t, "SecretWrongEngine", "postgres").await;
 
     // Privileges and plugins of the master user.
@@ -1220,17 +1215,20 @@ async fn every_failure_cause_is_named_against_the_real_binary() {
         root.query_drop(sql).await.unwrap();
     }
     root.disconnect().await.unwrap();
-    put_master(json!({"username": "nocreate", "password": "Nocreate_pw.1"})).await;
+    b.put_master(json!({"username": "nocreate", "password": "Nocreate_pw.1"}))
+        .await;
     fails_with(&b, &lambda, "set", &t, "MissingCreateUser", "CREATE USER").await;
-    put_master(json!({"username": "pamadmin", "password": "Pam_pw.1"})).await;
+    b.put_master(json!({"username": "pamadmin", "password": "Pam_pw.1"}))
+        .await;
     fails_with(&b, &lambda, "set", &t, "DbAuthPluginUnsupported", "plugin").await;
-    put_master(json!({"username": "nogrant", "password": "Nogrant_pw.1"})).await;
+    b.put_master(json!({"username": "nogrant", "password": "Nogrant_pw.1"}))
+        .await;
     fails_with(&b, &lambda, "set", &t, "MissingGrantOption", "GRANT").await;
     b.admin_query("DROP USER IF EXISTS 'wiki_clone'@'%'").await;
 
     // The rotation's own state: a pending user that is not the expected one, another version
     // staged AWSPENDING, the master user as the rotated user.
-    put_master(admin(json!({}))).await;
+    b.put_master(admin(json!({}))).await;
     let mut odd = b.pending(&t).await;
     odd["username"] = json!("someone_else");
     b.sm.put_secret_value()
@@ -1251,17 +1249,7 @@ async fn every_failure_cause_is_named_against_the_real_binary() {
     )
     .await;
     // A retry of an older rotation whose version is no longer AWSPENDING.
-    let stray =
-        b.sm.put_secret_value()
-            .secret_id(&b.secret_arn)
-            .secret_string(current.1.to_string())
-            .version_stages("OLDER")
-            .send()
-            .await
-            .unwrap()
-            .version_id()
-            .unwrap()
-            .to_string();
+    let stray = b.put_version(&current.1, "OLDER").await;
     fails_with(&b, &lambda, "set", &stray, "PendingVersionConflict", &t).await;
     assert_eq!(b.version("AWSCURRENT").await, current, "AWSCURRENT changed");
     b.login(&current.1).await.expect("AWSCURRENT still logs in");
