@@ -284,7 +284,22 @@ pub async fn connect(
                 ),
             ));
         }
-        Ok(r) => r.map_err(|e| classify(endpoint, e, None))?,
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            return Err(match classify(endpoint, e, None) {
+                DbError::Named(Cause::TlsUntrusted, detail) => {
+                    let needed = crate::tls_probe::needed_ca(endpoint, options.timeout).await;
+                    DbError::Named(
+                        Cause::TlsUntrusted,
+                        match needed {
+                            Some(ca) => format!("{detail}; the certificate needs the CA {ca}"),
+                            None => detail,
+                        },
+                    )
+                }
+                other => other,
+            });
+        }
     };
     let mut session = Session {
         conn,

@@ -7,7 +7,8 @@
 //! - [`plan`]: the pure rules (contract checks, user names, the SQL that copies an account);
 //! - [`sql`]: literals, statements that hide their secret, `SHOW GRANTS` rows;
 //! - [`in_use`]: whether running ECS tasks still use the user setSecret would change;
-//! - [`db`], [`secrets`]: the adapters; [`steps`]: the four steps.
+//! - [`db`], [`secrets`]: the adapters; [`steps`]: the four steps;
+//! - [`tls_probe`]: which CA an untrusted database certificate needs (for the message).
 
 pub mod db;
 pub mod event;
@@ -19,6 +20,7 @@ pub mod secrets;
 pub mod settings;
 pub mod sql;
 pub mod steps;
+pub mod tls_probe;
 
 use lambda_runtime::LambdaEvent;
 use serde_json::Value;
