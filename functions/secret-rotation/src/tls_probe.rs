@@ -66,6 +66,10 @@ pub fn issuer(cert: &[u8]) -> Option<String> {
     Some(parts.join(", "))
 }
 
+type Signature = Result<HandshakeSignatureValid, rustls::Error>;
+
+const NOT_VERIFIED: Signature = Err(rustls::Error::HandshakeNotComplete);
+
 /// Records the presented chain and refuses it.
 #[derive(Debug)]
 struct Recorder {
@@ -89,13 +93,14 @@ impl ServerCertVerifier for Recorder {
         Err(rustls::Error::General("chain recorded".into()))
     }
 
+    // Never reached: the handshake stops at the certificate.
     fn verify_tls12_signature(
         &self,
         _: &[u8],
         _: &CertificateDer<'_>,
         _: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("not verified".into()))
+        NOT_VERIFIED
     }
 
     fn verify_tls13_signature(
@@ -103,8 +108,8 @@ impl ServerCertVerifier for Recorder {
         _: &[u8],
         _: &CertificateDer<'_>,
         _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("not verified".into()))
+    ) -> Signature {
+        NOT_VERIFIED
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
