@@ -1072,6 +1072,15 @@ async fn the_master_password_goes_only_to_the_pinned_endpoint() {
         0,
         "the master login went to the rogue server"
     );
+    // One EMF metric per cause: RotationFailed with the dimension Cause.
+    let emf = lambda
+        .logs()
+        .lines()
+        .find(|l| l.contains("\"RotationFailed\":"))
+        .map(str::to_string)
+        .expect("a RotationFailed metric");
+    assert!(emf.contains("\"Cause\":\"EndpointMismatch\""), "{emf}");
+    assert!(emf.contains("[\"Function\",\"Cause\"]"), "{emf}");
     assert_eq!(b.version("AWSCURRENT").await, redirected_version);
     assert!(
         b.admin_query("SELECT User FROM mysql.user WHERE User = 'wiki_clone'")
