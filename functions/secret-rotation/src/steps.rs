@@ -367,7 +367,7 @@ async fn set_single(
             return Ok(done);
         }
     }
-    Err(Error::Rejected(format!(
+    Err(Cause::DbLoginRefused.error(format!(
         "user {} logs in with none of the stored passwords (tried {} and {unlabelled} unlabelled versions)",
         pending.username,
         refused.join(", ")
