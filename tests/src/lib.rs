@@ -20,6 +20,7 @@
 //! # }
 //! ```
 
+pub mod env_reads;
 pub mod events;
 pub mod http;
 pub mod https_proxy;
@@ -30,6 +31,7 @@ pub mod measure;
 pub mod moto;
 pub mod paths;
 pub mod rds_ca;
+pub mod taskdef;
 pub mod tls;
 pub mod wiki;
 

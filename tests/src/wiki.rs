@@ -11,14 +11,42 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// Where Debian's package keeps MediaWiki's code.
+/// Where Debian's package keeps MediaWiki's code (1.39 on Debian 12).
 pub const MEDIAWIKI: &str = "/usr/share/mediawiki";
+
+/// The MediaWiki the bench runs: `WIKIOPS_MEDIAWIKI` when set (e.g. 1.43, the image's line:
+/// `target/mediawiki-1.43/usr/share/mediawiki` from `scripts/fetch-mediawiki-1.43`), else
+/// Debian's package ([`MEDIAWIKI`]).
+pub fn mediawiki() -> PathBuf {
+    match std::env::var_os("WIKIOPS_MEDIAWIKI") {
+        Some(dir) if !dir.is_empty() => crate::paths::root().join(dir),
+        _ => PathBuf::from(MEDIAWIKI),
+    }
+}
 /// Apache's user and group on Debian (uid/gid 33, as on the EFS access point).
 pub const WWW_DATA: u32 = 33;
 
+/// The version of [`mediawiki()`]'s code (`MW_VERSION` in includes/Defines.php), e.g. `1.43.9`.
+pub fn mediawiki_version() -> Option<String> {
+    let defines = std::fs::read_to_string(mediawiki().join("includes/Defines.php")).ok()?;
+    defines.lines().find_map(|l| {
+        let rest = l.trim().strip_prefix("define( 'MW_VERSION', '")?;
+        Some(rest.split('\'').next()?.to_string())
+    })
+}
+
+/// The health check of the template's target group: siteinfo answers with the site's name.
+pub async fn healthy(port: u16) -> bool {
+    let mut http = crate::http::Http::new(format!("http://127.0.0.1:{port}"));
+    matches!(
+        http.api_get(&[("action", "query"), ("meta", "siteinfo")]).await,
+        Ok(v) if v["query"]["general"]["sitename"].is_string()
+    )
+}
+
 /// Whether Debian's MediaWiki, Apache and mod_php are installed.
 pub fn available() -> bool {
-    Path::new(MEDIAWIKI).join("index.php").exists() && php_module().is_some()
+    mediawiki().join("index.php").exists() && php_module().is_some()
 }
 
 /// The mod_php module of Debian's Apache.
@@ -37,9 +65,14 @@ pub fn php_module() -> Option<PathBuf> {
 /// A task's web root under `dir`: links to MediaWiki's code, `images/` linked to the shared
 /// `uploads` directory (the EFS mount) and a local `cache/`, both owned by www-data.
 pub fn web_root(dir: &Path, uploads: &Path) -> std::io::Result<PathBuf> {
+    web_root_of(&mediawiki(), dir, uploads)
+}
+
+/// [`web_root`] for the MediaWiki code in `code` (an upgrade runs two versions side by side).
+pub fn web_root_of(code: &Path, dir: &Path, uploads: &Path) -> std::io::Result<PathBuf> {
     let root = dir.join("html");
     std::fs::create_dir_all(&root)?;
-    for e in std::fs::read_dir(MEDIAWIKI)? {
+    for e in std::fs::read_dir(code)? {
         let e = e?;
         let name = e.file_name();
         if ["LocalSettings.php", "images", "cache"]
@@ -122,7 +155,7 @@ CustomLog /dev/stdout wikiops
         run = run.display(),
         root = root.display(),
         php = php.display(),
-        mediawiki = MEDIAWIKI,
+        mediawiki = mediawiki().display(),
         wikiops = wikiops.display(),
     );
     let p = dir.join("httpd.conf");

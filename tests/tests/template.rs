@@ -25,7 +25,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::Value;
-use wikiops_tests::paths;
+use wikiops_tests::{env_reads, paths, taskdef};
 
 // ---------------------------------------------------------------------------------------------
 // The contract's tables
@@ -666,16 +666,36 @@ fn resources(t: &Value) -> &serde_json::Map<String, Value> {
     t["Resources"].as_object().expect("Resources")
 }
 
-/// Binary name → logical id of its `AWS::Serverless::Function`.
+/// The Makefile's `build-<LogicalId>` targets (SAM's `BuildMethod: makefile`): logical id → the
+/// binary whose bootstrap the target copies (`$(call artifact,<binary>)`).
+fn makefile_artifacts() -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(paths::root().join("Makefile")).expect("read Makefile");
+    let mut out = BTreeMap::new();
+    let mut target: Option<String> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("build-") {
+            target = rest.split(':').next().map(str::to_string);
+        } else if let (Some(id), Some(call)) =
+            (&target, line.trim().strip_prefix("$(call artifact,"))
+        {
+            out.insert(id.clone(), call.trim_end_matches(')').to_string());
+            target = None;
+        }
+    }
+    out
+}
+
+/// Binary name → logical id of its `AWS::Serverless::Function` (through its Makefile target).
 fn template_functions() -> BTreeMap<String, String> {
+    let artifacts = makefile_artifacts();
     resources(&rendered().template)
         .iter()
         .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
-        .map(|(id, r)| {
-            let bin = r["Metadata"]["BuildProperties"]["Binary"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{id}: Metadata.BuildProperties.Binary missing"));
-            (bin.to_string(), id.clone())
+        .map(|(id, _)| {
+            let bin = artifacts
+                .get(id)
+                .unwrap_or_else(|| panic!("{id}: the Makefile has no build-{id} target"));
+            (bin.clone(), id.clone())
         })
         .collect()
 }
@@ -774,7 +794,7 @@ fn assert_policy_matches_declared(name: &str) {
     let functions = template_functions();
     let logical_id = functions
         .get(name)
-        .unwrap_or_else(|| panic!("template.yaml has no function with Binary: {name}"));
+        .unwrap_or_else(|| panic!("template.yaml has no function built from {name}"));
     let declared = declared_actions(name);
     assert!(
         !declared.is_empty(),
@@ -954,13 +974,17 @@ fn wiki_task_role_grants_exactly_what_wiki_boot_calls() {
         lower(&needed),
         "{task_role} vs the calls in wiki/boot/src"
     );
-    for td in ["SchemaTaskDefinition", "JobsTaskDefinition"] {
-        assert_eq!(
-            raw(td)["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0],
-            task_role,
-            "{td} runs wiki-boot with the wiki's task role"
-        );
-    }
+    // wiki/boot/iam-actions.txt lists IAM actions (the task role's), and says the same
+    assert_eq!(
+        lower(&declared_actions("wiki-boot")),
+        lower(&needed),
+        "wiki/boot/iam-actions.txt vs the calls in wiki/boot/src"
+    );
+    assert_eq!(
+        raw("JobsTaskDefinition")["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0],
+        task_role,
+        "the jobs task runs wiki-boot with the wiki's task role"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1139,9 +1163,35 @@ fn function_property<'a>(id: &str, key: &str) -> &'a Value {
 
 #[test]
 fn functions_build_with_cargo_lambda_for_arm64_and_log_json() {
-    for (bin, id) in template_functions() {
+    let functions = template_functions();
+    assert_eq!(
+        functions.len(),
+        makefile_artifacts().len(),
+        "every build- target of the Makefile builds a function of the template"
+    );
+    // One cargo invocation builds all four: the Makefile's FUNCTIONS names exactly them.
+    let makefile = std::fs::read_to_string(paths::root().join("Makefile")).expect("Makefile");
+    let listed: BTreeSet<&str> = makefile
+        .lines()
+        .find_map(|l| l.strip_prefix("FUNCTIONS := "))
+        .expect("Makefile: FUNCTIONS := …")
+        .split_whitespace()
+        .collect();
+    let bins: BTreeSet<&str> = functions.keys().map(String::as_str).collect();
+    assert_eq!(
+        listed, bins,
+        "Makefile FUNCTIONS = the template's functions"
+    );
+    // Built in the source tree (no copy of the workspace and its target/ per function).
+    let samconfig =
+        std::fs::read_to_string(paths::root().join("samconfig.toml")).expect("samconfig.toml");
+    assert!(
+        samconfig.contains("build_in_source = true"),
+        "samconfig.toml: build_in_source = true"
+    );
+    for (bin, id) in functions {
         let r = raw(&id);
-        assert_eq!(r["Metadata"]["BuildMethod"], "rust-cargolambda", "{id}");
+        assert_eq!(r["Metadata"]["BuildMethod"], "makefile", "{id}");
         assert_eq!(
             r["Properties"]["CodeUri"], ".",
             "{id}: CodeUri is the workspace root"
@@ -1302,63 +1352,36 @@ fn backup_lifecycle_outlives_every_kept_snapshot() {
 
 #[test]
 fn wiki_tasks_get_credentials_through_secrets_and_uploads_through_efs_iam() {
-    for id in [
-        "WikiTaskDefinition",
-        "SchemaTaskDefinition",
-        "JobsTaskDefinition",
-    ] {
+    for id in ["WikiTaskDefinition", "JobsTaskDefinition"] {
         let td = &raw(id)["Properties"];
         assert_ne!(
             td["ExecutionRoleArn"], td["TaskRoleArn"],
             "{id}: task and execution roles differ"
         );
-        let container = &td["ContainerDefinitions"][0];
-        for var in as_list(&container["Environment"]) {
-            let name = var["Name"].as_str().expect("name").to_ascii_uppercase();
-            assert!(
-                !["PASSWORD", "SECRET", "TOKEN", "_KEY", "_USER"]
-                    .iter()
-                    .any(|w| name.contains(w)),
-                "{id}: {name} is a plaintext environment variable; use secrets/valueFrom"
+        for container in taskdef::containers(raw(id)) {
+            let name = &container["Name"];
+            for var in taskdef::environment(container) {
+                let upper = var.to_ascii_uppercase();
+                assert!(
+                    !["PASSWORD", "SECRET", "TOKEN", "_KEY", "_USER"]
+                        .iter()
+                        .any(|w| upper.contains(w)),
+                    "{id}/{name}: {var} is a plaintext environment variable; use secrets/valueFrom"
+                );
+            }
+            let secrets = taskdef::secret_names(container);
+            for s in ["DB_USER", "DB_PASSWORD", "WIKI_SECRET_KEY"] {
+                assert!(secrets.contains(s), "{id}/{name}: {s} not in secrets");
+            }
+            assert_eq!(
+                container["Image"],
+                serde_json::json!({"Ref": "ImageUri"}),
+                "{id}/{name} runs the wiki's image"
             );
         }
-        let secrets: Vec<String> = as_list(&container["Secrets"])
-            .iter()
-            .map(|s| s["Name"].as_str().expect("name").to_string())
-            .collect();
-        for s in ["DB_USER", "DB_PASSWORD", "WIKI_SECRET_KEY"] {
-            assert!(secrets.contains(&s.to_string()), "{id}: {s} not in secrets");
-        }
-        // what wiki-boot requires (wiki/README.md)
-        let env: Vec<String> = as_list(&container["Environment"])
-            .iter()
-            .map(|v| v["Name"].as_str().expect("name").to_string())
-            .collect();
-        for v in [
-            "CONFIG_BUCKET",
-            "CONFIG_PREFIX",
-            "WIKI_SERVER",
-            "VPC_CIDR",
-            "DB_HOST",
-            "DB_NAME",
-        ] {
-            assert!(env.iter().any(|e| e == v), "{id}: {v} is not set");
-        }
     }
-    assert_eq!(
-        raw("JobsTaskDefinition")["Properties"]["ContainerDefinitions"][0]["Command"],
-        serde_json::json!(["wiki-boot", "jobs"])
-    );
-    let schema = &raw("SchemaTaskDefinition")["Properties"]["ContainerDefinitions"][0];
-    assert_eq!(
-        schema["Command"],
-        serde_json::json!(["wiki-boot", "schema"])
-    );
-    assert_eq!(
-        raw("SchemaTaskDefinition")["Properties"]["ContainerDefinitions"][0]["Image"],
-        raw("WikiTaskDefinition")["Properties"]["ContainerDefinitions"][0]["Image"],
-        "the schema task runs the wiki's image"
-    );
+    let jobs = taskdef::container(raw("JobsTaskDefinition"), "wiki").expect("jobs container");
+    assert_eq!(jobs["Command"], serde_json::json!(["wiki-boot", "jobs"]));
     let wiki = &raw("WikiTaskDefinition")["Properties"];
     let volume = &wiki["Volumes"][0]["EFSVolumeConfiguration"];
     assert_eq!(volume["TransitEncryption"], "ENABLED");
@@ -1367,8 +1390,9 @@ fn wiki_tasks_get_credentials_through_secrets_and_uploads_through_efs_iam() {
         volume["AuthorizationConfig"]["AccessPointId"]["Ref"],
         "WikiAccessPoint"
     );
+    let web = taskdef::container(raw("WikiTaskDefinition"), "wiki").expect("web container");
     assert_eq!(
-        wiki["ContainerDefinitions"][0]["MountPoints"][0]["ContainerPath"],
+        web["MountPoints"][0]["ContainerPath"],
         "/var/www/html/images"
     );
     for ap in ["WikiAccessPoint", "BackupAccessPoint"] {
@@ -1387,15 +1411,6 @@ fn wiki_tasks_get_credentials_through_secrets_and_uploads_through_efs_iam() {
     assert_eq!(
         raw("WikiTargetGroup")["Properties"]["HealthCheckPath"],
         "/api.php?action=query&meta=siteinfo&format=json"
-    );
-    let rule = &raw("SchemaOnDeployRule")["Properties"];
-    assert_eq!(
-        rule["EventPattern"]["detail"]["eventName"],
-        serde_json::json!(["SERVICE_DEPLOYMENT_IN_PROGRESS"])
-    );
-    assert_eq!(
-        rule["Targets"][0]["EcsParameters"]["TaskDefinitionArn"]["Ref"],
-        "SchemaTaskDefinition"
     );
 }
 
@@ -1464,4 +1479,467 @@ fn dashboard_body_is_json_once_substituted() {
         text.contains("SEARCH('{wikiops,Function}"),
         "the functions' EMF metrics (namespace wikiops, dimension Function) are on the dashboard"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// First contact in a real account: one deploy, schema before web, the review's findings
+// ---------------------------------------------------------------------------------------------
+
+/// The logical ids a `Resource` list names with `Ref`.
+fn refs(resources: &[Value]) -> BTreeSet<String> {
+    resources
+        .iter()
+        .filter_map(|r| r["Ref"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The secrets an execution role may read (logical ids).
+fn readable_secrets(role_id: &str) -> BTreeSet<String> {
+    let (_, grants) = grants_of_role(role_id);
+    grants
+        .iter()
+        .filter(|g| {
+            g.actions
+                .iter()
+                .any(|a| a == "secretsmanager:GetSecretValue")
+        })
+        .flat_map(|g| refs(&g.resources))
+        .collect()
+}
+
+#[test]
+fn one_deploy_and_no_saved_parameter_scales_the_wiki_to_zero() {
+    let t = &rendered().template;
+    assert!(
+        t["Parameters"]["DesiredTasks"].is_null(),
+        "no DesiredTasks: a value saved by `sam deploy --guided` would come back with every deploy"
+    );
+    for p in ["MinTasks", "MaxTasks"] {
+        assert!(
+            t["Parameters"][p]["MinValue"]
+                .as_u64()
+                .is_some_and(|n| n >= 1),
+            "{p} cannot be 0"
+        );
+    }
+    assert_eq!(
+        raw("WikiService")["Properties"]["DesiredCount"],
+        serde_json::json!({"Ref": "MinTasks"})
+    );
+    let samconfig = std::fs::read_to_string(paths::root().join("samconfig.toml")).unwrap();
+    for word in ["DesiredTasks", "MinTasks=0", "MinTasks = 0"] {
+        assert!(!samconfig.contains(word), "samconfig.toml mentions {word}");
+    }
+    // The README's deploy steps: build, deploy, nothing by hand in between.
+    let readme = std::fs::read_to_string(paths::root().join("README.md")).unwrap();
+    let deploy = readme
+        .split("\n## Deploy")
+        .nth(1)
+        .and_then(|s| s.split("\n### ").next())
+        .expect("README has a Deploy section");
+    for manual in ["aws s3 cp", "DesiredTasks=0", "publish-layer-version"] {
+        assert!(
+            !deploy.contains(manual),
+            "README Deploy still asks for {manual}"
+        );
+    }
+    assert!(
+        deploy.contains("scripts/push-image"),
+        "README Deploy: the image step"
+    );
+    // The seed: create-only, and only the example's key.
+    let (_, grants) = grants_of_role("WikiTaskRole");
+    let puts: Vec<&Grant> = grants
+        .iter()
+        .filter(|g| g.actions.iter().any(|a| a == "s3:PutObject"))
+        .collect();
+    assert_eq!(puts.len(), 1, "one PutObject grant");
+    let role = &resources(&rendered().template)["WikiTaskRole"]["Properties"];
+    let seed = as_list(&role["Policies"][0]["PolicyDocument"]["Statement"])
+        .into_iter()
+        .find(|st| as_list(&st["Action"]).iter().any(|a| a == "s3:PutObject"))
+        .expect("the seed statement");
+    assert_eq!(
+        seed["Condition"],
+        serde_json::json!({"StringEquals": {"s3:if-none-match": "*"}}),
+        "the task role may only create, never replace, a configuration object"
+    );
+    assert_eq!(
+        seed["Resource"]["Fn::Sub"],
+        "${ConfigBucket.Arn}/${ConfigPrefix}LocalSettings.php"
+    );
+    // The seed uploads every file of wiki/config; the grant names each one.
+    let examples: Vec<String> = std::fs::read_dir(paths::root().join("wiki/config"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        examples,
+        vec!["LocalSettings.php"],
+        "a new example file needs its key in the task role's SeedConfig grant"
+    );
+    // The image carries the example the seed uploads.
+    let dockerfile = std::fs::read_to_string(paths::root().join("wiki/Dockerfile")).unwrap();
+    assert!(dockerfile.contains("COPY wiki/config/ /usr/local/share/wikiops/config-example/"));
+    assert!(dockerfile.contains("CONFIG_SEED_DIR=/usr/local/share/wikiops/config-example"));
+}
+
+#[test]
+fn every_task_runs_its_schema_step_before_it_serves() {
+    let td = raw("WikiTaskDefinition");
+    let schema = taskdef::container(td, "schema").expect("a schema container");
+    let web = taskdef::container(td, "wiki").expect("the web container");
+    assert_eq!(
+        schema["Command"],
+        serde_json::json!(["wiki-boot", "schema"])
+    );
+    assert_eq!(
+        schema["Essential"], false,
+        "the schema step exits when done"
+    );
+    assert_eq!(web["Essential"], true);
+    assert_eq!(
+        web["DependsOn"],
+        serde_json::json!([{"ContainerName": "schema", "Condition": "SUCCESS"}]),
+        "the web container starts only after the schema step exited 0"
+    );
+    assert_eq!(
+        raw("WikiService")["Properties"]["LoadBalancers"][0]["ContainerName"],
+        "wiki"
+    );
+    // No schema task started from elsewhere (an EventBridge rule races the web tasks).
+    for (id, r) in resources(&rendered().template) {
+        assert_ne!(
+            r["Properties"]["Family"]["Fn::Sub"], "${AWS::StackName}-wiki-schema",
+            "{id}"
+        );
+        for target in as_list(&r["Properties"]["Targets"]) {
+            let task = &target["EcsParameters"]["TaskDefinitionArn"]["Ref"];
+            assert!(
+                task.is_null() || task == "JobsTaskDefinition",
+                "{id} starts {task}"
+            );
+        }
+    }
+    // The master user and the administrator's password reach the schema container only.
+    let privileged = ["DbMasterSecret", "WikiAdminPassword"];
+    for (id, r) in resources(&rendered().template) {
+        if r["Type"] != "AWS::ECS::TaskDefinition" {
+            continue;
+        }
+        let mut used = BTreeSet::new();
+        for c in taskdef::containers(r) {
+            let ids = taskdef::secret_ids(c);
+            if !(id == "WikiTaskDefinition" && c["Name"] == "schema") {
+                for p in privileged {
+                    assert!(!ids.contains(p), "{id}/{}: reads {p}", c["Name"]);
+                }
+            }
+            used.extend(ids);
+        }
+        // Each task definition has its own execution role, reading exactly its secrets.
+        let role = r["Properties"]["ExecutionRoleArn"]["Fn::GetAtt"][0]
+            .as_str()
+            .expect("an execution role of this template");
+        assert_eq!(
+            readable_secrets(role),
+            used,
+            "{id}: {role} reads exactly its task's secrets"
+        );
+    }
+    let roles: BTreeSet<String> = ["WikiTaskDefinition", "JobsTaskDefinition"]
+        .iter()
+        .map(|id| raw(id)["Properties"]["ExecutionRoleArn"].to_string())
+        .collect();
+    assert_eq!(roles.len(), 2, "one execution role per task definition");
+}
+
+#[test]
+fn the_rotation_test_at_schedule_creation_finds_the_wiki_user() {
+    let schedule = raw("DbSecretRotation");
+    assert_eq!(schedule["Properties"]["RotateImmediatelyOnUpdate"], false);
+    assert!(
+        as_list(&schedule["DependsOn"])
+            .iter()
+            .any(|d| d == "WikiService"),
+        "testSecret runs when the schedule is created: after the service, whose schema step creates the user"
+    );
+    // The user the secret names is the one the schema step creates (DB_USER from this secret).
+    let schema = taskdef::container(raw("WikiTaskDefinition"), "schema").unwrap();
+    assert!(taskdef::secret_ids(schema).contains("DbSecret"));
+}
+
+#[test]
+fn the_load_balancer_waits_for_the_gateway_and_talks_only_to_the_tasks() {
+    let alb = raw("LoadBalancer");
+    let handle = alb["DependsOn"]
+        .as_str()
+        .expect("LoadBalancer DependsOn one resource");
+    assert_eq!(
+        raw(handle)["Metadata"]["Attachment"]["Fn::If"][1]["Ref"],
+        "InternetGatewayAttachment",
+        "{handle} stands for the gateway attachment"
+    );
+    let sg = &raw("AlbSecurityGroup")["Properties"];
+    let egress = as_list(&sg["SecurityGroupEgress"]);
+    assert_eq!(
+        egress.len(),
+        1,
+        "a declared egress rule removes EC2's default allow-all"
+    );
+    assert_eq!(
+        egress[0]["CidrIp"], "127.0.0.1/32",
+        "the placeholder reaches nothing"
+    );
+    let mut to = Vec::new();
+    for r in resources(&rendered().template).values() {
+        if r["Type"] == "AWS::EC2::SecurityGroupEgress"
+            && r["Properties"]["GroupId"]["Ref"] == "AlbSecurityGroup"
+        {
+            to.push(r["Properties"]["DestinationSecurityGroupId"]["Ref"].clone());
+            assert_eq!(r["Properties"]["FromPort"], 80);
+        }
+    }
+    assert_eq!(to, vec![serde_json::json!("TaskSecurityGroup")]);
+}
+
+/// The number after `directive` in an Apache configuration (comment lines left out).
+fn apache_number(conf: &str, directive: &str) -> u64 {
+    conf.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(directive)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{directive} in wikiops.conf"))
+}
+
+#[test]
+fn apache_outlives_the_alb_idle_timeout_and_its_workers_fit_the_task() {
+    let conf = std::fs::read_to_string(paths::root().join("wiki/apache/wikiops.conf")).unwrap();
+    let idle: u64 = as_list(&raw("LoadBalancer")["Properties"]["LoadBalancerAttributes"])
+        .iter()
+        .find(|a| a["Key"] == "idle_timeout.timeout_seconds")
+        .and_then(|a| a["Value"].as_str()?.parse().ok())
+        .expect("the ALB's idle timeout");
+    let keep_alive = apache_number(&conf, "KeepAliveTimeout");
+    assert!(
+        keep_alive > idle,
+        "KeepAliveTimeout {keep_alive} must exceed the ALB's idle timeout {idle} (else 502s)"
+    );
+    let ini = std::fs::read_to_string(paths::root().join("wiki/php/wikiops.ini")).unwrap();
+    let limit_mib: u64 = ini
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("memory_limit = ")?
+                .strip_suffix('M')?
+                .parse()
+                .ok()
+        })
+        .expect("memory_limit = <n>M");
+    let workers = apache_number(&conf, "MaxRequestWorkers");
+    let task: u64 = rendered().template["Parameters"]["TaskMemory"]["Default"]
+        .as_u64()
+        .expect("TaskMemory default");
+    // OPcache's shared memory (128 MiB) and the parent, PHP's CLI-free container: 128 more.
+    assert!(
+        workers * limit_mib + 256 <= task,
+        "{workers} workers x {limit_mib} MiB + 256 MiB > {task} MiB"
+    );
+    assert!(apache_number(&conf, "ServerLimit") >= workers);
+}
+
+#[test]
+fn failed_schema_steps_and_jobs_runs_alert() {
+    let filter = &raw("WikiBootFailedMetric")["Properties"];
+    assert_eq!(filter["LogGroupName"]["Ref"], "WikiLogGroup");
+    let pattern = filter["FilterPattern"].as_str().unwrap().trim_matches('"');
+    let main = std::fs::read_to_string(paths::root().join("wiki/boot/src/main.rs")).unwrap();
+    assert!(
+        main.contains(&format!("\"{pattern}\"")),
+        "wiki-boot logs {pattern:?} when it fails"
+    );
+    let metric = &filter["MetricTransformations"][0];
+    let alarm = &raw("WikiBootFailedAlarm")["Properties"];
+    assert_eq!(alarm["MetricName"], metric["MetricName"]);
+    assert_eq!(alarm["Namespace"], metric["MetricNamespace"]);
+    assert_eq!(alarm["AlarmActions"][0]["Ref"], "AlertTopic");
+    let rule = &raw("JobsTaskFailedRule")["Properties"];
+    let detail = &rule["EventPattern"]["detail"];
+    assert_eq!(detail["lastStatus"], serde_json::json!(["STOPPED"]));
+    assert_eq!(
+        detail["group"][0]["Fn::Sub"],
+        "family:${AWS::StackName}-wiki-jobs"
+    );
+    assert_eq!(
+        detail["containers"]["exitCode"],
+        serde_json::json!([{"anything-but": 0}])
+    );
+    assert_eq!(rule["Targets"][0]["Arn"]["Ref"], "AlertTopic");
+}
+
+#[test]
+fn alerts_and_janitor_are_scoped_to_this_stack() {
+    let rotation = &raw("RotationFailedRule")["Properties"]["EventPattern"]["detail"];
+    assert_eq!(
+        rotation["additionalEventData"]["SecretId"],
+        serde_json::json!([{"Ref": "DbSecret"}])
+    );
+    let functions = template_functions();
+    let janitor = raw(&functions["taskdef-janitor"]);
+    let statements = as_list(&janitor["Properties"]["Policies"][0]["Statement"]);
+    let delete = statements
+        .iter()
+        .find(|st| {
+            as_list(&st["Action"])
+                .iter()
+                .any(|a| a == "ecs:DeleteTaskDefinitions")
+        })
+        .expect("the delete statement");
+    let choice = &delete["Resource"]["Fn::If"];
+    assert_eq!(choice[0], "HasJanitorPrefixes");
+    assert!(
+        choice[2]["Fn::Sub"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("task-definition/${AWS::StackName}-*:*")),
+        "without JanitorFamilyPrefixes, only this stack's families: {choice}"
+    );
+    assert_eq!(
+        janitor["Properties"]["Environment"]["Variables"]["FAMILY_PREFIXES"]["Fn::If"][2]["Fn::Sub"],
+        "${AWS::StackName}-"
+    );
+}
+
+#[test]
+fn the_database_follows_its_major_line_and_its_logs_expire() {
+    let db = &raw("Database")["Properties"];
+    let version = db["EngineVersion"].as_str().unwrap();
+    assert!(
+        version.split('.').count() == 2 && version.split('.').all(|p| p.parse::<u32>().is_ok()),
+        "EngineVersion {version}: the major line, not a minor RDS retires"
+    );
+    assert_eq!(db["AutoMinorVersionUpgrade"], true);
+    let family = raw("DbParameterGroup")["Properties"]["Family"]
+        .as_str()
+        .unwrap();
+    assert_eq!(family, format!("mysql{version}"));
+    let id = db["DBInstanceIdentifier"]["Fn::Sub"][0].as_str().unwrap();
+    let depends = as_list(&raw("Database")["DependsOn"]);
+    for log in as_list(&db["EnableCloudwatchLogsExports"]) {
+        let log = log.as_str().unwrap();
+        let group = resources(&rendered().template)
+            .iter()
+            .find(|(_, r)| {
+                r["Type"] == "AWS::Logs::LogGroup"
+                    && r["Properties"]["LogGroupName"]["Fn::Sub"][0]
+                        == format!("/aws/rds/instance/{id}/{log}")
+            })
+            .map(|(gid, r)| (gid.clone(), r))
+            .unwrap_or_else(|| panic!("no log group for RDS's {log} log"));
+        assert_eq!(
+            group.1["Properties"]["RetentionInDays"]["Ref"],
+            "LogRetentionDays"
+        );
+        assert!(
+            depends.iter().any(|d| d == group.0.as_str()),
+            "made before RDS writes to it"
+        );
+    }
+}
+
+#[test]
+fn a_certificate_needs_a_host_name() {
+    let rule = &rendered().template["Rules"]["CertificateNeedsHostname"];
+    assert_eq!(
+        rule["RuleCondition"],
+        serde_json::json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "CertificateArn"}, ""]}]})
+    );
+    assert_eq!(
+        rule["Assertions"][0]["Assert"],
+        serde_json::json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "WikiHostname"}, ""]}]})
+    );
+}
+
+/// Variables the platform sets: Lambda's runtime environment, ECS's task metadata and credentials.
+const LAMBDA_SETS: [&str; 4] = [
+    "AWS_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_LAMBDA_LOG_FORMAT",
+];
+const ECS_SETS: [&str; 2] = ["ECS_CONTAINER_METADATA_URI_V4", "AWS_REGION"];
+
+fn reads_of(dirs: &[&str]) -> env_reads::Reads {
+    let mut reads = env_reads::Reads::default();
+    for dir in dirs {
+        for f in rust_files(&paths::root().join(dir)) {
+            reads.merge(env_reads::rust(&std::fs::read_to_string(f).unwrap()));
+        }
+    }
+    reads
+}
+
+#[test]
+fn every_variable_a_program_requires_is_set_and_every_one_set_is_read() {
+    // The functions: their sources and the shared crate's.
+    for (bin, id) in template_functions() {
+        let own = reads_of(&[&format!("functions/{bin}/src")]);
+        let mut all = own.clone();
+        all.merge(reads_of(&["shared/src"]));
+        let set: BTreeSet<String> = raw(&id)["Properties"]["Environment"]["Variables"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for v in &set {
+            assert!(
+                all.all.contains(v),
+                "{bin}: the template sets {v}, which nothing reads"
+            );
+        }
+        for v in &own.required {
+            assert!(
+                set.contains(v) || LAMBDA_SETS.contains(&v.as_str()),
+                "{bin} requires {v}, which the template does not set"
+            );
+        }
+    }
+    // The containers: wiki-boot, LocalSettings.php and the Apache configuration read them; the
+    // image sets some (ENV), wiki-boot hands some to Apache and PHP.
+    let root = paths::root();
+    let mut reads = reads_of(&["wiki/boot/src", "shared/src"]);
+    let boot_required = reads_of(&["wiki/boot/src"]).required;
+    reads.merge(env_reads::php(
+        &std::fs::read_to_string(root.join("wiki/config/LocalSettings.php")).unwrap(),
+    ));
+    reads.merge(env_reads::apache(
+        &std::fs::read_to_string(root.join("wiki/apache/wikiops.conf")).unwrap(),
+    ));
+    let image =
+        env_reads::dockerfile_env(&std::fs::read_to_string(root.join("wiki/Dockerfile")).unwrap());
+    for v in &image {
+        assert!(
+            reads.all.contains(v),
+            "wiki/Dockerfile sets {v}, which nothing reads"
+        );
+    }
+    for (id, r) in resources(&rendered().template) {
+        if r["Type"] != "AWS::ECS::TaskDefinition" {
+            continue;
+        }
+        for c in taskdef::containers(r) {
+            let name = &c["Name"];
+            let mut set = taskdef::environment(c);
+            set.extend(taskdef::secret_names(c));
+            for v in &set {
+                assert!(
+                    reads.all.contains(v),
+                    "{id}/{name}: sets {v}, which nothing reads"
+                );
+            }
+            for v in &boot_required {
+                assert!(
+                    set.contains(v) || image.contains(v) || ECS_SETS.contains(&v.as_str()),
+                    "{id}/{name}: wiki-boot requires {v}, which neither the template nor the image sets"
+                );
+            }
+        }
+    }
 }

@@ -486,13 +486,7 @@ async fn bad_task_metadata_stops_before_apache() {
 
 #[tokio::test]
 async fn the_database_wait_is_bounded_and_verifies_tls() {
-    let (moto, db) = tokio::join!(Moto::start(), MariaDb::start());
-    bucket_with(
-        &moto,
-        "wiki-config",
-        &[("LocalSettings.php", LOCAL_SETTINGS)],
-    )
-    .await;
+    let (moto, db) = peers_with_example_config("wiki-config").await;
     let web = open_tempdir();
     let scratch = tempfile::tempdir().unwrap();
     let stub = apache_stub(scratch.path());
@@ -580,4 +574,145 @@ async fn the_database_wait_is_bounded_and_verifies_tls() {
         .unwrap();
     assert_eq!(free.flatten(), Some(1), "the schema lock was released");
     conn.disconnect().await.unwrap();
+}
+
+/// Every version (oldest last as S3 lists them) of `key`, and whether a delete marker is current.
+async fn versions_of(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> (Vec<String>, bool) {
+    let out = s3
+        .list_object_versions()
+        .bucket(bucket)
+        .prefix(key)
+        .send()
+        .await
+        .expect("ListObjectVersions");
+    let versions = out
+        .versions()
+        .iter()
+        .filter_map(|v| v.version_id().map(str::to_string))
+        .collect();
+    let deleted = out
+        .delete_markers()
+        .iter()
+        .any(|m| m.is_latest() == Some(true));
+    (versions, deleted)
+}
+
+async fn body_of(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
+    let out = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("GetObject");
+    out.body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn schema_seeds_the_example_into_a_fresh_prefix_once_and_never_again() {
+    let moto = Moto::start().await;
+    let s3 = moto.s3().await;
+    bucket_with(&moto, "wiki-config", &[]).await;
+    moto.versioned_bucket("wiki-config")
+        .await
+        .expect("versioning");
+    let examples = wikiops_tests::paths::root().join("wiki/config");
+    let key = "prod/LocalSettings.php";
+
+    // A fresh stack: two tasks' schema steps at once. The database is unreachable, so each
+    // stops after the seed and the pull; the seed is what is checked.
+    let web = [open_tempdir(), open_tempdir()];
+    let envs: Vec<_> = web
+        .iter()
+        .map(|w| {
+            let mut env = task_env(&moto, "wiki-config", "prod", w.path());
+            set(&mut env, "CONFIG_SEED_DIR", &examples.display().to_string());
+            set(&mut env, "DB_WAIT_SECONDS", "1");
+            env
+        })
+        .collect();
+    let (a, b) = tokio::join!(
+        run_boot(&["schema"], &envs[0], LONG),
+        run_boot(&["schema"], &envs[1], LONG)
+    );
+    for run in [&a, &b] {
+        assert!(
+            run.logs().contains("configuration pulled"),
+            "{}",
+            run.logs()
+        );
+    }
+    let (versions, _) = versions_of(&s3, "wiki-config", key).await;
+    assert_eq!(
+        versions.len(),
+        1,
+        "created once, however many tasks seed: {versions:?}"
+    );
+    assert_eq!(body_of(&s3, "wiki-config", key).await, LOCAL_SETTINGS);
+    assert!(
+        a.logs().contains("example configuration seeded")
+            ^ b.logs().contains("example configuration seeded"),
+        "exactly one task uploads:\n{}\n{}",
+        a.logs(),
+        b.logs()
+    );
+    for w in &web {
+        assert_eq!(
+            std::fs::read(w.path().join("LocalSettings.php")).unwrap(),
+            LOCAL_SETTINGS
+        );
+    }
+
+    // The operator's edit is never replaced by a later deployment's seed.
+    let edited = b"<?php // the operator's own\n";
+    s3.put_object()
+        .bucket("wiki-config")
+        .key(key)
+        .body(edited.to_vec().into())
+        .send()
+        .await
+        .expect("PutObject");
+    let run = run_boot(&["schema"], &envs[0], LONG).await;
+    assert!(
+        run.logs().contains("already used: no seed"),
+        "{}",
+        run.logs()
+    );
+    assert_eq!(body_of(&s3, "wiki-config", key).await, edited);
+    assert_eq!(versions_of(&s3, "wiki-config", key).await.0.len(), 2);
+
+    // Nor is a prefix the operator emptied on purpose filled again.
+    s3.delete_object()
+        .bucket("wiki-config")
+        .key(key)
+        .send()
+        .await
+        .expect("DeleteObject");
+    let run = run_boot(&["schema"], &envs[0], LONG).await;
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.logs().contains("already used: no seed"),
+        "{}",
+        run.logs()
+    );
+    assert!(run.logs().contains("is missing"), "{}", run.logs());
+    let (versions, deleted) = versions_of(&s3, "wiki-config", key).await;
+    assert_eq!((versions.len(), deleted), (2, true));
+
+    // serve and jobs never seed: only the schema step (the first container of a web task) does.
+    bucket_with(&moto, "fresh", &[]).await;
+    let mut env = task_env(&moto, "fresh", "prod", web[0].path());
+    set(&mut env, "CONFIG_SEED_DIR", &examples.display().to_string());
+    let run = run_boot(&[], &env, LONG).await;
+    assert_eq!(run.code, Some(1));
+    assert!(
+        versions_of(&s3, "fresh", key).await.0.is_empty(),
+        "{}",
+        run.logs()
+    );
 }

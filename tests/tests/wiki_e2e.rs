@@ -25,7 +25,6 @@ use wikiops_tests::http::{Http, Response, multipart};
 use wikiops_tests::{MariaDb, Moto};
 
 const LOCAL_SETTINGS: &[u8] = include_bytes!("../../wiki/config/LocalSettings.php");
-const MEDIAWIKI: &str = "/usr/share/mediawiki";
 const ADMIN_PASSWORD: &str = "e2e-Admin-pass-7f3c9a1d";
 const CLIENT_IP: &str = "203.0.113.7";
 const HOST: &str = "wiki.test";
@@ -36,7 +35,8 @@ const WWW_DATA: u32 = 33;
 fn web_root(dir: &Path) -> PathBuf {
     let root = dir.join("html");
     std::fs::create_dir(&root).unwrap();
-    for e in std::fs::read_dir(MEDIAWIKI).expect("Debian's mediawiki package is installed") {
+    let mediawiki = wikiops_tests::wiki::mediawiki();
+    for e in std::fs::read_dir(&mediawiki).expect("Debian's mediawiki package is installed") {
         let e = e.unwrap();
         let name = e.file_name();
         if ["LocalSettings.php", "images", "cache"]
@@ -279,6 +279,10 @@ async fn boot_installs_and_serves_a_real_mediawiki() {
         "$wgServer from WIKI_SERVER"
     );
     assert_eq!(general["maxuploadsize"], 100 * 1024 * 1024);
+    // the MediaWiki this run was given (Debian's 1.39, or WIKIOPS_MEDIAWIKI's, e.g. 1.43)
+    let version = wikiops_tests::wiki::mediawiki_version().expect("MW_VERSION");
+    assert_eq!(general["generator"], format!("MediaWiki {version}"));
+    eprintln!("wiki_e2e: {}", general["generator"]);
 
     // The client's address from X-Forwarded-For (the proxy is in VPC_CIDR).
     let me = c

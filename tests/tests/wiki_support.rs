@@ -1,4 +1,5 @@
-//! What the wiki tests share (included with `#[path]` by `wiki_boot.rs` and `wiki_e2e.rs`):
+//! What the wiki tests share (included with `#[path]` by `wiki_boot.rs`, `wiki_e2e.rs` and
+//! `wiki_upgrade.rs`):
 //! running the real `wiki-boot` binary as a container would, a stub of the ECS task metadata
 //! endpoint, and S3 arrangement in moto.
 #![allow(dead_code)]
@@ -11,7 +12,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use tokio::io::AsyncReadExt;
-use wikiops_tests::Moto;
+use wikiops_tests::{MariaDb, Moto};
 
 /// The task ARN and address the metadata stub reports.
 pub const TASK_ID: &str = "0f5b1c7e2d4a4f8e9b3c6d1a2e7f8091";
@@ -93,6 +94,17 @@ pub async fn bucket_with(moto: &Moto, bucket: &str, objects: &[(&str, &[u8])]) {
 }
 
 /// The settings a wiki task gets from the template (DB values are placeholders unless given).
+/// Moto and MariaDB, started together, with `bucket` holding the example LocalSettings.php at
+/// the bucket's root.
+pub async fn peers_with_example_config(bucket: &str) -> (Moto, MariaDb) {
+    let (moto, db) = tokio::join!(Moto::start(), MariaDb::start());
+    let settings =
+        std::fs::read(wikiops_tests::paths::root().join("wiki/config/LocalSettings.php"))
+            .expect("wiki/config/LocalSettings.php");
+    bucket_with(&moto, bucket, &[("LocalSettings.php", &settings)]).await;
+    (moto, db)
+}
+
 pub fn task_env(moto: &Moto, bucket: &str, prefix: &str, web_root: &Path) -> Vec<(String, String)> {
     let mut env = moto.env();
     env.extend(

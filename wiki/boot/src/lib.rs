@@ -4,8 +4,10 @@
 //!   identity from the ECS metadata endpoint ([`metadata`]), a bounded wait for the database
 //!   ([`db`]), then `exec` of Apache (`apache2-foreground`): Apache replaces this process, so
 //!   ECS's SIGTERM reaches it.
-//! - `schema`: configuration, database, a MySQL named lock, then MediaWiki's installer (no
-//!   tables yet) and `update.php --quick` ([`php`]). Run once per deployment as a one-off task.
+//! - `schema`: the example configuration into a prefix that never held any ([`seed`]), then
+//!   configuration, database, a MySQL named lock, MediaWiki's installer (no tables yet) and
+//!   `update.php --quick` ([`php`]). The first container of every web task; the web container
+//!   starts only once it exited 0.
 //! - `jobs`: configuration, database, then `runJobs.php` for a bounded time. Run on a schedule
 //!   (the web tasks run no jobs: `$wgJobRunRate = 0`).
 //! - `pull`: only the configuration step of `serve` (then exit 0): local runs, benchmarks.
@@ -19,6 +21,7 @@ pub mod config;
 pub mod db;
 pub mod metadata;
 pub mod php;
+pub mod seed;
 pub mod settings;
 
 use std::os::unix::process::CommandExt;
@@ -60,6 +63,12 @@ pub async fn run(command: Command, env: &Env) -> Result<(), Error> {
     let s3 = shared::aws::s3_client(&sdk, env)?;
     if command == Command::Check {
         return check(&s3, &settings).await;
+    }
+    if command == Command::Schema {
+        let dir = env
+            .optional("CONFIG_SEED_DIR")
+            .map(std::path::PathBuf::from);
+        seed::run(&s3, &settings.config, dir.as_ref()).await?;
     }
     let written = config::pull(&s3, &settings.config).await?;
     tracing::info!(

@@ -234,7 +234,7 @@ async fn main() {
         }
     }
     let rotation = cases::rotation_wall_time(&args.bin_dir, &moto, &db, args.runs).await;
-    let extra: Vec<(String, String)> = ["efs-backup", "taskdef-janitor"]
+    let extra: Vec<(String, String)> = ["efs-backup", "taskdef-janitor", "sam-build"]
         .iter()
         .filter_map(|n| {
             let suffix = if args.smoke { "-smoke" } else { "" };

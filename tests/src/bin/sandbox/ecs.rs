@@ -3,6 +3,11 @@
 //! new task from the task definition (secrets resolved from Secrets Manager, as the execution
 //! role would), wait for its health check, switch the load balancer to it and stop the old
 //! one. A task that never gets healthy fails the deployment, as the circuit breaker does.
+//!
+//! A task's containers start in the order their `dependsOn` gives ([`start_order`], pure): a
+//! container another one waits for with condition `SUCCESS` runs to completion first, and only
+//! an exit status of 0 lets the dependent start; anything else stops the task before it serves,
+//! as ECS does (the wiki's `schema` container before `wiki`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +25,8 @@ const DRAIN: Duration = Duration::from_secs(3);
 
 /// The target group's health check path (the template's).
 const HEALTH_CHECK: &str = "/api.php?action=query&meta=siteinfo&format=json";
+/// How long a `SUCCESS` dependency (the schema step: an install takes a minute here) may run.
+const DEPENDENCY_TIMEOUT: Duration = Duration::from_secs(900);
 /// Consecutive failed health checks that make a task unhealthy.
 const UNHEALTHY_THRESHOLD: u32 = 3;
 
@@ -59,6 +66,72 @@ pub enum Rollout {
     },
 }
 
+/// One container definition, as far as start order goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub essential: bool,
+    /// `(container, condition)` pairs of its `dependsOn`.
+    pub depends_on: Vec<(String, String)>,
+}
+
+/// How a task starts: containers run to completion (each must exit 0), then the one that serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartOrder {
+    pub run_to_success: Vec<String>,
+    pub serve: String,
+}
+
+/// Decides the start order of a task's containers: the one essential container serves (the
+/// load balancer's target); every container it depends on must use condition `SUCCESS` and be
+/// non-essential (ECS refuses an essential container as a SUCCESS dependency), and runs first.
+/// Other conditions, chains and extra essential containers are not part of the wiki's task
+/// definitions: refused, so the emulation never passes what ECS would do differently.
+pub fn start_order(containers: &[ContainerSpec]) -> Result<StartOrder, String> {
+    let essential: Vec<&ContainerSpec> = containers.iter().filter(|c| c.essential).collect();
+    let [serve] = essential.as_slice() else {
+        return Err(format!(
+            "{} essential containers: the sandbox serves exactly one",
+            essential.len()
+        ));
+    };
+    let mut run_to_success = Vec::new();
+    for (name, condition) in &serve.depends_on {
+        let dep = containers.iter().find(|c| &c.name == name).ok_or_else(|| {
+            format!(
+                "{} depends on {name}, which the task does not have",
+                serve.name
+            )
+        })?;
+        if condition != "SUCCESS" {
+            return Err(format!(
+                "dependsOn {name} {condition}: only SUCCESS is emulated"
+            ));
+        }
+        if dep.essential {
+            return Err(format!(
+                "{name} is essential: it cannot be a SUCCESS dependency"
+            ));
+        }
+        if !dep.depends_on.is_empty() {
+            return Err(format!("{name} has dependencies of its own: not emulated"));
+        }
+        run_to_success.push(name.clone());
+    }
+    for c in containers {
+        if !c.essential && !run_to_success.contains(&c.name) {
+            return Err(format!(
+                "{}: a container nothing waits for is not emulated",
+                c.name
+            ));
+        }
+    }
+    Ok(StartOrder {
+        run_to_success,
+        serve: serve.name.clone(),
+    })
+}
+
 /// The service's tasks and the load balancer in front of them.
 pub struct Service {
     tasks: Vec<Task>,
@@ -85,14 +158,7 @@ pub async fn load_balancer(port: u16, target: Arc<AtomicU16>) -> Result<(), Stri
     Ok(())
 }
 
-/// The health check of the template's target group.
-pub async fn healthy(port: u16) -> bool {
-    let mut http = Http::new(format!("http://127.0.0.1:{port}"));
-    matches!(
-        http.api_get(&[("action", "query"), ("meta", "siteinfo")]).await,
-        Ok(v) if v["query"]["general"]["sitename"].is_string()
-    )
-}
+pub use wikiops_tests::wiki::healthy;
 
 impl Service {
     /// No tasks yet; the load balancer forwards to `target`.
@@ -110,13 +176,8 @@ impl Service {
         self.tasks.last()
     }
 
-    /// The environment a task of the service's current task definition starts with.
-    pub async fn task_env(
-        &self,
-        world: &World,
-        root: &std::path::Path,
-        conf: &std::path::Path,
-    ) -> Result<(Vec<(String, String)>, String), String> {
+    /// The service's current task definition.
+    async fn task_definition(world: &World) -> Result<aws_sdk_ecs::types::TaskDefinition, String> {
         let ecs = world.moto.ecs().await;
         let svc = ecs
             .describe_services()
@@ -137,10 +198,44 @@ impl Service {
             .send()
             .await
             .map_err(|e| format!("DescribeTaskDefinition: {e:?}"))?;
-        let container = td
-            .task_definition()
-            .and_then(|t| t.container_definitions().first())
-            .ok_or("the task definition has no container")?;
+        td.task_definition
+            .ok_or_else(|| "DescribeTaskDefinition returned none".to_string())
+    }
+
+    /// The start order of the service's current task definition, and its containers.
+    async fn plan(
+        world: &World,
+    ) -> Result<(StartOrder, Vec<aws_sdk_ecs::types::ContainerDefinition>), String> {
+        let td = Self::task_definition(world).await?;
+        let containers = td.container_definitions().to_vec();
+        let specs: Vec<ContainerSpec> = containers
+            .iter()
+            .map(|c| ContainerSpec {
+                name: c.name().unwrap_or_default().to_string(),
+                essential: c.essential().unwrap_or(true),
+                depends_on: c
+                    .depends_on()
+                    .iter()
+                    .map(|d| {
+                        (
+                            d.container_name().to_string(),
+                            d.condition().as_str().to_string(),
+                        )
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok((start_order(&specs)?, containers))
+    }
+
+    /// The environment a container of the service's current task definition starts with.
+    pub async fn task_env(
+        &self,
+        world: &World,
+        container: &aws_sdk_ecs::types::ContainerDefinition,
+        root: &std::path::Path,
+        conf: &std::path::Path,
+    ) -> Result<(Vec<(String, String)>, String), String> {
         let mut env: Vec<(String, String)> = container
             .environment()
             .iter()
@@ -195,8 +290,10 @@ impl Service {
         Ok((env, db_user))
     }
 
-    /// Prepares a task's directory and environment and starts `wiki-boot <args>` in it.
-    pub async fn launch(&mut self, world: &World, args: &[&str]) -> Result<Launched, String> {
+    /// Prepares a task's directory and starts its containers as the task definition orders them
+    /// (`dependsOn SUCCESS` first, each to an exit status of 0), then `wiki-boot` of the serving
+    /// container. A dependency that fails stops the task before it serves.
+    pub async fn launch(&mut self, world: &World) -> Result<Launched, String> {
         let id = self.next_id;
         self.next_id += 1;
         let dir = world.dir.join(format!("tasks/{id}"));
@@ -206,8 +303,40 @@ impl Service {
         let root = wiki::web_root(&dir, &world.uploads).map_err(|e| format!("web root: {e}"))?;
         let conf = wiki::apache_conf(&dir, &root, port, "localhost")
             .map_err(|e| format!("apache conf: {e}"))?;
-        let (env, db_user) = self.task_env(world, &root, &conf).await?;
-        let boot = BootProcess::start(args, &env, &conf.display().to_string())
+        let (order, containers) = Self::plan(world).await?;
+        let container = |name: &str| {
+            containers
+                .iter()
+                .find(|c| c.name() == Some(name))
+                .ok_or_else(|| format!("no container {name}"))
+        };
+        for name in &order.run_to_success {
+            let def = container(name)?;
+            let (env, _) = self.task_env(world, def, &root, &conf).await?;
+            // the command after the program (`["wiki-boot","schema"]` → `schema`)
+            let args: Vec<&str> = def.command().iter().skip(1).map(String::as_str).collect();
+            let mut run = BootProcess::start(&args, &env, &conf.display().to_string())
+                .map_err(|e| format!("start {name}: {e}"))?;
+            let code = tokio::time::timeout(DEPENDENCY_TIMEOUT, run.wait()).await;
+            if code != Ok(Some(0)) {
+                let logs = run.logs();
+                run.stop().await;
+                let _ = std::fs::remove_dir_all(&dir);
+                let last = logs
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or_default();
+                return Err(format!(
+                    "container {name} exited {code:?}, so {} never started; {name} log: {last}",
+                    order.serve
+                ));
+            }
+        }
+        let (env, db_user) = self
+            .task_env(world, container(&order.serve)?, &root, &conf)
+            .await?;
+        let boot = BootProcess::start(&[], &env, &conf.display().to_string())
             .map_err(|e| format!("start wiki-boot: {e}"))?;
         Ok(Launched {
             boot,
@@ -228,7 +357,7 @@ impl Service {
             db_user,
             dir,
             env,
-        } = self.launch(world, &[]).await?;
+        } = self.launch(world).await?;
         let start = Instant::now();
         // Like the target group: a task that answers, but not 200, this many times in a row
         // is unhealthy (one that does not answer yet is still starting).
@@ -310,6 +439,76 @@ impl Service {
     pub async fn stop(&mut self) {
         for t in self.tasks.drain(..) {
             t.boot.stop().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, essential: bool, deps: &[(&str, &str)]) -> ContainerSpec {
+        ContainerSpec {
+            name: name.into(),
+            essential,
+            depends_on: deps
+                .iter()
+                .map(|(n, c)| (n.to_string(), c.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_schema_step_runs_to_success_before_the_web_container() {
+        let order = start_order(&[
+            spec("schema", false, &[]),
+            spec("wiki", true, &[("schema", "SUCCESS")]),
+        ])
+        .unwrap();
+        assert_eq!(
+            order,
+            StartOrder {
+                run_to_success: vec!["schema".into()],
+                serve: "wiki".into()
+            }
+        );
+        assert_eq!(
+            start_order(&[spec("wiki", true, &[])])
+                .unwrap()
+                .run_to_success,
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn what_ecs_would_do_differently_is_refused() {
+        for (containers, why) in [
+            (
+                vec![
+                    spec("schema", false, &[]),
+                    spec("wiki", true, &[("schema", "START")]),
+                ],
+                "only SUCCESS",
+            ),
+            (
+                vec![
+                    spec("schema", true, &[]),
+                    spec("wiki", true, &[("schema", "SUCCESS")]),
+                ],
+                "essential containers",
+            ),
+            (
+                vec![spec("wiki", true, &[("schema", "SUCCESS")])],
+                "does not have",
+            ),
+            (
+                vec![spec("sidecar", false, &[]), spec("wiki", true, &[])],
+                "nothing waits for",
+            ),
+            (vec![spec("wiki", false, &[])], "0 essential"),
+        ] {
+            let e = start_order(&containers).unwrap_err();
+            assert!(e.contains(why), "{e}");
         }
     }
 }

@@ -87,7 +87,7 @@ async fn up(once: bool) -> i32 {
         world.moto.endpoint, world.db.port
     ));
     timeline.ok(&format!(
-        "buckets {} (LocalSettings.php) and {}; ECS {}/{}; secrets wiki/db (+ master), wiki/secret-key",
+        "buckets {} (empty: the first schema step seeds it) and {}; ECS {}/{}; secrets wiki/db (+ master), wiki/secret-key",
         world::CONFIG_BUCKET,
         world::BACKUP_BUCKET,
         world::CLUSTER,
@@ -149,16 +149,7 @@ async fn up(once: bool) -> i32 {
 async fn run_tour(sandbox: &mut Sandbox, dir: &Path) -> Result<(), String> {
     let t = sandbox.timeline.clone();
     t.section("the wiki");
-    t.doing("schema task: wiki-boot schema (install on the empty database; takes a minute)");
-    let mut schema = sandbox.service.launch(&sandbox.world, &["schema"]).await?;
-    let code = tokio::time::timeout(Duration::from_secs(900), schema.boot.wait())
-        .await
-        .map_err(|_| "the schema task did not finish in 15 minutes".to_string())?;
-    if code != Some(0) {
-        return Err(format!("the schema task failed:\n{}", schema.boot.logs()));
-    }
-    let _ = std::fs::remove_dir_all(&schema.dir);
-    t.ok("schema installed");
+    t.doing("first task: container schema (seeds the empty config bucket, installs the schema; takes a minute), then wiki");
     match sandbox.reconcile().await? {
         ecs::Rollout::Completed { .. } => {}
         other => return Err(format!("the first task did not start: {other:?}")),

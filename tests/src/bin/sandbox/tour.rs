@@ -357,10 +357,7 @@ impl Sandbox {
         let task = self.service.current().ok_or("no task is running")?;
         t.doing("uploading 3 images into the wiki (MediaWiki's importImages.php, run in the task)");
         let out = tokio::process::Command::new("php")
-            .arg(format!(
-                "{}/maintenance/importImages.php",
-                wikiops_tests::wiki::MEDIAWIKI
-            ))
+            .arg(wikiops_tests::wiki::mediawiki().join("maintenance/importImages.php"))
             .arg(&src)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())

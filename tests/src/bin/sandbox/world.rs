@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use aws_sdk_ecs::types::{ContainerDefinition, KeyValuePair, Secret};
+use aws_sdk_ecs::types::{
+    ContainerCondition, ContainerDefinition, ContainerDependency, KeyValuePair, Secret,
+};
 use mysql_async::prelude::Queryable;
 use serde_json::json;
 use wikiops_tests::{MariaDb, Moto};
@@ -70,21 +72,11 @@ impl World {
     }
 
     async fn provision(&mut self) -> Result<(), String> {
-        // S3: both buckets versioned; LocalSettings.php as the config object.
-        let s3 = self.moto.s3().await;
+        // S3: both buckets versioned and empty, as CloudFormation leaves them: the first task's
+        // schema step seeds the example LocalSettings.php (CONFIG_SEED_DIR).
         for b in [CONFIG_BUCKET, BACKUP_BUCKET] {
             self.moto.versioned_bucket(b).await?;
         }
-        let settings =
-            std::fs::read(wikiops_tests::paths::root().join("wiki/config/LocalSettings.php"))
-                .map_err(|e| format!("read wiki/config/LocalSettings.php: {e}"))?;
-        s3.put_object()
-            .bucket(CONFIG_BUCKET)
-            .key("LocalSettings.php")
-            .body(settings.into())
-            .send()
-            .await
-            .map_err(|e| format!("PutObject LocalSettings.php: {e:?}"))?;
 
         // RDS: the wiki's own user (TLS required), as the template's setup creates it.
         let password = random_password();
@@ -188,22 +180,41 @@ impl World {
         env.extend(extra_env.iter().map(|(k, v)| kv(k, v)));
         let secret =
             |name: &str, from: String| Secret::builder().name(name).value_from(from).build();
+        let secrets = vec![
+            secret("DB_USER", format!("{}:username::", self.db_secret_arn))
+                .map_err(|e| e.to_string())?,
+            secret("DB_PASSWORD", format!("{}:password::", self.db_secret_arn))
+                .map_err(|e| e.to_string())?,
+            secret("WIKI_SECRET_KEY", self.wiki_key_arn.clone()).map_err(|e| e.to_string())?,
+        ];
+        // As the template: `schema` (not essential) runs to completion, then `wiki` serves.
+        let examples = wikiops_tests::paths::root().join("wiki/config");
+        let mut schema_env = env.clone();
+        schema_env.push(kv("CONFIG_SEED_DIR", &examples.display().to_string()));
+        let schema = ContainerDefinition::builder()
+            .name("schema")
+            .image("mediawiki:1.43")
+            .essential(false)
+            .memory(1024)
+            .command("wiki-boot")
+            .command("schema")
+            .set_environment(Some(schema_env))
+            .set_secrets(Some(secrets.clone()))
+            .build();
         let container = ContainerDefinition::builder()
             .name("wiki")
             .image("mediawiki:1.43")
+            .essential(true)
+            .depends_on(
+                ContainerDependency::builder()
+                    .container_name("schema")
+                    .condition(ContainerCondition::Success)
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            )
             .memory(1024)
             .set_environment(Some(env))
-            .secrets(
-                secret("DB_USER", format!("{}:username::", self.db_secret_arn))
-                    .map_err(|e| e.to_string())?,
-            )
-            .secrets(
-                secret("DB_PASSWORD", format!("{}:password::", self.db_secret_arn))
-                    .map_err(|e| e.to_string())?,
-            )
-            .secrets(
-                secret("WIKI_SECRET_KEY", self.wiki_key_arn.clone()).map_err(|e| e.to_string())?,
-            )
+            .set_secrets(Some(secrets.clone()))
             .build();
         let out = self
             .moto
@@ -211,6 +222,7 @@ impl World {
             .await
             .register_task_definition()
             .family(FAMILY)
+            .container_definitions(schema)
             .container_definitions(container)
             .send()
             .await

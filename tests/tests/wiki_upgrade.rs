@@ -1,0 +1,227 @@
+//! The upgrade rehearsal: a wiki installed on MediaWiki 1.39 (Debian 12's package) with a page
+//! and an upload, then a deployment of 1.43 (the image's line: Debian 13's package, from
+//! `scripts/fetch-mediawiki-1.43`). As in a web task of the new revision, the schema step
+//! (`wiki-boot schema`, `update.php`) runs first and only when it exited 0 does 1.43 serve; the
+//! page and the upload survive. Skipped (with a note) when the 1.43 tree is not there.
+
+#[path = "wiki_support.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use support::*;
+use wikiops_tests::http::Http;
+use wikiops_tests::wiki::{self, BootProcess};
+use wikiops_tests::{MariaDb, Moto};
+
+const LONG: Duration = Duration::from_secs(300);
+
+/// One "revision": a task directory whose web root links to `code`, its Apache config and the
+/// environment its containers get (the schema container's with the admin).
+struct Revision {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    conf: PathBuf,
+    port: u16,
+    env: Vec<(String, String)>,
+    schema_env: Vec<(String, String)>,
+}
+
+fn revision(code: &Path, uploads: &Path, moto: &Moto, db: &MariaDb) -> Revision {
+    let dir = open_tempdir();
+    let root = wiki::web_root_of(code, dir.path(), uploads).expect("web root");
+    let port = wikiops_tests::free_port();
+    let conf = wiki::apache_conf(dir.path(), &root, port, "localhost").expect("apache conf");
+    let mut env = task_env(moto, "wiki-config", "", &root);
+    env.extend(wiki::local_env(&root, &conf));
+    for (k, v) in [
+        ("DB_PORT", db.port.to_string()),
+        ("DB_USER", "wiki".to_string()),
+        ("DB_PASSWORD", "wiki-upgrade-Passw0rd".to_string()),
+        ("DB_CA_BUNDLE", db.ca_path.display().to_string()),
+        ("DB_WAIT_SECONDS", "30".to_string()),
+        ("WIKI_SERVER", format!("http://localhost:{port}")),
+        ("WIKI_ADMIN_PASSWORD", "upgrade-Admin-pass-1c9e".to_string()),
+    ] {
+        set(&mut env, k, &v);
+    }
+    let mut schema_env = env.clone();
+    set(&mut schema_env, "DB_ADMIN_USER", &db.admin_user);
+    set(&mut schema_env, "DB_ADMIN_PASSWORD", &db.admin_password);
+    Revision {
+        _dir: dir,
+        root,
+        conf,
+        port,
+        env,
+        schema_env,
+    }
+}
+
+/// Runs a maintenance script of `rev` as its task would (the task's environment).
+async fn maintenance(rev: &Revision, script: &str, args: &[&str], stdin: Option<&str>) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("php")
+        .arg(rev.root.join("maintenance").join(script))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(rev.env.iter().cloned())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("php");
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(stdin.unwrap_or_default().as_bytes())
+        .await
+        .expect("write stdin");
+    drop(input);
+    let out = tokio::time::timeout(LONG, child.wait_with_output())
+        .await
+        .expect("maintenance script in time")
+        .expect("maintenance script");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{script} failed:\n{text}");
+    text
+}
+
+/// The schema container of `rev`: must exit 0 before anything of `rev` serves.
+async fn schema_step(rev: &Revision) -> String {
+    let run = run_boot(&["schema"], &rev.schema_env, LONG).await;
+    assert_eq!(run.code, Some(0), "schema step failed:\n{}", run.logs());
+    run.logs()
+}
+
+/// The web container of `rev`, once it is healthy.
+async fn serve(rev: &Revision) -> BootProcess {
+    let mut boot = BootProcess::start(&[], &rev.env, &rev.conf.display().to_string())
+        .expect("start wiki-boot");
+    for _ in 0..240 {
+        if wiki::healthy(rev.port).await {
+            return boot;
+        }
+        assert!(
+            !boot.exited(),
+            "the web container stopped:\n{}",
+            boot.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("never healthy:\n{}", boot.logs());
+}
+
+#[tokio::test]
+async fn an_upgrade_from_1_39_to_1_43_keeps_pages_and_uploads() {
+    let new_code = wikiops_tests::paths::root().join("target/mediawiki-1.43/usr/share/mediawiki");
+    if !wiki::available() || !new_code.join("index.php").exists() {
+        eprintln!("skipped: run scripts/fetch-mediawiki-1.43 (and scripts/setup) first");
+        return;
+    }
+    let (moto, db) = peers_with_example_config("wiki-config").await;
+    let uploads = open_tempdir();
+    let images = uploads.path().join("images");
+
+    // --- 1.39: install, a page, an upload ------------------------------------------------------
+    let old = revision(Path::new(wiki::MEDIAWIKI), &images, &moto, &db);
+    let logs = schema_step(&old).await;
+    assert!(logs.contains("has_tables=false"), "{logs}");
+    let text = "Written on 1.39. '''Survives''' the upgrade.";
+    maintenance(
+        &old,
+        "edit.php",
+        &["--summary=rehearsal", "Upgrade_rehearsal"],
+        Some(text),
+    )
+    .await;
+    let scratch = open_tempdir();
+    let png: Vec<u8> = std::iter::once(b"\x89PNG\r\n\x1a\n".to_vec())
+        .chain(std::iter::once(vec![0u8; 64]))
+        .flatten()
+        .collect();
+    std::fs::write(scratch.path().join("Rehearsal.png"), &png).unwrap();
+    maintenance(
+        &old,
+        "importImages.php",
+        &[&scratch.path().display().to_string()],
+        None,
+    )
+    .await;
+    let old_web = serve(&old).await;
+    let mut http = Http::new(format!("http://127.0.0.1:{}", old.port));
+    let site = http
+        .api_get(&[("action", "query"), ("meta", "siteinfo")])
+        .await
+        .unwrap();
+    assert_eq!(site["query"]["general"]["generator"], "MediaWiki 1.39.17");
+
+    // --- 1.43: the new revision's schema step while 1.39 still serves, then its web container --
+    let new = revision(&new_code, &images, &moto, &db);
+    let logs = schema_step(&new).await;
+    assert!(
+        logs.contains("has_tables=true"),
+        "an upgrade, not an install:\n{logs}"
+    );
+    assert!(logs.contains("schema is up to date"), "{logs}");
+    // The old revision's tasks keep serving until the new ones are healthy, now on the new
+    // schema (update.php dropped ipblocks and pagelinks.pl_title): what they still answer.
+    let mut old_http = Http::new(format!("http://127.0.0.1:{}", old.port));
+    for path in [
+        "/index.php?title=Upgrade_rehearsal&action=raw",
+        "/index.php?title=Upgrade_rehearsal",
+        "/api.php?action=query&meta=siteinfo&format=json",
+    ] {
+        let r = old_http.get(path).await.unwrap();
+        eprintln!("1.39 on the 1.43 schema: GET {path} -> {}", r.status);
+    }
+    let new_web = serve(&new).await;
+    old_web.stop().await;
+    let mut http = Http::new(format!("http://127.0.0.1:{}", new.port));
+    let site = http
+        .api_get(&[("action", "query"), ("meta", "siteinfo")])
+        .await
+        .unwrap();
+    assert!(
+        site["query"]["general"]["generator"]
+            .as_str()
+            .is_some_and(|g| g.starts_with("MediaWiki 1.43.")),
+        "{site}"
+    );
+    let page = http
+        .get("/index.php?title=Upgrade_rehearsal&action=raw")
+        .await
+        .unwrap();
+    assert_eq!(page.status, 200);
+    assert_eq!(page.text().trim_end(), text, "the page survives");
+    let info = http
+        .api_get(&[
+            ("action", "query"),
+            ("titles", "File:Rehearsal.png"),
+            ("prop", "imageinfo"),
+            ("iiprop", "url|size"),
+        ])
+        .await
+        .unwrap();
+    let file = info["query"]["pages"]
+        .as_object()
+        .and_then(|p| p.values().next())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(file["imageinfo"][0]["size"], png.len(), "{info}");
+    let url = file["imageinfo"][0]["url"].as_str().expect("a file URL");
+    let path = url
+        .split_once("/images/")
+        .map(|(_, p)| p)
+        .expect("under images/");
+    let served = http.get(&format!("/images/{path}")).await.unwrap();
+    assert_eq!(served.status, 200);
+    assert_eq!(served.body, png, "the upload survives, byte for byte");
+    new_web.stop().await;
+}
