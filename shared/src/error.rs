@@ -48,6 +48,13 @@ pub enum Error {
     /// Part of the work failed; the message lists what.
     #[error("{0}")]
     Partial(String),
+    /// A cause a function names itself, with its own `errorType` (secret-rotation's failure
+    /// causes: `TlsUntrusted`, `DbLoginRefused`, …).
+    #[error("{message}")]
+    Named {
+        error_type: &'static str,
+        message: String,
+    },
 }
 
 impl Error {
@@ -63,6 +70,7 @@ impl Error {
             Error::Unreachable(_) => "Unreachable",
             Error::Io { .. } => "Io",
             Error::Partial(_) => "PartialFailure",
+            Error::Named { error_type, .. } => error_type,
         }
     }
 

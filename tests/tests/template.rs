@@ -1246,6 +1246,7 @@ fn functions_get_the_settings_their_code_reads() {
                 "ROTATION_STRATEGY",
                 "EXCLUDE_CHARACTERS",
                 "PASSWORD_LENGTH",
+                "DB_ENDPOINT",
                 "ECS_CLUSTER",
                 "ECS_SERVICE",
             ],
@@ -1459,6 +1460,18 @@ fn database_requires_tls_and_rotates_through_secret_rotation() {
         secret.contains("masterarn"),
         "the alternating strategy needs masterarn"
     );
+    // The master password goes only to the instance's own endpoint (secret-rotation's DB_ENDPOINT).
+    let functions = template_functions();
+    let pinned = &raw(&functions["secret-rotation"])["Properties"]["Environment"]["Variables"]["DB_ENDPOINT"]
+        ["Fn::Sub"];
+    assert_eq!(
+        pinned,
+        "${Database.Endpoint.Address}:${Database.Endpoint.Port}"
+    );
+    // The RDS CAs ship with the function: no CA layer or bundle parameter.
+    for gone in ["DbCaLayerArn", "DbCaBundle"] {
+        assert!(rendered().template["Parameters"][gone].is_null(), "{gone}");
+    }
 }
 
 #[test]

@@ -6,8 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use shared::Error;
 
+use crate::db::Endpoint;
+use crate::failure::Cause;
 use crate::secret::{DbSecret, Password};
-use crate::settings::Strategy;
+use crate::settings::{DbEndpoint, Strategy};
 use crate::sql::{Account, Escaping, Grant, Statement, literal};
 
 /// The staging labels of Secrets Manager.
@@ -71,6 +73,11 @@ pub fn gate(secret_id: &str, meta: &SecretMeta, token: &str) -> Result<Gate, Err
         return Ok(Gate::AlreadyCurrent);
     }
     if !meta.has(token, AWSPENDING) {
+        if let Some(other) = meta.version_with(AWSPENDING) {
+            return Err(Cause::PendingVersionConflict.error(format!(
+                "version {other} of secret {secret_id} is staged AWSPENDING, not the token {token}"
+            )));
+        }
         return Err(Error::Rejected(format!(
             "version {token} of secret {secret_id} is not staged AWSPENDING"
         )));
@@ -148,7 +155,7 @@ pub fn check_pending(
         Strategy::Single => current.username.clone(),
     };
     if pending.username != expected {
-        return Err(Error::Rejected(format!(
+        return Err(Cause::PendingUserUnexpected.error(format!(
             "AWSPENDING user {} is not the expected {expected} (AWSCURRENT user {}, {} strategy)",
             pending.username,
             current.username,
@@ -159,9 +166,62 @@ pub fn check_pending(
         )));
     }
     if pending.host != current.host || pending.port != current.port {
-        return Err(Error::Rejected(
-            "AWSPENDING and AWSCURRENT point at different database hosts or ports".into(),
-        ));
+        return Err(Cause::EndpointMismatch
+            .error("AWSPENDING and AWSCURRENT point at different database hosts or ports"));
+    }
+    Ok(())
+}
+
+/// Where the master login goes: the master secret's own host and port, else the rotated
+/// secret's — and then only when they are the pinned `DB_ENDPOINT`. A master secret with a host
+/// must agree with `DB_ENDPOINT` too, when it is set. Anything else is refused before connecting:
+/// whoever can write the rotated secret must not be able to point the master login elsewhere.
+pub fn master_endpoint(
+    pinned: Option<&DbEndpoint>,
+    master: &DbSecret,
+    current: &DbSecret,
+) -> Result<Endpoint, Error> {
+    let (source, host, port, tls) = match &master.host {
+        Some(h) => ("the master secret", h, master.port, master.ssl),
+        None => (
+            "the rotated secret",
+            current
+                .host
+                .as_ref()
+                .ok_or_else(|| Cause::SecretMissingKey.error("the rotated secret has no `host`"))?,
+            current.port,
+            master.ssl.or(current.ssl),
+        ),
+    };
+    match pinned {
+        Some(p) if !p.is(host, port) => {
+            return Err(Cause::EndpointMismatch.error(format!(
+                "{source} points at {host}:{port}, not at DB_ENDPOINT {p}; the master login was refused"
+            )));
+        }
+        None if master.host.is_none() => {
+            return Err(Cause::EndpointMismatch.error(format!(
+                "{source} points at {host}:{port}, but the master secret has no host and \
+                 DB_ENDPOINT is not set, so nothing pins where the master password may go; the \
+                 master login was refused"
+            )));
+        }
+        _ => {}
+    }
+    Ok(Endpoint {
+        host: host.clone(),
+        port,
+        tls: tls != Some(false),
+    })
+}
+
+/// Refuses to change the master user or `<master>_clone` (the alternating strategy would
+/// otherwise take the master's name when the rotated secret holds it).
+pub fn check_not_protected(user: &str, master_user: &str) -> Result<(), Error> {
+    if user == master_user || user == format!("{master_user}{CLONE_SUFFIX}") {
+        return Err(Cause::ProtectedUser.error(format!(
+            "setSecret would change {user}, the master user {master_user} or its clone; nothing was changed"
+        )));
     }
     Ok(())
 }
@@ -730,7 +790,107 @@ mod tests {
         );
     }
 
+    fn with_endpoint(host: Option<&str>, port: u16) -> DbSecret {
+        let host = host
+            .map(|h| format!(r#","host":"{h}""#))
+            .unwrap_or_default();
+        DbSecret::parse(&format!(
+            r#"{{"username":"admin","password":"p","port":{port}{host}}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn master_login_goes_only_to_the_pinned_endpoint_or_the_masters_own_host() {
+        let pinned = DbEndpoint::parse("db.rds.example:3306").unwrap();
+        let app = with_endpoint(Some("db.rds.example"), 3306);
+        let elsewhere = with_endpoint(Some("attacker.example"), 3306);
+        let bare_master = with_endpoint(None, 3306);
+        let own_master = with_endpoint(Some("db.rds.example"), 3306);
+        let e = master_endpoint(Some(&pinned), &bare_master, &app).unwrap();
+        assert_eq!(
+            (e.host.as_str(), e.port, e.tls),
+            ("db.rds.example", 3306, true)
+        );
+        for (pin, master, current) in [
+            (Some(&pinned), &bare_master, &elsewhere),
+            (None, &bare_master, &app),
+            (
+                Some(&pinned),
+                &with_endpoint(Some("attacker.example"), 3306),
+                &app,
+            ),
+            (
+                Some(&pinned),
+                &bare_master,
+                &with_endpoint(Some("db.rds.example"), 3307),
+            ),
+        ] {
+            let e = master_endpoint(pin, master, current).unwrap_err();
+            assert_eq!(e.error_type(), "EndpointMismatch", "{e}");
+        }
+        // The master secret's own host needs no pin, and the app secret's host is not used.
+        let e = master_endpoint(None, &own_master, &elsewhere).unwrap();
+        assert_eq!(e.host, "db.rds.example");
+        let e = master_endpoint(Some(&pinned), &bare_master, &with_endpoint(None, 3306));
+        assert_eq!(e.unwrap_err().error_type(), "SecretMissingKey");
+    }
+
+    #[test]
+    fn the_master_and_its_clone_are_never_changed() {
+        assert!(check_not_protected("wiki_clone", "admin").is_ok());
+        for user in ["admin", "admin_clone"] {
+            let e = check_not_protected(user, "admin").unwrap_err();
+            assert_eq!(e.error_type(), "ProtectedUser", "{e}");
+        }
+    }
+
+    #[test]
+    fn another_pending_version_is_a_conflict() {
+        let m = meta(
+            true,
+            &[
+                ("old", &[AWSCURRENT]),
+                ("left", &[AWSPENDING]),
+                ("tok", &[]),
+            ],
+        );
+        let e = gate("s", &m, "tok").unwrap_err();
+        assert_eq!(e.error_type(), "PendingVersionConflict", "{e}");
+        assert!(e.to_string().contains("left"), "{e}");
+    }
+
     proptest! {
+        /// Whatever the secrets and the pin, the master login goes to the pin or to the master
+        /// secret's own host, never to a host only the rotated secret names.
+        #[test]
+        fn master_login_never_follows_the_rotated_secret_alone(
+            pin in proptest::option::of(0usize..3),
+            master_host in proptest::option::of(0usize..3),
+            app_host in 0usize..3,
+            ports in (0usize..2, 0usize..2, 0usize..2),
+        ) {
+            let hosts = ["db.rds.example", "DB.rds.example.", "attacker.example"];
+            let port = |i: usize| 3306 + i as u16;
+            let pinned = pin.map(|i| DbEndpoint { host: hosts[i].into(), port: port(ports.0) });
+            let master = with_endpoint(master_host.map(|i| hosts[i]), port(ports.1));
+            let app = with_endpoint(Some(hosts[app_host]), port(ports.2));
+            if let Ok(e) = master_endpoint(pinned.as_ref(), &master, &app) {
+                let own = master.host.as_deref() == Some(e.host.as_str()) && master.port == e.port;
+                let is_pinned = pinned.as_ref().is_some_and(|p| p.is(&e.host, e.port));
+                prop_assert!(is_pinned || (own && pinned.is_none()));
+            }
+        }
+
+        /// Whatever the names, setSecret never targets the master user or its clone.
+        #[test]
+        fn alternating_never_targets_the_master(user in "[a-z_]{1,20}", master in "[a-z_]{1,20}") {
+            if let Ok(other) = alternate_username(&user) {
+                let protected = other == master || other == format!("{master}_clone");
+                prop_assert_eq!(check_not_protected(&other, &master).is_err(), protected);
+            }
+        }
+
         /// Whatever the labels, a step proceeds only for a pending, non-current token of a
         /// secret with rotation enabled, and then names the one AWSCURRENT version.
         #[test]

@@ -10,6 +10,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use crate::failure::Cause;
+
 /// A password (or any secret value). `Debug` and `Serialize` never show it; there is no
 /// `Display`. Use [`Password::expose`] only where the value must go to a peer.
 #[derive(Clone, PartialEq, Eq)]
@@ -47,11 +49,24 @@ pub const DEFAULT_PORT: u16 = 3306;
 
 /// A secret that is not a usable database secret; the message names the field only.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretError(pub String);
+pub struct SecretError {
+    /// [`Cause::SecretWrongEngine`] or [`Cause::SecretMissingKey`] (missing or malformed).
+    pub cause: Cause,
+    pub message: String,
+}
+
+impl SecretError {
+    fn key(message: impl Into<String>) -> Self {
+        SecretError {
+            cause: Cause::SecretMissingKey,
+            message: message.into(),
+        }
+    }
+}
 
 impl fmt::Display for SecretError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -90,12 +105,12 @@ fn opt_string(map: &Map<String, Value>, key: &str) -> Result<Option<String>, Sec
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(SecretError(format!("field `{key}` is not a string"))),
+        Some(_) => Err(SecretError::key(format!("field `{key}` is not a string"))),
     }
 }
 
 fn port(map: &Map<String, Value>) -> Result<u16, SecretError> {
-    let bad = || SecretError("field `port` is not a port number (1-65535)".into());
+    let bad = || SecretError::key("field `port` is not a port number (1-65535)");
     let n = match map.get("port") {
         None | Some(Value::Null) => return Ok(DEFAULT_PORT),
         Some(Value::Number(n)) => n.as_u64().ok_or_else(bad)?,
@@ -112,9 +127,9 @@ fn ssl(map: &Map<String, Value>) -> Result<Option<bool>, SecretError> {
         Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "required" => Ok(Some(true)),
             "false" | "0" | "no" | "disabled" => Ok(Some(false)),
-            _ => Err(SecretError("field `ssl` is not true or false".into())),
+            _ => Err(SecretError::key("field `ssl` is not true or false")),
         },
-        Some(_) => Err(SecretError("field `ssl` is not true or false".into())),
+        Some(_) => Err(SecretError::key("field `ssl` is not true or false")),
     }
 }
 
@@ -124,27 +139,30 @@ impl DbSecret {
     pub fn parse(text: &str) -> Result<DbSecret, SecretError> {
         // serde_json's syntax errors give a position only, never the input.
         let value: Value = serde_json::from_str(text)
-            .map_err(|e| SecretError(format!("not a JSON object ({})", e.classify_name())))?;
+            .map_err(|e| SecretError::key(format!("not a JSON object ({})", e.classify_name())))?;
         let Value::Object(fields) = value else {
-            return Err(SecretError("not a JSON object".into()));
+            return Err(SecretError::key("not a JSON object"));
         };
         let username = opt_string(&fields, "username")?
-            .ok_or_else(|| SecretError("field `username` is missing".into()))?;
+            .ok_or_else(|| SecretError::key("field `username` is missing"))?;
         let password = match fields.get("password") {
             Some(Value::String(s)) if !s.is_empty() => Password::new(s.clone()),
             Some(Value::String(_)) | None | Some(Value::Null) => {
-                return Err(SecretError("field `password` is missing".into()));
+                return Err(SecretError::key("field `password` is missing"));
             }
-            Some(_) => return Err(SecretError("field `password` is not a string".into())),
+            Some(_) => return Err(SecretError::key("field `password` is not a string")),
         };
         let engine = opt_string(&fields, "engine")?;
         if let Some(e) = &engine
             && !ENGINES.contains(&e.as_str())
         {
-            return Err(SecretError(format!(
-                "engine `{e}` is not supported (expected one of {})",
-                ENGINES.join(", ")
-            )));
+            return Err(SecretError {
+                cause: Cause::SecretWrongEngine,
+                message: format!(
+                    "engine `{e}` is not supported (expected one of {})",
+                    ENGINES.join(", ")
+                ),
+            });
         }
         Ok(DbSecret {
             engine,
@@ -163,7 +181,7 @@ impl DbSecret {
     pub fn require_host(&self) -> Result<&str, SecretError> {
         self.host
             .as_deref()
-            .ok_or_else(|| SecretError("field `host` is missing".into()))
+            .ok_or_else(|| SecretError::key("field `host` is missing"))
     }
 
     /// A copy with another user name and password (every other key kept).
@@ -270,6 +288,9 @@ mod tests {
         }
         let e =
             DbSecret::parse(r#"{"engine":"postgres","username":"u","password":"p"}"#).unwrap_err();
-        assert!(e.0.contains("postgres"), "{e}");
+        assert!(e.message.contains("postgres"), "{e}");
+        assert_eq!(e.cause, Cause::SecretWrongEngine);
+        let e = DbSecret::parse(r#"{"username":"u"}"#).unwrap_err();
+        assert_eq!(e.cause, Cause::SecretMissingKey);
     }
 }

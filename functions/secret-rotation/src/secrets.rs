@@ -7,6 +7,7 @@ use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use chrono::{DateTime, Utc};
 use shared::Error;
 
+use crate::failure::{Cause, THROTTLING_CODES};
 use crate::plan::SecretMeta;
 use crate::secret::{DbSecret, Password};
 use crate::settings::{EmptyClasses, Settings};
@@ -40,6 +41,12 @@ where
             _ => "unknown SDK error".to_string(),
         },
     };
+    if code
+        .as_deref()
+        .is_some_and(|c| THROTTLING_CODES.contains(&c))
+    {
+        return Cause::Throttled.error(format!("{SERVICE} {operation} failed: {message}"));
+    }
     Error::Aws {
         service: SERVICE,
         operation,
@@ -118,7 +125,7 @@ pub async fn db_secret(
     };
     DbSecret::parse(text.expose())
         .map(Some)
-        .map_err(|e| Error::Rejected(format!("{stage} of secret {secret_id}: {e}")))
+        .map_err(|e| e.cause.error(format!("{stage} of secret {secret_id}: {e}")))
 }
 
 /// A version's value by id alone (any label or none); `None` when it has no value.

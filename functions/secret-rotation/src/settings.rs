@@ -40,6 +40,9 @@ pub struct Settings {
     pub ca_bundle: Option<PathBuf>,
     /// `DB_CONNECT_TIMEOUT_SECONDS`: TCP connect, TLS handshake and login.
     pub connect_timeout: Duration,
+    /// `DB_ENDPOINT` (`host:port`): the only endpoint the master password goes to when the
+    /// master secret has no host of its own.
+    pub db_endpoint: Option<DbEndpoint>,
     /// `ECS_CLUSTER`.
     pub cluster: Option<String>,
     /// `ECS_SERVICE`: comma-separated service names or ARNs.
@@ -87,6 +90,10 @@ impl Settings {
                 "expected 1 to 300",
             ));
         }
+        let db_endpoint = env
+            .optional("DB_ENDPOINT")
+            .map(|v| DbEndpoint::parse(&v))
+            .transpose()?;
         let cluster = env.optional("ECS_CLUSTER");
         let services = env.list("ECS_SERVICE");
         match (&cluster, services.is_empty()) {
@@ -100,9 +107,54 @@ impl Settings {
             password_length,
             ca_bundle: env.optional("DB_CA_BUNDLE").map(PathBuf::from),
             connect_timeout: Duration::from_secs(timeout),
+            db_endpoint,
             cluster,
             services,
         })
+    }
+}
+
+/// The database endpoint the deployment pins (`DB_ENDPOINT`, `host:port`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DbEndpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl DbEndpoint {
+    /// Parses `host:port` (the port defaults to 3306); an error names the variable.
+    pub fn parse(value: &str) -> Result<DbEndpoint, SettingsError> {
+        let bad = |why: &str| SettingsError::malformed("DB_ENDPOINT", why.to_string());
+        let (host, port) = match value.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| bad("the port is not 1 to 65535"))?,
+            ),
+            None => (value, crate::secret::DEFAULT_PORT),
+        };
+        if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
+            return Err(bad("expected host:port"));
+        }
+        Ok(DbEndpoint {
+            host: host.to_string(),
+            port,
+        })
+    }
+
+    /// Whether `host` and `port` name this endpoint (host names compare without case and
+    /// without a trailing dot).
+    pub fn is(&self, host: &str, port: u16) -> bool {
+        let norm = |h: &str| h.trim_end_matches('.').to_ascii_lowercase();
+        port == self.port && norm(host) == norm(&self.host)
+    }
+}
+
+impl std::fmt::Display for DbEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
     }
 }
 
@@ -150,6 +202,7 @@ mod tests {
         assert_eq!(s.password_length, 32);
         assert_eq!(s.ca_bundle, None);
         assert_eq!(s.connect_timeout, Duration::from_secs(10));
+        assert_eq!(s.db_endpoint, None);
         assert_eq!(s.cluster, None);
         assert!(s.services.is_empty());
     }
@@ -164,8 +217,18 @@ mod tests {
             ("DB_CONNECT_TIMEOUT_SECONDS", "3"),
             ("ECS_CLUSTER", "wiki"),
             ("ECS_SERVICE", "web, jobs"),
+            ("DB_ENDPOINT", "wiki.abc.eu-west-1.rds.amazonaws.com:3307"),
         ]))
         .unwrap();
+        let pinned = s.db_endpoint.clone().unwrap();
+        assert_eq!(
+            pinned.to_string(),
+            "wiki.abc.eu-west-1.rds.amazonaws.com:3307"
+        );
+        assert!(pinned.is("WIKI.abc.eu-west-1.rds.amazonaws.com.", 3307));
+        assert!(!pinned.is("wiki.abc.eu-west-1.rds.amazonaws.com", 3306));
+        assert!(!pinned.is("evil.example", 3307));
+        assert_eq!(DbEndpoint::parse("db").unwrap().port, 3306);
         assert_eq!(s.strategy, Some(Strategy::Single));
         assert_eq!(s.exclude_characters, "abc");
         assert_eq!(s.password_length, 64);
@@ -192,6 +255,9 @@ mod tests {
                 "DB_CONNECT_TIMEOUT_SECONDS",
             ),
             (vec![("ECS_SERVICE", "web")], "ECS_CLUSTER"),
+            (vec![("DB_ENDPOINT", "db:0")], "DB_ENDPOINT"),
+            (vec![("DB_ENDPOINT", "db:x")], "DB_ENDPOINT"),
+            (vec![("DB_ENDPOINT", ":3306")], "DB_ENDPOINT"),
             (vec![("ECS_CLUSTER", "wiki")], "ECS_SERVICE"),
         ] {
             let e = Settings::from_env(&env(&pairs)).unwrap_err().to_string();

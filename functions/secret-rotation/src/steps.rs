@@ -10,6 +10,8 @@ use shared::ecs::Redeployed;
 use crate::Clients;
 use crate::db::{self, ConnectOptions, DbError, Endpoint, MISSING_CURRENT_PASSWORD, Session};
 use crate::event::{RotationEvent, Step};
+use crate::failure::Cause;
+use crate::in_use;
 use crate::plan::{self, AWSCURRENT, AWSPENDING, AWSPREVIOUS, CreatePlan, FinishPlan, Gate, Which};
 use crate::secret::DbSecret;
 use crate::secrets;
@@ -37,7 +39,7 @@ pub async fn run(
     }
     let detail = match event.step {
         Step::Create => create(clients, settings, event).await?,
-        Step::Set => set(clients, settings, event).await?,
+        Step::Set => set(clients, settings, event, &gate).await?,
         Step::Test => test(clients, settings, event).await?,
         Step::Finish => finish(clients, settings, event, &gate).await?,
     };
@@ -51,7 +53,7 @@ fn endpoint(secret: &DbSecret) -> Result<Endpoint, Error> {
     Ok(Endpoint {
         host: secret
             .require_host()
-            .map_err(|e| Error::Rejected(e.to_string()))?
+            .map_err(|e| Cause::SecretMissingKey.error(e))?
             .to_string(),
         port: secret.port,
         tls: secret.ssl != Some(false),
@@ -125,6 +127,7 @@ async fn set(
     clients: &Clients,
     settings: &Settings,
     event: &RotationEvent,
+    gate: &Gate,
 ) -> Result<Value, Error> {
     let current = current(clients, event).await?;
     let pending = pending(clients, event).await?;
@@ -133,41 +136,53 @@ async fn set(
     let options = ConnectOptions::load(settings.ca_bundle.as_deref(), settings.connect_timeout)?;
     match strategy {
         Strategy::Alternating => {
-            set_alternating(clients, event, &current, &pending, &options).await
+            let Gate::Proceed { current: version } = gate else {
+                return Err(Error::Rejected("setSecret of a finished rotation".into()));
+            };
+            let retired = Retired {
+                user: &pending.username,
+                current_version: version,
+            };
+            set_alternating(
+                clients, settings, event, &current, &pending, retired, &options,
+            )
+            .await
         }
         Strategy::Single => set_single(clients, event, &current, &pending, &options).await,
     }
 }
 
+/// The user an alternating setSecret changes: the one the AWSCURRENT version retired.
+struct Retired<'a> {
+    user: &'a str,
+    current_version: &'a str,
+}
+
 async fn set_alternating(
     clients: &Clients,
+    settings: &Settings,
     event: &RotationEvent,
     current: &DbSecret,
     pending: &DbSecret,
+    retired: Retired<'_>,
     options: &ConnectOptions,
 ) -> Result<Value, Error> {
     let master_arn = current.masterarn.as_deref().ok_or_else(|| {
         Error::Rejected("the alternating strategy needs `masterarn` in the secret".into())
     })?;
-    let master = secrets::require_db_secret(&clients.secretsmanager, master_arn, None, AWSCURRENT)
-        .await
-        .map_err(|e| match e {
-            Error::Rejected(m) => Error::Rejected(format!("master secret: {m}")),
-            other => other,
-        })?;
-    // A master secret that RDS manages holds only the user name and password: connect to
-    // the database of the secret being rotated.
-    let target = match &master.host {
-        Some(_) => endpoint(&master)?,
-        None => Endpoint {
-            tls: master.ssl.or(current.ssl) != Some(false),
-            ..endpoint(current)?
-        },
-    };
+    let master =
+        secrets::require_db_secret(&clients.secretsmanager, master_arn, None, AWSCURRENT).await?;
+    plan::check_not_protected(&pending.username, &master.username)?;
+    // A master secret that RDS manages holds only the user name and password: the rotated
+    // secret's endpoint, when it is the one the deployment pins.
+    let target = plan::master_endpoint(settings.db_endpoint.as_ref(), &master, current)?;
     let mut session = db::connect(&target, &master.username, &master.password, None, options)
         .await
         .map_err(|e| with_context(e, &format!("login as master user {}", master.username)))?;
-    let result = clone_accounts(&mut session, current, pending, event.dry_run).await;
+    let result = match check_not_in_use(clients, settings, event, &retired, &mut session).await {
+        Ok(()) => clone_accounts(&mut session, current, pending, event.dry_run).await,
+        Err(e) => Err(e),
+    };
     session.close().await;
     let (accounts, statements) = result?;
     Ok(json!({
@@ -177,6 +192,54 @@ async fn set_alternating(
         "accounts": accounts,
         "statements": statements,
     }))
+}
+
+/// Fails with `UserStillInUse`, changing nothing, when a task of the `ECS_SERVICE` services may
+/// still log in as the retired user: it has an account and a deployment or task predates the
+/// AWSCURRENT version (see [`in_use`]). A user with no account yet is used by nobody.
+async fn check_not_in_use(
+    clients: &Clients,
+    settings: &Settings,
+    event: &RotationEvent,
+    retired: &Retired<'_>,
+    session: &mut Session,
+) -> Result<(), Error> {
+    let Some(cluster) = &settings.cluster else {
+        return Ok(());
+    };
+    if session.hosts_of(retired.user).await?.is_empty() {
+        return Ok(());
+    }
+    let version = retired.current_version;
+    let changed_at = secrets::version_created(&clients.secretsmanager, &event.secret_id, version)
+        .await?
+        .ok_or_else(|| {
+            Cause::UserStillInUse.error(format!(
+                "AWSCURRENT version {version} has no creation date to compare tasks with"
+            ))
+        })?;
+    let mut services = Vec::new();
+    for service in &settings.services {
+        services.push(in_use::observe(clients.ecs.get(), cluster, service).await?);
+    }
+    let found = in_use::blocker(&services, changed_at);
+    tracing::info!(
+        user = retired.user,
+        changed_at = %changed_at,
+        services = %serde_json::to_string(&services).unwrap_or_default(),
+        blocked = found.is_some(),
+        "checked the tasks that may still use the retired user"
+    );
+    match found {
+        None => Ok(()),
+        Some(b) => Err(Cause::UserStillInUse.error(format!(
+            "{b}, from before AWSCURRENT (version {version}) was created at {}, so it may still \
+             log in as {}; {} was not changed",
+            changed_at.to_rfc3339(),
+            retired.user,
+            retired.user
+        ))),
+    }
 }
 
 async fn clone_accounts(
@@ -233,12 +296,14 @@ async fn clone_accounts(
 /// Adds what was being done to a database error, keeping the server's code and message.
 fn with_context(e: DbError, what: &str) -> Error {
     match e {
-        DbError::LoginRefused { code, message } | DbError::Server { code, message } => {
-            Error::Database {
-                code,
-                message: format!("{message} ({what})"),
-            }
+        DbError::LoginRefused { code, message } => {
+            Cause::DbLoginRefused.error(format!("database error {code}: {message} ({what})"))
         }
+        DbError::Server { code, message } => Error::Database {
+            code,
+            message: format!("{message} ({what})"),
+        },
+        DbError::Named(cause, detail) => cause.error(format!("{detail} ({what})")),
         DbError::Unreachable(m) => Error::Unreachable(m),
     }
 }
@@ -302,7 +367,7 @@ async fn set_single(
             return Ok(done);
         }
     }
-    Err(Error::Rejected(format!(
+    Err(Cause::DbLoginRefused.error(format!(
         "user {} logs in with none of the stored passwords (tried {} and {unlabelled} unlabelled versions)",
         pending.username,
         refused.join(", ")

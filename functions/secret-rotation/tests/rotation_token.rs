@@ -1,6 +1,6 @@
 //! What moto does not check: createSecret hands Secrets Manager's `RotationToken` to
 //! PutSecretValue (with the version id and the AWSPENDING stage), and a throttled
-//! PutSecretValue is one clear `AwsApi` error after the SDK's retries.
+//! PutSecretValue is one clear `Throttled` error after the SDK's retries.
 
 use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput;
 use aws_sdk_secretsmanager::operation::get_random_password::GetRandomPasswordOutput;
@@ -120,8 +120,9 @@ async fn throttled_put_is_one_clear_error() {
     let err = steps::run(&clients(&all), &settings, &event(Some("rt")))
         .await
         .unwrap_err();
-    assert_eq!(err.error_type(), "AwsApi", "{err}");
+    assert_eq!(err.error_type(), "Throttled", "{err}");
     assert!(err.to_string().contains("PutSecretValue"), "{err}");
+    assert!(err.to_string().contains("ThrottlingException"), "{err}");
     assert!(!err.to_string().contains("Generated_pw.1"), "{err}");
     assert_eq!(put.num_calls(), 3, "the SDK retried");
 }

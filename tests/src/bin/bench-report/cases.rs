@@ -118,6 +118,7 @@ async fn rotation_secret(moto: &Moto, db: &MariaDb, n: usize) -> (String, String
 fn rotation_env(db: &MariaDb) -> Env {
     vec![
         s("DB_CA_BUNDLE", db.ca_path.display().to_string()),
+        s("DB_ENDPOINT", format!("localhost:{}", db.port)),
         s("ROTATION_STRATEGY", "alternating"),
     ]
 }

@@ -249,6 +249,7 @@ impl World {
             "secret-rotation" => env.extend([
                 s("ROTATION_STRATEGY", "alternating"),
                 s("DB_CA_BUNDLE", &self.db.ca_path.display().to_string()),
+                s("DB_ENDPOINT", &format!("127.0.0.1:{}", self.db.port)),
                 s("ECS_CLUSTER", CLUSTER),
                 s("ECS_SERVICE", SERVICE),
             ]),

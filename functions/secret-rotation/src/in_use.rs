@@ -1,0 +1,292 @@
+//! Whether running tasks may still use the user an alternating setSecret is about to change.
+//!
+//! ECS hands a task the secret when the task starts, so a task started before the AWSCURRENT
+//! change still logs in as the user that change retired, the one the next rotation changes. A
+//! deployment created before the change that still has tasks, or a task started before it,
+//! blocks setSecret until the redeploy has replaced them. [`blocker`] is the pure rule;
+//! [`observe`] reads a service's deployments and tasks (DescribeServices, ListTasks,
+//! DescribeTasks).
+
+use aws_sdk_ecs::Client;
+use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use shared::Error;
+use shared::aws::to_utc;
+
+use crate::failure::{Cause, THROTTLING_CODES};
+
+/// One deployment of a service and how many tasks it has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeploymentUse {
+    pub id: String,
+    pub created_at: Option<DateTime<Utc>>,
+    /// Running plus pending tasks.
+    pub tasks: i64,
+}
+
+/// One task that ECS wants running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskUse {
+    pub arn: String,
+    /// `startedBy`: the deployment id for a service's task.
+    pub started_by: Option<String>,
+    /// When it started, else (still pending) when it was created.
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// What a service runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceUse {
+    pub service: String,
+    pub deployments: Vec<DeploymentUse>,
+    pub tasks: Vec<TaskUse>,
+}
+
+/// Why setSecret must wait.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "blocker", rename_all = "snake_case")]
+pub enum Blocker {
+    /// A deployment created before the change still has tasks.
+    Deployment {
+        service: String,
+        deployment_id: String,
+        created_at: Option<DateTime<Utc>>,
+        tasks: i64,
+    },
+    /// A task started before the change (or at an unknown time) still runs.
+    Task {
+        service: String,
+        task_arn: String,
+        deployment_id: Option<String>,
+        since: Option<DateTime<Utc>>,
+    },
+}
+
+fn time(t: &Option<DateTime<Utc>>) -> String {
+    t.map_or_else(|| "at an unknown time".to_string(), |t| t.to_rfc3339())
+}
+
+impl std::fmt::Display for Blocker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Blocker::Deployment {
+                service,
+                deployment_id,
+                created_at,
+                tasks,
+            } => write!(
+                f,
+                "service {service}: deployment {deployment_id}, created {}, still has {tasks} tasks",
+                time(created_at)
+            ),
+            Blocker::Task {
+                service,
+                task_arn,
+                deployment_id,
+                since,
+            } => write!(
+                f,
+                "service {service}: task {task_arn} of deployment {}, started {}, still runs",
+                deployment_id.as_deref().unwrap_or("(none)"),
+                time(since)
+            ),
+        }
+    }
+}
+
+/// The first deployment or task that may still hold credentials from before `changed_at`
+/// (a time not known counts as before); `None`: setSecret may change the retired user.
+pub fn blocker(services: &[ServiceUse], changed_at: DateTime<Utc>) -> Option<Blocker> {
+    let before = |t: &Option<DateTime<Utc>>| t.is_none_or(|t| t <= changed_at);
+    for s in services {
+        if let Some(d) = s
+            .deployments
+            .iter()
+            .find(|d| d.tasks > 0 && before(&d.created_at))
+        {
+            return Some(Blocker::Deployment {
+                service: s.service.clone(),
+                deployment_id: d.id.clone(),
+                created_at: d.created_at,
+                tasks: d.tasks,
+            });
+        }
+        if let Some(t) = s.tasks.iter().find(|t| before(&t.since)) {
+            return Some(Blocker::Task {
+                service: s.service.clone(),
+                task_arn: t.arn.clone(),
+                deployment_id: t.started_by.clone(),
+                since: t.since,
+            });
+        }
+    }
+    None
+}
+
+/// An ECS error: throttling is its own cause, the rest keep code and message.
+fn ecs_error<E, R>(operation: &'static str, e: SdkError<E, R>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match e.code() {
+        Some(c) if THROTTLING_CODES.contains(&c) => {
+            Cause::Throttled.error(format!("ECS {operation} failed: {c}"))
+        }
+        _ => Error::aws("ECS", operation, e),
+    }
+}
+
+/// Reads a service's deployments and the tasks ECS wants running for it.
+pub async fn observe(ecs: &Client, cluster: &str, service: &str) -> Result<ServiceUse, Error> {
+    let out = ecs
+        .describe_services()
+        .cluster(cluster)
+        .services(service)
+        .send()
+        .await
+        .map_err(|e| ecs_error("DescribeServices", e))?;
+    let svc = out
+        .services()
+        .first()
+        .ok_or_else(|| Error::NotFound(format!("ECS service {service} in cluster {cluster}")))?;
+    let deployments = svc
+        .deployments()
+        .iter()
+        .map(|d| DeploymentUse {
+            id: d.id().unwrap_or_default().to_string(),
+            created_at: d.created_at().and_then(to_utc),
+            tasks: i64::from(d.running_count()) + i64::from(d.pending_count()),
+        })
+        .collect();
+    let mut arns = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let page = ecs
+            .list_tasks()
+            .cluster(cluster)
+            .service_name(service)
+            .desired_status(aws_sdk_ecs::types::DesiredStatus::Running)
+            .set_next_token(next.take())
+            .send()
+            .await
+            .map_err(|e| ecs_error("ListTasks", e))?;
+        arns.extend(page.task_arns().iter().cloned());
+        match page.next_token().filter(|t| !t.is_empty()) {
+            Some(t) => next = Some(t.to_string()),
+            None => break,
+        }
+    }
+    let mut tasks = Vec::new();
+    for chunk in arns.chunks(100) {
+        let out = ecs
+            .describe_tasks()
+            .cluster(cluster)
+            .set_tasks(Some(chunk.to_vec()))
+            .send()
+            .await
+            .map_err(|e| ecs_error("DescribeTasks", e))?;
+        tasks.extend(out.tasks().iter().map(|t| TaskUse {
+            arn: t.task_arn().unwrap_or_default().to_string(),
+            started_by: t.started_by().map(str::to_string),
+            since: t.started_at().or(t.created_at()).and_then(to_utc),
+        }));
+    }
+    Ok(ServiceUse {
+        service: service.to_string(),
+        deployments,
+        tasks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use proptest::prelude::{prop_assert, proptest};
+
+    fn at(s: i64) -> Option<DateTime<Utc>> {
+        Utc.timestamp_opt(1_800_000_000 + s, 0).single()
+    }
+
+    fn service(deployments: &[(&str, Option<i64>, i64)], tasks: &[Option<i64>]) -> ServiceUse {
+        ServiceUse {
+            service: "wiki".into(),
+            deployments: deployments
+                .iter()
+                .map(|(id, c, n)| DeploymentUse {
+                    id: id.to_string(),
+                    created_at: c.and_then(at),
+                    tasks: *n,
+                })
+                .collect(),
+            tasks: tasks
+                .iter()
+                .enumerate()
+                .map(|(i, s)| TaskUse {
+                    arn: format!("task/{i}"),
+                    started_by: Some("ecs-svc/1".into()),
+                    since: s.and_then(at),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_completed_redeploy_after_the_change_frees_the_user() {
+        let changed = at(0).unwrap();
+        let done = service(&[("ecs-svc/2", Some(10), 2)], &[Some(20), Some(25)]);
+        assert_eq!(blocker(&[done], changed), None);
+    }
+
+    #[test]
+    fn old_deployments_and_old_tasks_block_and_are_named() {
+        let changed = at(0).unwrap();
+        // The redeploy is rolling out: the old deployment still has a task.
+        let rolling = service(
+            &[("ecs-svc/2", Some(10), 2), ("ecs-svc/1", Some(-100), 1)],
+            &[Some(20), Some(-50)],
+        );
+        let b = blocker(&[rolling], changed).unwrap();
+        assert!(
+            matches!(&b, Blocker::Deployment { deployment_id, tasks: 1, .. } if deployment_id == "ecs-svc/1"),
+            "{b:?}"
+        );
+        assert!(b.to_string().contains("deployment ecs-svc/1"), "{b}");
+        // A task older than the change, or of unknown age, blocks even in a new deployment.
+        for t in [Some(-1), Some(0), None] {
+            let s = service(&[("ecs-svc/2", Some(10), 2)], &[Some(20), t]);
+            let b = blocker(&[s], changed).unwrap();
+            assert!(
+                matches!(&b, Blocker::Task { task_arn, .. } if task_arn == "task/1"),
+                "{b:?}"
+            );
+        }
+        // A deployment without tasks left blocks nothing.
+        let drained = service(
+            &[("ecs-svc/2", Some(10), 2), ("ecs-svc/1", Some(-100), 0)],
+            &[],
+        );
+        assert_eq!(blocker(&[drained], changed), None);
+    }
+
+    proptest! {
+        /// setSecret proceeds exactly when every deployment with tasks was created, and every
+        /// task started, after the change.
+        #[test]
+        fn blocks_exactly_when_something_predates_the_change(
+            deployments in proptest::collection::vec((proptest::option::of(-5i64..5), 0i64..3), 0..4),
+            tasks in proptest::collection::vec(proptest::option::of(-5i64..5), 0..5),
+        ) {
+            let changed = at(0).unwrap();
+            let deployments: Vec<(&str, Option<i64>, i64)> =
+                deployments.iter().map(|(c, n)| ("d", *c, *n)).collect();
+            let s = service(&deployments, &tasks);
+            let old = |t: &Option<DateTime<Utc>>| t.is_none_or(|t| t <= changed);
+            let predates = s.deployments.iter().any(|d| d.tasks > 0 && old(&d.created_at))
+                || s.tasks.iter().any(|t| old(&t.since));
+            prop_assert!(blocker(std::slice::from_ref(&s), changed).is_some() == predates);
+        }
+    }
+}
