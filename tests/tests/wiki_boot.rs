@@ -715,6 +715,8 @@ async fn schema_seeds_the_example_into_a_fresh_prefix_once_and_never_again() {
         versions_of(&s3, "fresh", key).await.0.is_empty(),
         "{}",
         run.logs()
+    );
+}
 
 #[tokio::test]
 async fn the_wiki_user_is_created_right_under_no_backslash_escapes() {
