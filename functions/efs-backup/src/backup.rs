@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::manifest::{self, Entry, Header, Kind, Manifest};
-use crate::plan::{BackupPlan, plan_backup};
+use crate::plan::{BackupPlan, Known, Upload, plan_backup};
 use crate::retention::{RetentionPlan, plan_retention};
 use crate::settings::Settings;
 use crate::store::{CheckpointHeader, Latest, Store};
@@ -33,7 +33,9 @@ pub struct BackupOptions {
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct BackupOutput {
     pub action: &'static str,
-    /// `complete`, `incomplete` (invoke again to resume) or `dry_run`.
+    /// `complete`, `partial` (a snapshot was written, but some paths could not be read or
+    /// were refused by S3: `unreadable`, `refused`), `incomplete` (invoke again to resume) or
+    /// `dry_run`.
     pub status: &'static str,
     pub snapshot_id: String,
     pub previous_snapshot: Option<String>,
@@ -53,9 +55,21 @@ pub struct BackupOutput {
     pub bytes_remaining: u64,
     /// Files that changed on every attempt while being read (not in this snapshot).
     pub changed_during_read: Vec<String>,
-    /// Entries that could not be backed up, and why (first 100).
+    /// Entries that are never backed up (sockets, FIFOs, non-UTF-8 names), and why (first 100).
     pub skipped: Vec<Skipped>,
     pub skipped_total: u64,
+    /// Folders and files that could not be read, and why (first 100): what was stored under
+    /// them is kept in the snapshot as it was.
+    pub unreadable: Vec<Skipped>,
+    pub unreadable_total: u64,
+    /// Files S3 refused for good (key too long, access denied), and why (first 100): a stored
+    /// copy is kept, if any.
+    pub refused: Vec<Skipped>,
+    pub refused_total: u64,
+    /// Stored entries kept as they were because their path could not be read or stored.
+    pub entries_kept: u64,
+    /// Temporary files of interrupted restores removed (`.name.efs-restore-…`).
+    pub restore_temps_removed: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionPlan>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -115,6 +129,7 @@ pub async fn run(
                     snapshot_id: manifest::snapshot_id(now),
                     created_at: now,
                     previous: previous_id.clone(),
+                    pending: Default::default(),
                 },
                 Vec::new(),
             )
@@ -135,7 +150,17 @@ pub async fn run(
         .as_ref()
         .map(|m| m.entries.as_slice())
         .unwrap_or(&[]);
-    let plan = plan_backup(prev_entries, &done, walked.entries);
+    let unreadable_paths: Vec<String> = walked.unreadable.iter().map(|u| u.path.clone()).collect();
+    let mut ck_header = ck_header;
+    let plan = plan_backup(
+        Known {
+            previous: prev_entries,
+            done: &done,
+            pending: &ck_header.pending,
+            unreadable: &unreadable_paths,
+        },
+        walked.entries,
+    );
     tracing::info!(
         walk_ms,
         entries = entries_seen,
@@ -151,8 +176,13 @@ pub async fn run(
         previous_snapshot: previous_id.clone(),
         skipped_total: walked.skipped.len() as u64,
         skipped: walked.skipped.into_iter().take(MAX_LISTED).collect(),
+        entries_kept: plan.kept,
         ..Default::default()
     };
+    for u in walked.unreadable {
+        tracing::warn!(path = %u.path, reason = %u.reason, "could not be read; its stored entries are kept");
+        out.note_unreadable(u);
+    }
 
     if opts.dry_run {
         out.status = "dry_run";
@@ -178,10 +208,23 @@ pub async fn run(
         )));
     }
 
+    out.restore_temps_removed = remove_restore_temps(&root, walked.restore_temps).await;
+
+    // Every path this run may write is saved before the first write, so that a later
+    // invocation never takes a version stored there on trust (it may have been replaced).
+    let pending_before = ck_header.pending.len();
+    ck_header.pending.extend(
+        plan.uploads
+            .iter()
+            .map(|u| u.entry.path.clone())
+            .chain(plan.deletes.iter().cloned()),
+    );
     if !resumed {
         store
             .start_run(&ck_header, settings.allow_unversioned)
             .await?;
+    } else if ck_header.pending.len() > pending_before {
+        store.put_checkpoint(&ck_header, &done).await?;
     }
 
     // Upload, watching the deadline and saving progress now and then.
@@ -198,14 +241,13 @@ pub async fn run(
         .filter(|e| e.kind == Kind::File)
         .map(|e| e.path.clone())
         .collect();
-    let mut vanished: Vec<String> = Vec::new();
-    let mut stored: BTreeMap<String, Entry> =
-        done.into_iter().map(|e| (e.path.clone(), e)).collect();
+    let mut progress = Progress {
+        stored: done.into_iter().map(|e| (e.path.clone(), e)).collect(),
+        ..Default::default()
+    };
     let carried = plan.carried;
-    let mut remaining = Vec::new();
     let mut tasks: JoinSet<Result<Outcome, Error>> = JoinSet::new();
     let mut last_checkpoint = Instant::now();
-    let mut failure: Option<Error> = None;
     let mut uploads = plan.uploads.into_iter();
 
     // The deadline is watched while waiting for a slot and while draining too: multipart
@@ -218,7 +260,7 @@ pub async fn run(
             stopping = true;
             uploader.stop.store(true, Ordering::Relaxed);
         }
-        let next = if stopping || failure.is_some() {
+        let next = if stopping || progress.failure.is_some() {
             None
         } else {
             uploads.next()
@@ -228,7 +270,7 @@ pub async fn run(
             tokio::select! {
                 r = tasks.join_next() => match r {
                     Some(r) => {
-                        absorb(r, &mut stored, &mut remaining, &mut vanished, &mut out, &mut failure);
+                        progress.absorb(r, &mut out);
                         continue;
                     }
                     None => break,
@@ -243,19 +285,12 @@ pub async fn run(
         // Wait for a slot, handling finished uploads meanwhile.
         let permit = loop {
             while let Some(r) = tasks.try_join_next() {
-                absorb(
-                    r,
-                    &mut stored,
-                    &mut remaining,
-                    &mut vanished,
-                    &mut out,
-                    &mut failure,
-                );
+                progress.absorb(r, &mut out);
             }
             tokio::select! {
                 p = files_in_flight.clone().acquire_owned() => break p.ok(),
                 Some(r) = tasks.join_next(), if !tasks.is_empty() => {
-                    absorb(r, &mut stored, &mut remaining, &mut vanished, &mut out, &mut failure);
+                    progress.absorb(r, &mut out);
                 }
                 _ = &mut stop_timer, if !stopping => {
                     stopping = true;
@@ -265,7 +300,7 @@ pub async fn run(
             }
         };
         let Some(permit) = permit else {
-            remaining.push(up);
+            progress.remaining.push(up);
             continue;
         };
         let u = uploader.clone();
@@ -275,23 +310,30 @@ pub async fn run(
         });
         if last_checkpoint.elapsed() >= settings.checkpoint_interval {
             store
-                .put_checkpoint(&ck_header, &stored_entries(&stored))
+                .put_checkpoint(&ck_header, &progress.stored_entries())
                 .await?;
             last_checkpoint = Instant::now();
         }
     }
+    let Progress {
+        mut stored,
+        mut remaining,
+        vanished,
+        keep,
+        failure,
+    } = progress;
     remaining.extend(uploads);
 
     if let Some(e) = failure {
         // Save what was stored so a retry does not upload it again.
         store
-            .put_checkpoint(&ck_header, &stored_entries(&stored))
+            .put_checkpoint(&ck_header, &stored.values().cloned().collect::<Vec<_>>())
             .await?;
         return Err(e);
     }
     if !remaining.is_empty() {
         store
-            .put_checkpoint(&ck_header, &stored_entries(&stored))
+            .put_checkpoint(&ck_header, &stored.values().cloned().collect::<Vec<_>>())
             .await?;
         out.status = "incomplete";
         out.files_remaining = remaining.len() as u64;
@@ -308,6 +350,10 @@ pub async fn run(
         record_metrics(&out);
         return Ok(out);
     }
+
+    // A file that could not be read or stored keeps the copy stored before, if any.
+    keep_stored(&mut stored, &keep, prev_entries);
+    out.entries_kept += keep.iter().filter(|p| stored.contains_key(*p)).count() as u64;
 
     // Delete markers for files that are gone, so the bucket mirrors the tree.
     let mut deletes: Vec<String> = plan.deletes;
@@ -369,7 +415,11 @@ pub async fn run(
         })
         .await?;
     store.delete(&store.layout.checkpoint_key()).await?;
-    out.status = "complete";
+    out.status = if out.unreadable_total + out.refused_total > 0 {
+        "partial"
+    } else {
+        "complete"
+    };
     out.files_total = files;
     out.dirs_total = dirs;
     out.symlinks_total = symlinks;
@@ -406,52 +456,125 @@ pub async fn prune(
     Ok(plan)
 }
 
-fn absorb(
-    r: Result<Result<Outcome, Error>, tokio::task::JoinError>,
-    stored: &mut BTreeMap<String, Entry>,
-    remaining: &mut Vec<crate::plan::Upload>,
-    vanished: &mut Vec<String>,
-    out: &mut BackupOutput,
-    failure: &mut Option<Error>,
-) {
-    match r {
-        Err(e) => {
-            failure.get_or_insert(Error::Partial(format!("upload task failed: {e}")));
-        }
-        Ok(Err(e)) => {
-            failure.get_or_insert(e);
-        }
-        Ok(Ok(o)) => match o {
+/// What the uploads came to so far.
+#[derive(Default)]
+struct Progress {
+    /// Files stored by this run (checkpoint included), by path.
+    stored: BTreeMap<String, Entry>,
+    /// Uploads not done for the deadline.
+    remaining: Vec<Upload>,
+    /// Files gone before they could be read.
+    vanished: Vec<String>,
+    /// Files that could not be read or were refused: their stored copy stays.
+    keep: Vec<String>,
+    failure: Option<Error>,
+}
+
+impl Progress {
+    fn absorb(
+        &mut self,
+        r: Result<Result<Outcome, Error>, tokio::task::JoinError>,
+        out: &mut BackupOutput,
+    ) {
+        let o = match r {
+            Err(e) => {
+                self.failure
+                    .get_or_insert(Error::Partial(format!("upload task failed: {e}")));
+                return;
+            }
+            Ok(Err(e)) => {
+                self.failure.get_or_insert(e);
+                return;
+            }
+            Ok(Ok(o)) => o,
+        };
+        match o {
             Outcome::Stored { entry, uploaded } => {
                 if uploaded {
                     out.files_uploaded += 1;
                     out.bytes_uploaded += entry.size;
                 }
-                stored.insert(entry.path.clone(), entry);
+                self.stored.insert(entry.path.clone(), entry);
             }
             Outcome::Unstable(p) => {
                 tracing::warn!(path = %p, "file kept changing while being read; not in this snapshot");
                 out.changed_during_read.push(p);
             }
             Outcome::Vanished(p) => {
-                stored.remove(&p);
-                vanished.push(p);
+                self.stored.remove(&p);
+                self.vanished.push(p);
             }
-            Outcome::Unreadable(p, reason) => {
-                tracing::warn!(path = %p, reason, "file could not be read");
-                out.skipped_total += 1;
-                if out.skipped.len() < MAX_LISTED {
-                    out.skipped.push(Skipped { path: p, reason });
+            Outcome::Unreadable(path, reason) => {
+                tracing::warn!(path = %path, reason, "file could not be read; its stored copy is kept");
+                self.keep.push(path.clone());
+                out.note_unreadable(Skipped { path, reason });
+            }
+            Outcome::Refused(path, reason) => {
+                tracing::warn!(path = %path, reason, "S3 refused the file; its stored copy is kept");
+                self.keep.push(path.clone());
+                out.refused_total += 1;
+                if out.refused.len() < MAX_LISTED {
+                    out.refused.push(Skipped { path, reason });
                 }
             }
-            Outcome::Cancelled(u) => remaining.push(u),
-        },
+            Outcome::Cancelled(u) => self.remaining.push(u),
+        }
+    }
+
+    fn stored_entries(&self) -> Vec<Entry> {
+        self.stored.values().cloned().collect()
     }
 }
 
-fn stored_entries(stored: &BTreeMap<String, Entry>) -> Vec<Entry> {
-    stored.values().cloned().collect()
+impl BackupOutput {
+    fn note_unreadable(&mut self, u: Skipped) {
+        self.unreadable_total += 1;
+        if self.unreadable.len() < MAX_LISTED {
+            self.unreadable.push(u);
+        }
+    }
 }
+
+/// Puts back the previous snapshot's entry of each `keep` path this run did not store.
+fn keep_stored(stored: &mut BTreeMap<String, Entry>, keep: &[String], previous: &[Entry]) {
+    if keep.is_empty() {
+        return;
+    }
+    let keep: std::collections::HashSet<&str> = keep.iter().map(String::as_str).collect();
+    for e in previous {
+        if e.is_stored_file() && keep.contains(e.path.as_str()) && !stored.contains_key(&e.path) {
+            stored.insert(e.path.clone(), e.clone());
+        }
+    }
+}
+
+/// Removes temporary files interrupted restores left (unchanged for an hour, so a restore
+/// still writing one is left alone); returns how many.
+async fn remove_restore_temps(root: &std::path::Path, temps: Vec<String>) -> u64 {
+    let mut removed = 0;
+    for rel in temps {
+        let p = root.join(&rel);
+        let old = tokio::fs::symlink_metadata(&p).await.is_ok_and(|md| {
+            use std::os::unix::fs::MetadataExt;
+            let age = Utc::now().timestamp() - md.ctime();
+            md.is_file() && age >= RESTORE_TEMP_MIN_AGE_SECONDS
+        });
+        if !old {
+            continue;
+        }
+        match tokio::fs::remove_file(&p).await {
+            Ok(()) => {
+                tracing::info!(path = %rel, "removed a temporary file of an interrupted restore");
+                removed += 1;
+            }
+            Err(e) => tracing::warn!(path = %rel, error = %e, "could not remove a restore's temporary file"),
+        }
+    }
+    removed
+}
+
+/// How long a restore's temporary file must be left unchanged before a backup removes it.
+const RESTORE_TEMP_MIN_AGE_SECONDS: i64 = 3600;
 
 fn fill_totals<'a>(out: &mut BackupOutput, entries: impl Iterator<Item = &'a Entry>) {
     for e in entries {
@@ -488,6 +611,8 @@ fn record_metrics(out: &BackupOutput) {
     metrics::counter!("FilesDeleted").increment(out.files_deleted);
     metrics::counter!("FilesChangedDuringRead").increment(out.changed_during_read.len() as u64);
     metrics::counter!("EntriesSkipped").increment(out.skipped_total);
+    metrics::counter!("UnreadablePaths").increment(out.unreadable_total);
+    metrics::counter!("FilesRefused").increment(out.refused_total);
     metrics::gauge!("FilesTotal").set(out.files_total as f64);
     metrics::gauge!("BytesTotal").set(out.bytes_total as f64);
     metrics::gauge!("FilesRemaining").set(out.files_remaining as f64);

@@ -355,11 +355,12 @@ async fn restore_file(store: &Store, root: &Path, e: &Entry) -> Result<(u64, boo
     let target = root.join(&e.path);
     let key = store.layout.file_key(&e.path);
     let tmp = target.with_file_name(format!(
-        ".{}.efs-restore-{}",
+        ".{}{}{}",
         target
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("file"),
+        crate::walk::RESTORE_TEMP_MARK,
         uuid::Uuid::new_v4().simple()
     ));
     let res = async {
