@@ -208,7 +208,7 @@ pub async fn run(
         )));
     }
 
-    out.restore_temps_removed = remove_restore_temps(&root, walked.restore_temps).await;
+    out.restore_temps_removed = remove_restore_temps(&root, walked.restore_temps, RESTORE_TEMP_MIN_AGE_SECONDS).await;
 
     // Every path this run may write is saved before the first write, so that a later
     // invocation never takes a version stored there on trust (it may have been replaced).
@@ -550,14 +550,14 @@ fn keep_stored(stored: &mut BTreeMap<String, Entry>, keep: &[String], previous: 
 
 /// Removes temporary files interrupted restores left (unchanged for an hour, so a restore
 /// still writing one is left alone); returns how many.
-async fn remove_restore_temps(root: &std::path::Path, temps: Vec<String>) -> u64 {
+async fn remove_restore_temps(root: &std::path::Path, temps: Vec<String>, min_age_s: i64) -> u64 {
     let mut removed = 0;
     for rel in temps {
         let p = root.join(&rel);
         let old = tokio::fs::symlink_metadata(&p).await.is_ok_and(|md| {
             use std::os::unix::fs::MetadataExt;
             let age = Utc::now().timestamp() - md.ctime();
-            md.is_file() && age >= RESTORE_TEMP_MIN_AGE_SECONDS
+            md.is_file() && age >= min_age_s
         });
         if !old {
             continue;
@@ -628,12 +628,90 @@ mod tests {
     use aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOutput;
     use aws_sdk_s3::operation::create_multipart_upload::CreateMultipartUploadOutput;
     use aws_sdk_s3::operation::get_object::GetObjectError;
-    use aws_sdk_s3::operation::put_object::PutObjectOutput;
+    use aws_sdk_s3::operation::put_object::{PutObjectError, PutObjectOutput};
     use aws_sdk_s3::operation::upload_part::UploadPartError;
     use aws_sdk_s3::types::error::NoSuchKey;
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
     use aws_smithy_types::error::ErrorMetadata;
     use shared::Env;
+
+    fn settings_for(dir: &std::path::Path) -> Settings {
+        Settings::from_env(&Env::from_pairs([
+            ("SOURCE_DIR", dir.to_str().unwrap()),
+            ("BACKUP_BUCKET", "b"),
+        ]))
+        .unwrap()
+    }
+
+    fn store_of(s3: Client) -> Store {
+        Store {
+            s3,
+            bucket: "b".into(),
+            layout: crate::manifest::Layout {
+                prefix: String::new(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_s3_denies_is_skipped_and_reported_and_the_snapshot_written() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ok.png"), b"png").unwrap();
+        std::fs::write(dir.path().join("denied.png"), b"no").unwrap();
+        let get = mock!(Client::get_object)
+            .then_error(|| GetObjectError::NoSuchKey(NoSuchKey::builder().build()));
+        let deny = mock!(Client::put_object)
+            .match_requests(|r| r.key() == Some("files/denied.png"))
+            .then_error(|| {
+                PutObjectError::generic(
+                    ErrorMetadata::builder()
+                        .code("AccessDenied")
+                        .message("denied by a bucket policy")
+                        .build(),
+                )
+            });
+        let put = mock!(Client::put_object)
+            .then_output(|| PutObjectOutput::builder().version_id("v1").build());
+        let delete = mock!(Client::delete_object).then_output(|| {
+            aws_sdk_s3::operation::delete_object::DeleteObjectOutput::builder().build()
+        });
+        let list = mock!(Client::list_objects_v2).then_output(|| {
+            aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output::builder().build()
+        });
+        let s3 = mock_client!(
+            aws_sdk_s3,
+            RuleMode::MatchAny,
+            [&get, &deny, &put, &delete, &list]
+        );
+        let deadline = Instant::now() + std::time::Duration::from_secs(600);
+        let out = run(
+            &store_of(s3),
+            &settings_for(dir.path()),
+            deadline,
+            &BackupOptions::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.status, "partial");
+        assert_eq!(out.refused_total, 1);
+        assert_eq!(out.refused[0].path, "denied.png");
+        assert!(out.refused[0].reason.contains("AccessDenied"), "{out:?}");
+        assert_eq!(out.files_total, 1);
+        assert_eq!(out.files_uploaded, 1);
+        // The run's start, ok.png, the manifest and latest.
+        assert_eq!(put.num_calls(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_restores_old_temporary_files_are_removed_and_fresh_ones_left() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".a.efs-restore-1"), b"x").unwrap();
+        let temps = vec![".a.efs-restore-1".to_string()];
+        assert_eq!(remove_restore_temps(dir.path(), temps.clone(), 3600).await, 0);
+        assert!(dir.path().join(".a.efs-restore-1").exists());
+        assert_eq!(remove_restore_temps(dir.path(), temps, 0).await, 1);
+        assert!(!dir.path().join(".a.efs-restore-1").exists());
+    }
 
     #[tokio::test]
     async fn a_failed_part_aborts_the_upload_and_saves_progress() {

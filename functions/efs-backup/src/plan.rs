@@ -93,6 +93,7 @@ pub fn plan_backup(known: Known<'_>, walked: Vec<Entry>) -> BackupPlan {
     };
     let mut plan = BackupPlan::default();
     let mut seen_paths = BTreeSet::new();
+    let mut files_now = BTreeSet::new();
     let mut walked = walked;
     walked.sort_by(|a, b| a.path.cmp(&b.path));
     walked.dedup_by(|a, b| a.path == b.path);
@@ -106,6 +107,7 @@ pub fn plan_backup(known: Known<'_>, walked: Vec<Entry>) -> BackupPlan {
             });
             continue;
         }
+        files_now.insert(seen.path.clone());
         let stored = stored_at(&seen.path).find(|s| s.is_stored_file());
         match stored {
             Some(s) if same_content(s, &seen) && !known.pending.contains(&seen.path) => {
@@ -128,12 +130,20 @@ pub fn plan_backup(known: Known<'_>, walked: Vec<Entry>) -> BackupPlan {
     }
     // Stored entries that were not seen: kept when they could not be looked at, else gone.
     let mut unseen_files = BTreeSet::new();
+    let mut kept_paths = BTreeSet::new();
     for e in known.done.iter().chain(known.previous) {
         if seen_paths.contains(&e.path) {
+            if !files_now.contains(&e.path) && e.kind == Kind::File && e.version_id.is_some() {
+                // A stored file replaced by a folder or a symlink.
+                unseen_files.insert(e.path.as_str());
+            }
+            continue;
+        }
+        if kept_paths.contains(e.path.as_str()) {
             continue;
         }
         if known.unreadable.iter().any(|u| is_under(&e.path, u)) {
-            seen_paths.insert(e.path.clone());
+            kept_paths.insert(e.path.as_str());
             plan.carried.push(e.clone());
             plan.kept += 1;
         } else if e.kind == Kind::File && e.version_id.is_some() {
