@@ -988,7 +988,10 @@ async fn a_reverted_file_never_references_a_version_the_lifecycle_rule_expires()
         env(
             &moto,
             &src,
-            &[("MAX_READ_MIB_PER_SECOND", "1"), ("UPLOAD_CONCURRENCY", "1")],
+            &[
+                ("MAX_READ_MIB_PER_SECOND", "1"),
+                ("UPLOAD_CONCURRENCY", "1"),
+            ],
         ),
     )
     .await;
@@ -1018,7 +1021,10 @@ async fn a_reverted_file_never_references_a_version_the_lifecycle_rule_expires()
             env(
                 &moto,
                 &src,
-                &[("MAX_READ_MIB_PER_SECOND", "1"), ("UPLOAD_CONCURRENCY", "1")],
+                &[
+                    ("MAX_READ_MIB_PER_SECOND", "1"),
+                    ("UPLOAD_CONCURRENCY", "1"),
+                ],
             ),
         )
         .await;
@@ -1049,7 +1055,8 @@ fn open_to_all(root: &Path) {
     for (rel, seen) in tree(root) {
         let mode = if seen.kind == "dir" { 0o755 } else { 0o644 };
         if seen.kind != "symlink" {
-            std::fs::set_permissions(root.join(rel), std::fs::Permissions::from_mode(mode)).unwrap();
+            std::fs::set_permissions(root.join(rel), std::fs::Permissions::from_mode(mode))
+                .unwrap();
         }
     }
     let mut p = root.to_path_buf();
@@ -1107,7 +1114,11 @@ async fn what_cannot_be_read_keeps_its_stored_copy_and_is_reported() {
         "the cause is named: {out}"
     );
     assert_eq!(out["files_total"], s1["files_total"], "{out}");
-    assert_eq!(mirror(&s3).await, before, "no delete marker, no new version");
+    assert_eq!(
+        mirror(&s3).await,
+        before,
+        "no delete marker, no new version"
+    );
     let logs = lambda.logs();
     assert!(logs.contains("\"UnreadablePaths\""), "EMF metric: {logs}");
 
@@ -1146,7 +1157,10 @@ async fn an_object_s3_refuses_is_reported_and_the_rest_is_backed_up() {
         assert_eq!(out["refused_total"], 1, "{out}");
         assert_eq!(out["refused"][0]["path"], long_path.as_str(), "{out}");
         assert!(
-            out["refused"][0]["reason"].as_str().unwrap().contains("1024"),
+            out["refused"][0]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("1024"),
             "{out}"
         );
         assert!(lambda.logs().contains("\"FilesRefused\""));
@@ -1173,9 +1187,15 @@ async fn a_restores_temporary_files_are_never_backed_up() {
     let out = lambda.invoke(json!({"action":"backup"})).await.unwrap();
     assert_eq!(out["status"], "complete", "{out}");
     assert!(
-        !mirror(&s3).await.keys().any(|k| k.contains(".efs-restore-")),
+        !mirror(&s3)
+            .await
+            .keys()
+            .any(|k| k.contains(".efs-restore-")),
         "a restore's temporary file was uploaded"
     );
     // Removed once it is an hour old (a restore still writing it is left alone).
-    assert!(src.join("a/a1/.Photo.png.efs-restore-0123456789abcdef").exists());
+    assert!(
+        src.join("a/a1/.Photo.png.efs-restore-0123456789abcdef")
+            .exists()
+    );
 }

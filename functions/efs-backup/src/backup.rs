@@ -208,7 +208,8 @@ pub async fn run(
         )));
     }
 
-    out.restore_temps_removed = remove_restore_temps(&root, walked.restore_temps, RESTORE_TEMP_MIN_AGE_SECONDS).await;
+    out.restore_temps_removed =
+        remove_restore_temps(&root, walked.restore_temps, RESTORE_TEMP_MIN_AGE_SECONDS).await;
 
     // Every path this run may write is saved before the first write, so that a later
     // invocation never takes a version stored there on trust (it may have been replaced).
@@ -567,7 +568,9 @@ async fn remove_restore_temps(root: &std::path::Path, temps: Vec<String>, min_ag
                 tracing::info!(path = %rel, "removed a temporary file of an interrupted restore");
                 removed += 1;
             }
-            Err(e) => tracing::warn!(path = %rel, error = %e, "could not remove a restore's temporary file"),
+            Err(e) => {
+                tracing::warn!(path = %rel, error = %e, "could not remove a restore's temporary file")
+            }
         }
     }
     removed
@@ -707,7 +710,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(".a.efs-restore-1"), b"x").unwrap();
         let temps = vec![".a.efs-restore-1".to_string()];
-        assert_eq!(remove_restore_temps(dir.path(), temps.clone(), 3600).await, 0);
+        assert_eq!(
+            remove_restore_temps(dir.path(), temps.clone(), 3600).await,
+            0
+        );
         assert!(dir.path().join(".a.efs-restore-1").exists());
         assert_eq!(remove_restore_temps(dir.path(), temps, 0).await, 1);
         assert!(!dir.path().join(".a.efs-restore-1").exists());

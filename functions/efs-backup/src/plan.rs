@@ -83,8 +83,7 @@ pub fn plan_backup(known: Known<'_>, walked: Vec<Entry>) -> BackupPlan {
         .iter()
         .map(|e| (e.path.as_str(), e))
         .collect();
-    let done_map: HashMap<&str, &Entry> =
-        known.done.iter().map(|e| (e.path.as_str(), e)).collect();
+    let done_map: HashMap<&str, &Entry> = known.done.iter().map(|e| (e.path.as_str(), e)).collect();
     let stored_at = |path: &str| {
         [done_map.get(path), prev.get(path)]
             .into_iter()
@@ -289,7 +288,10 @@ mod tests {
     fn a_path_this_run_may_have_written_is_read_again_and_checked() {
         // S1 holds `a` as v1; an interrupted invocation of this run planned (and may have
         // uploaded) `a` again, so v1 may no longer be current: `a` is not carried.
-        let prev = vec![stored(&file("a", 1, 1), "v1"), stored(&file("b", 1, 1), "v2")];
+        let prev = vec![
+            stored(&file("a", 1, 1), "v1"),
+            stored(&file("b", 1, 1), "v2"),
+        ];
         let pending = BTreeSet::from(["a".to_string()]);
         let known = Known {
             previous: &prev,

@@ -208,7 +208,11 @@ fn visit(root: &Path, res: Result<ignore::DirEntry, ignore::Error>) -> Option<Vi
             reason: "not a regular file, directory or symlink".into(),
         }));
     };
-    Some(Visit::Entry(entry_from_metadata(rel.to_string(), &md, target)))
+    Some(Visit::Entry(entry_from_metadata(
+        rel.to_string(),
+        &md,
+        target,
+    )))
 }
 
 #[cfg(test)]
