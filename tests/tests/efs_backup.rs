@@ -1199,3 +1199,39 @@ async fn a_restores_temporary_files_are_never_backed_up() {
             .exists()
     );
 }
+
+#[tokio::test]
+async fn overwrite_repairs_a_damaged_file_whose_size_mtime_and_mode_match() {
+    let moto = Moto::start().await;
+    versioned_bucket(&moto).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("wiki");
+    wiki_tree(&src);
+    let lambda = Lambda::start("efs-backup", env(&moto, &src, &[])).await;
+    let out = lambda.invoke(json!({"action":"backup"})).await.unwrap();
+    assert_eq!(out["status"], "complete", "{out}");
+    let r = dir.path().join("restored");
+    restore(&lambda, "latest", &r).await;
+    let good = tree(&r);
+    // Bit rot: one byte flipped, size, mtime and mode as they were.
+    let (victim, _) = files_of(&good).into_iter().next().unwrap();
+    let p = r.join(&victim);
+    let mtime = std::fs::metadata(&p).unwrap().modified().unwrap();
+    let mut content = std::fs::read(&p).unwrap();
+    content[0] ^= 0xff;
+    std::fs::write(&p, &content).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_ne!(tree(&r), good);
+    let out = lambda
+        .invoke(json!({"action":"restore","snapshot":"latest","target_dir":r.to_str().unwrap(),"overwrite":true}))
+        .await
+        .unwrap();
+    assert_eq!(out["status"], "complete", "{out}");
+    assert_eq!(out["files_restored"], 1, "only the damaged file: {out}");
+    assert_eq!(tree(&r), good);
+}

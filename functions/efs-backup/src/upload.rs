@@ -190,19 +190,9 @@ impl Uploader {
         }
         let p = path.to_path_buf();
         let size = before.size();
-        let read = tokio::task::spawn_blocking(
-            move || -> std::io::Result<(Vec<u8>, std::fs::Metadata)> {
-                use std::io::Read;
-                let mut f = std::fs::File::open(&p)?;
-                // One byte more than the size tells a grown file, without reading all of it.
-                let mut buf = Vec::with_capacity(size as usize + 1);
-                (&mut f).take(size + 1).read_to_end(&mut buf)?;
-                let after = f.metadata()?;
-                Ok((buf, after))
-            },
-        )
-        .await
-        .map_err(|e| Error::Partial(format!("read task failed: {e}")))?;
+        let read = tokio::task::spawn_blocking(move || read_small(&p, size))
+            .await
+            .map_err(|e| Error::Partial(format!("read task failed: {e}")))?;
         let (bytes, after) = match read {
             Ok(r) => r,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -534,6 +524,17 @@ fn closed(_: tokio::sync::AcquireError) -> Error {
     Error::Partial("upload budget closed".into())
 }
 
+/// A file's content, at most `size + 1` bytes (one more tells a grown file without reading
+/// all of it), and its metadata after the read.
+pub fn read_small(path: &Path, size: u64) -> std::io::Result<(Vec<u8>, std::fs::Metadata)> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = Vec::with_capacity(size as usize + 1);
+    (&mut f).take(size + 1).read_to_end(&mut buf)?;
+    let after = f.metadata()?;
+    Ok((buf, after))
+}
+
 /// Whether a file moved between two stats (or the bytes read disagree with its size).
 pub fn changed(before: &std::fs::Metadata, after: &std::fs::Metadata, read: u64) -> bool {
     before.size() != after.size()
@@ -556,6 +557,18 @@ async fn relinked(path: &Path, before: &std::fs::Metadata) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_grown_since_its_stat_is_read_one_byte_past_its_size() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        std::fs::write(&p, vec![1u8; 1000]).unwrap();
+        let (buf, after) = read_small(&p, 10).unwrap();
+        assert_eq!(buf.len(), 11);
+        assert_eq!(after.size(), 1000);
+        let (buf, _) = read_small(&p, 1000).unwrap();
+        assert_eq!(buf.len(), 1000);
+    }
 
     #[test]
     fn part_size_is_at_least_8_mib_and_fits_10000_parts() {
