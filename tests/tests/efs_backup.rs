@@ -1235,3 +1235,190 @@ async fn overwrite_repairs_a_damaged_file_whose_size_mtime_and_mode_match() {
     assert_eq!(out["files_restored"], 1, "only the damaged file: {out}");
     assert_eq!(tree(&r), good);
 }
+
+/// A seeded pseudo-random sequence (splitmix64): the fault suite replays exactly.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `lo..hi`.
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo)
+    }
+}
+
+/// One state of a fault-suite file: content seed, length, mtime.
+type FileState = (u64, usize, SystemTime);
+
+/// The fault suite's tree: `FAULT_PATHS` files whose every past state is remembered, so a
+/// change can also put an old state back, as "revert file" and restores do.
+struct FaultTree {
+    root: std::path::PathBuf,
+    history: Vec<Vec<FileState>>,
+    /// What each file holds now (`None`: deleted).
+    current: Vec<Option<FileState>>,
+}
+
+const FAULT_PATHS: usize = 12;
+
+impl FaultTree {
+    fn path(i: usize) -> String {
+        format!("{:x}/{:02x}/File_{i}.png", i % 4, i)
+    }
+
+    /// One change to file `i`: new content, an old state (its mtime too), an old content with a
+    /// new mtime, or a deletion.
+    fn change(&mut self, rng: &mut Rng, i: usize) {
+        let old = (!self.history[i].is_empty())
+            .then(|| self.history[i][rng.range(0, self.history[i].len() as u64) as usize]);
+        match (rng.range(0, 4), old) {
+            (1, Some(state)) => self.set(i, Some(state), true),
+            (2, Some(state)) => self.set(i, Some(state), false),
+            (3, _) => self.set(i, None, false),
+            _ => {
+                let len = rng.range(256, 1024) as usize * 1024;
+                self.set(i, Some((rng.next(), len, SystemTime::now())), false);
+            }
+        }
+    }
+
+    /// Writes state `to` of file `i` (`None` deletes it), with its recorded mtime if
+    /// `keep_mtime`.
+    fn set(&mut self, i: usize, to: Option<FileState>, keep_mtime: bool) {
+        let p = self.root.join(Self::path(i));
+        let Some((seed, len, mtime)) = to else {
+            let _ = std::fs::remove_file(&p);
+            self.current[i] = None;
+            return;
+        };
+        write(&self.root, &Self::path(i), &bytes(seed, len));
+        let f = std::fs::File::options().write(true).open(&p).unwrap();
+        if keep_mtime {
+            f.set_modified(mtime).unwrap();
+        }
+        let state = (seed, len, f.metadata().unwrap().modified().unwrap());
+        self.history[i].push(state);
+        self.current[i] = Some(state);
+    }
+}
+
+#[tokio::test]
+async fn killed_at_random_points_every_trial_converges_to_a_restorable_snapshot() {
+    const TRIALS: usize = 30;
+    const SEED: u64 = 16;
+    let moto = Moto::start().await;
+    let s3 = versioned_bucket(&moto).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("wiki");
+    let mut rng = Rng(SEED);
+    let mut t = FaultTree {
+        root: src.clone(),
+        history: vec![Vec::new(); FAULT_PATHS],
+        current: vec![None; FAULT_PATHS],
+    };
+    for i in 0..FAULT_PATHS {
+        let len = rng.range(256, 1024) as usize * 1024;
+        t.set(i, Some((rng.next(), len, SystemTime::now())), false);
+    }
+    let env = env(
+        &moto,
+        &src,
+        &[
+            ("MAX_READ_MIB_PER_SECOND", "1"),
+            ("CHECKPOINT_INTERVAL_SECONDS", "1"),
+            ("UPLOAD_CONCURRENCY", "4"),
+        ],
+    );
+    let (mut kills, mut max_runs, mut converged) = (0, 0, 0);
+    let r = dir.path().join("restored");
+    for trial in 0..TRIALS {
+        // The states the latest snapshot holds: a killed run's uploads are put back to them.
+        let snapshotted = t.current.clone();
+        let mut changed = Vec::new();
+        if trial > 0 {
+            for _ in 0..rng.range(2, 7) {
+                let i = rng.range(0, FAULT_PATHS as u64) as usize;
+                t.change(&mut rng, i);
+                changed.push(i);
+            }
+        }
+        let mut runs = 0;
+        let last = loop {
+            runs += 1;
+            assert!(runs <= 30, "trial {trial} did not converge in 30 runs");
+            let lambda = Lambda::start("efs-backup", env.clone()).await;
+            // Killed in most of the first runs: at a random time, or once a random number of
+            // new versions is stored (between an upload and the checkpoint that records it).
+            let kill = (runs <= 5 && rng.range(0, 10) < 8).then(|| {
+                (
+                    rng.range(0, 2) == 0,
+                    rng.range(1, 4) as usize,
+                    Duration::from_millis(rng.range(0, 2500)),
+                )
+            });
+            let stored_before: usize = versions(&s3).await.values().sum();
+            let ended = {
+                let run = lambda.invoke(json!({"action":"backup"}));
+                tokio::pin!(run);
+                match kill {
+                    Some((by_progress, n, after)) => tokio::select! {
+                        r = &mut run => Some(r),
+                        _ = async {
+                            if by_progress {
+                                while versions(&s3).await.values().sum::<usize>() < stored_before + n {
+                                    tokio::time::sleep(Duration::from_millis(10)).await;
+                                }
+                            } else {
+                                tokio::time::sleep(after).await;
+                            }
+                        } => None,
+                    },
+                    None => Some(run.await),
+                }
+            };
+            match ended {
+                Some(out) => {
+                    let out = out.unwrap_or_else(|e| panic!("trial {trial} run {runs}: {e}"));
+                    if out["status"] == "complete" {
+                        break lambda;
+                    }
+                    assert_eq!(out["status"], "incomplete", "{out}");
+                }
+                None => {
+                    kills += 1;
+                    lambda.stop().await;
+                    // The tree moves on while the backup is down: a file just changed is often
+                    // put back as it was.
+                    match (rng.range(0, 3), changed.is_empty()) {
+                        (0, false) => {
+                            let i = changed[rng.range(0, changed.len() as u64) as usize];
+                            let keep_mtime = rng.range(0, 2) == 0;
+                            t.set(i, snapshotted[i], keep_mtime);
+                        }
+                        (1, _) => {
+                            let i = rng.range(0, FAULT_PATHS as u64) as usize;
+                            t.change(&mut rng, i);
+                            changed.push(i);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        };
+        max_runs = max_runs.max(runs);
+        // Every referenced version is current: the restore survives the lifecycle rule.
+        restore_after_expiry(&last, &s3, &r).await;
+        assert_eq!(tree(&r), tree(&src), "trial {trial}: restore differs");
+        converged += 1;
+    }
+    eprintln!(
+        "fault suite (seed {SEED}): trials {TRIALS}, converged {converged}, kills {kills}, max runs to converge {max_runs}"
+    );
+}
