@@ -211,20 +211,28 @@ pub async fn run(
     out.restore_temps_removed =
         remove_restore_temps(&root, walked.restore_temps, RESTORE_TEMP_MIN_AGE_SECONDS).await;
 
-    // Every path this run may write is saved before the first write, so that a later
-    // invocation never takes a version stored there on trust (it may have been replaced).
+    // Every path this invocation may write is saved before the first write, and its
+    // checkpoint entry dropped, so that a later invocation never takes a version stored there
+    // on trust (it may have been replaced): the checkpoint's entries stay current.
     let pending_before = ck_header.pending.len();
-    ck_header.pending.extend(
-        plan.uploads
-            .iter()
-            .map(|u| u.entry.path.clone())
-            .chain(plan.deletes.iter().cloned()),
-    );
+    let writes: std::collections::HashSet<&str> = plan
+        .uploads
+        .iter()
+        .map(|u| u.entry.path.as_str())
+        .chain(plan.deletes.iter().map(String::as_str))
+        .collect();
+    ck_header
+        .pending
+        .extend(writes.iter().map(|p| p.to_string()));
+    let (superseded, done): (Vec<Entry>, Vec<Entry>) = done
+        .into_iter()
+        .partition(|e| writes.contains(e.path.as_str()));
+    drop(writes);
     if !resumed {
         store
             .start_run(&ck_header, settings.allow_unversioned)
             .await?;
-    } else if ck_header.pending.len() > pending_before {
+    } else if ck_header.pending.len() > pending_before || !superseded.is_empty() {
         store.put_checkpoint(&ck_header, &done).await?;
     }
 
@@ -239,11 +247,16 @@ pub async fn run(
     let stored_before: std::collections::HashSet<String> = prev_entries
         .iter()
         .chain(done.iter())
+        .chain(superseded.iter())
         .filter(|e| e.kind == Kind::File)
         .map(|e| e.path.clone())
         .collect();
     let mut progress = Progress {
         stored: done.into_iter().map(|e| (e.path.clone(), e)).collect(),
+        superseded: superseded
+            .into_iter()
+            .map(|e| (e.path.clone(), e))
+            .collect(),
         ..Default::default()
     };
     let carried = plan.carried;
@@ -322,6 +335,7 @@ pub async fn run(
         vanished,
         keep,
         failure,
+        ..
     } = progress;
     remaining.extend(uploads);
 
@@ -468,6 +482,9 @@ struct Progress {
     vanished: Vec<String>,
     /// Files that could not be read or were refused: their stored copy stays.
     keep: Vec<String>,
+    /// Checkpoint entries of files this invocation uploads again: back in `stored` when the
+    /// upload ends without a write (changing, unreadable, refused, stopped).
+    superseded: std::collections::HashMap<String, Entry>,
     failure: Option<Error>,
 }
 
@@ -498,6 +515,7 @@ impl Progress {
                 self.stored.insert(entry.path.clone(), entry);
             }
             Outcome::Unstable(p) => {
+                self.unsuperseded(&p);
                 tracing::warn!(path = %p, "file kept changing while being read; not in this snapshot");
                 out.changed_during_read.push(p);
             }
@@ -506,11 +524,13 @@ impl Progress {
                 self.vanished.push(p);
             }
             Outcome::Unreadable(path, reason) => {
+                self.unsuperseded(&path);
                 tracing::warn!(path = %path, reason, "file could not be read; its stored copy is kept");
                 self.keep.push(path.clone());
                 out.note_unreadable(Skipped { path, reason });
             }
             Outcome::Refused(path, reason) => {
+                self.unsuperseded(&path);
                 tracing::warn!(path = %path, reason, "S3 refused the file; its stored copy is kept");
                 self.keep.push(path.clone());
                 out.refused_total += 1;
@@ -518,7 +538,17 @@ impl Progress {
                     out.refused.push(Skipped { path, reason });
                 }
             }
-            Outcome::Cancelled(u) => self.remaining.push(u),
+            Outcome::Cancelled(u) => {
+                self.unsuperseded(&u.entry.path);
+                self.remaining.push(u);
+            }
+        }
+    }
+
+    /// An upload of `path` ended without writing: its checkpoint entry is current again.
+    fn unsuperseded(&mut self, path: &str) {
+        if let Some(e) = self.superseded.remove(path) {
+            self.stored.insert(e.path.clone(), e);
         }
     }
 

@@ -2,9 +2,11 @@
 //!
 //! Pure: no I/O. A file is unchanged when its size, mtime and inode match the entry it is
 //! compared with (the checkpoint of this run first, then the previous snapshot); its content
-//! is then carried over (same SHA-256, same S3 version), unless this run may have written
-//! `files/<path>` since (a `pending` path: the stored version may no longer be current), in
-//! which case it is read again and its version checked. Whatever lies under a path that could
+//! is then carried over (same SHA-256, same S3 version), unless it comes from the previous
+//! snapshot and this run may have written `files/<path>` since (a `pending` path: that version
+//! may no longer be current), in which case it is read again and its version checked. The
+//! checkpoint's entries are current by construction (an invocation drops from it every path
+//! it is about to upload, before it writes anything). Whatever lies under a path that could
 //! not be read keeps its stored entries: nothing is deleted for want of a look. Mode, uid and
 //! gid are always taken from the walk, since they don't need new content.
 
@@ -52,7 +54,7 @@ impl BackupPlan {
 pub struct Known<'a> {
     /// The entries of the newest complete snapshot (empty on the first run).
     pub previous: &'a [Entry],
-    /// Files this run already stored (from its checkpoint).
+    /// Files this run already stored (from its checkpoint); their versions are current.
     pub done: &'a [Entry],
     /// Paths this run may have written since `previous` (uploads and delete markers it
     /// planned in any invocation): their stored versions may no longer be current.
@@ -107,15 +109,17 @@ pub fn plan_backup(known: Known<'_>, walked: Vec<Entry>) -> BackupPlan {
             continue;
         }
         files_now.insert(seen.path.clone());
+        let from_done = done_map.get(seen.path.as_str()).copied();
         let stored = stored_at(&seen.path).find(|s| s.is_stored_file());
+        let trusted = |s: &Entry| {
+            from_done.is_some_and(|d| std::ptr::eq(d, s)) || !known.pending.contains(&seen.path)
+        };
         match stored {
-            Some(s) if same_content(s, &seen) && !known.pending.contains(&seen.path) => {
-                plan.carried.push(Entry {
-                    sha256: s.sha256.clone(),
-                    version_id: s.version_id.clone(),
-                    ..seen
-                })
-            }
+            Some(s) if same_content(s, &seen) && trusted(s) => plan.carried.push(Entry {
+                sha256: s.sha256.clone(),
+                version_id: s.version_id.clone(),
+                ..seen
+            }),
             _ => {
                 let candidate = stored_at(&seen.path)
                     .find(|s| s.is_stored_file() && s.size == seen.size)
@@ -303,6 +307,17 @@ mod tests {
         assert_eq!(paths(&p.uploads), ["a"]);
         assert_eq!(p.uploads[0].candidate, Some(prev[0].clone()));
         assert_eq!(p.carried, vec![prev[1].clone()]);
+        // The checkpoint's own entry is current (dropped from it before any rewrite): carried.
+        let done = vec![stored(&file("a", 1, 1), "v3")];
+        let p = plan_backup(
+            Known {
+                done: &done,
+                ..known
+            },
+            vec![file("a", 1, 1)],
+        );
+        assert!(p.uploads.is_empty());
+        assert_eq!(p.carried, done);
     }
 
     #[test]
@@ -405,8 +420,10 @@ mod tests {
             let p = plan_backup(known, walked.clone());
             let walked_paths: BTreeSet<&str> = walked.iter().map(|e| e.path.as_str()).collect();
             for e in &p.carried {
-                // A stored version at a path this run may have written is never taken on trust.
-                prop_assert!(!(pending.contains(&e.path) && walked_paths.contains(e.path.as_str())));
+                // A previous snapshot's version at a path this run may have written is never
+                // taken on trust (the checkpoint's are current).
+                let walked_pending = pending.contains(&e.path) && walked_paths.contains(e.path.as_str());
+                prop_assert!(!(walked_pending && e.version_id.as_deref() == Some("v1")));
             }
             for d in &p.deletes {
                 prop_assert!(!unreadable.contains(d));
