@@ -244,13 +244,6 @@ pub async fn run(
         settings.max_read_mib_per_second,
     ));
     let files_in_flight = Arc::new(Semaphore::new(settings.upload_concurrency));
-    let stored_before: std::collections::HashSet<String> = prev_entries
-        .iter()
-        .chain(done.iter())
-        .chain(superseded.iter())
-        .filter(|e| e.kind == Kind::File)
-        .map(|e| e.path.clone())
-        .collect();
     let mut progress = Progress {
         stored: done.into_iter().map(|e| (e.path.clone(), e)).collect(),
         superseded: superseded
@@ -374,17 +367,17 @@ pub async fn run(
     let mut deletes: Vec<String> = plan.deletes;
     // Files that vanished or kept changing are not in the snapshot; a stored copy of a
     // vanished file gets a delete marker, an unstable one stays.
-    deletes.extend(vanished.into_iter().filter(|p| stored_before.contains(p)));
+    deletes.extend(
+        vanished
+            .into_iter()
+            .filter(|(p, in_checkpoint)| *in_checkpoint || stored_file_in(prev_entries, p))
+            .map(|(p, _)| p),
+    );
     let mut entries: Vec<Entry> = carried;
     entries.extend(stored.into_values());
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     entries.dedup_by(|a, b| a.path == b.path);
-    let present: std::collections::HashSet<&str> = entries
-        .iter()
-        .filter(|e| e.kind == Kind::File)
-        .map(|e| e.path.as_str())
-        .collect();
-    deletes.retain(|p| !present.contains(p.as_str()));
+    deletes.retain(|p| !stored_file_in(&entries, p));
     let deletes_total = deletes.len();
     let mut del_tasks: JoinSet<Result<(), Error>> = JoinSet::new();
     let del_sem = Arc::new(Semaphore::new(settings.upload_concurrency));
@@ -478,8 +471,8 @@ struct Progress {
     stored: BTreeMap<String, Entry>,
     /// Uploads not done for the deadline.
     remaining: Vec<Upload>,
-    /// Files gone before they could be read.
-    vanished: Vec<String>,
+    /// Files gone before they could be read, and whether this run's checkpoint had them.
+    vanished: Vec<(String, bool)>,
     /// Files that could not be read or were refused: their stored copy stays.
     keep: Vec<String>,
     /// Checkpoint entries of files this invocation uploads again: back in `stored` when the
@@ -520,8 +513,8 @@ impl Progress {
                 out.changed_during_read.push(p);
             }
             Outcome::Vanished(p) => {
-                self.stored.remove(&p);
-                self.vanished.push(p);
+                let had = self.stored.remove(&p).is_some() | self.superseded.remove(&p).is_some();
+                self.vanished.push((p, had));
             }
             Outcome::Unreadable(path, reason) => {
                 self.unsuperseded(&path);
@@ -564,6 +557,13 @@ impl BackupOutput {
             self.unreadable.push(u);
         }
     }
+}
+
+/// Whether `entries` (sorted by path, as manifests are) hold a file at `path`.
+fn stored_file_in(previous: &[Entry], path: &str) -> bool {
+    previous
+        .binary_search_by(|e| e.path.as_str().cmp(path))
+        .is_ok_and(|i| previous[i].kind == Kind::File)
 }
 
 /// Puts back the previous snapshot's entry of each `keep` path this run did not store.

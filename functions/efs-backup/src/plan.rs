@@ -93,13 +93,38 @@ pub fn plan_backup(known: Known<'_>, walked: Vec<Entry>) -> BackupPlan {
             .copied()
     };
     let mut plan = BackupPlan::default();
-    let mut seen_paths = BTreeSet::new();
-    let mut files_now = BTreeSet::new();
     let mut walked = walked;
     walked.sort_by(|a, b| a.path.cmp(&b.path));
     walked.dedup_by(|a, b| a.path == b.path);
+    // Stored entries that were not seen: kept when they could not be looked at, else gone.
+    // (Paths are borrowed from the walk: at a million files every copy counts.)
+    let mut kept = Vec::new();
+    {
+        let walked_kind: HashMap<&str, Kind> =
+            walked.iter().map(|e| (e.path.as_str(), e.kind)).collect();
+        let mut unseen_files = BTreeSet::new();
+        let mut kept_paths = BTreeSet::new();
+        for e in known.done.iter().chain(known.previous) {
+            if let Some(kind) = walked_kind.get(e.path.as_str()) {
+                if *kind != Kind::File && e.kind == Kind::File && e.version_id.is_some() {
+                    // A stored file replaced by a folder or a symlink.
+                    unseen_files.insert(e.path.as_str());
+                }
+                continue;
+            }
+            if kept_paths.contains(e.path.as_str()) {
+                continue;
+            }
+            if known.unreadable.iter().any(|u| is_under(&e.path, u)) {
+                kept_paths.insert(e.path.as_str());
+                kept.push(e.clone());
+            } else if e.kind == Kind::File && e.version_id.is_some() {
+                unseen_files.insert(e.path.as_str());
+            }
+        }
+        plan.deletes = unseen_files.into_iter().map(str::to_string).collect();
+    }
     for seen in walked {
-        seen_paths.insert(seen.path.clone());
         if seen.kind != Kind::File {
             plan.carried.push(Entry {
                 sha256: None,
@@ -108,7 +133,6 @@ pub fn plan_backup(known: Known<'_>, walked: Vec<Entry>) -> BackupPlan {
             });
             continue;
         }
-        files_now.insert(seen.path.clone());
         let from_done = done_map.get(seen.path.as_str()).copied();
         let stored = stored_at(&seen.path).find(|s| s.is_stored_file());
         let trusted = |s: &Entry| {
@@ -131,30 +155,11 @@ pub fn plan_backup(known: Known<'_>, walked: Vec<Entry>) -> BackupPlan {
             }
         }
     }
-    // Stored entries that were not seen: kept when they could not be looked at, else gone.
-    let mut unseen_files = BTreeSet::new();
-    let mut kept_paths = BTreeSet::new();
-    for e in known.done.iter().chain(known.previous) {
-        if seen_paths.contains(&e.path) {
-            if !files_now.contains(&e.path) && e.kind == Kind::File && e.version_id.is_some() {
-                // A stored file replaced by a folder or a symlink.
-                unseen_files.insert(e.path.as_str());
-            }
-            continue;
-        }
-        if kept_paths.contains(e.path.as_str()) {
-            continue;
-        }
-        if known.unreadable.iter().any(|u| is_under(&e.path, u)) {
-            kept_paths.insert(e.path.as_str());
-            plan.carried.push(e.clone());
-            plan.kept += 1;
-        } else if e.kind == Kind::File && e.version_id.is_some() {
-            unseen_files.insert(e.path.as_str());
-        }
+    plan.kept = kept.len() as u64;
+    if !kept.is_empty() {
+        plan.carried.extend(kept);
+        plan.carried.sort_by(|a, b| a.path.cmp(&b.path));
     }
-    plan.carried.sort_by(|a, b| a.path.cmp(&b.path));
-    plan.deletes = unseen_files.into_iter().map(str::to_string).collect();
     plan
 }
 
