@@ -71,6 +71,26 @@ fn same_content(stored: &Entry, seen: &Entry) -> bool {
         && (stored.ino == 0 || seen.ino == 0 || stored.ino == seen.ino)
 }
 
+/// Moves an entry out, leaving an empty one (no allocation) to be dropped.
+fn take_entry(e: &mut Entry) -> Entry {
+    std::mem::replace(
+        e,
+        Entry {
+            path: String::new(),
+            kind: Kind::File,
+            target: None,
+            size: 0,
+            mtime_ns: 0,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            ino: 0,
+            sha256: None,
+            version_id: None,
+        },
+    )
+}
+
 /// Whether `path` is `under` or inside it (`""` holds everything).
 pub fn is_under(path: &str, under: &str) -> bool {
     under.is_empty()
@@ -124,14 +144,13 @@ pub fn plan_backup(known: Known<'_>, walked: Vec<Entry>) -> BackupPlan {
         }
         plan.deletes = unseen_files.into_iter().map(str::to_string).collect();
     }
-    for seen in walked {
+    // The walk's buffer becomes the carried list in place (no second copy of a million
+    // entries); uploads are taken out of it.
+    walked.retain_mut(|seen| {
         if seen.kind != Kind::File {
-            plan.carried.push(Entry {
-                sha256: None,
-                version_id: None,
-                ..seen
-            });
-            continue;
+            seen.sha256 = None;
+            seen.version_id = None;
+            return true;
         }
         let from_done = done_map.get(seen.path.as_str()).copied();
         let stored = stored_at(&seen.path).find(|s| s.is_stored_file());
@@ -139,22 +158,25 @@ pub fn plan_backup(known: Known<'_>, walked: Vec<Entry>) -> BackupPlan {
             from_done.is_some_and(|d| std::ptr::eq(d, s)) || !known.pending.contains(&seen.path)
         };
         match stored {
-            Some(s) if same_content(s, &seen) && trusted(s) => plan.carried.push(Entry {
-                sha256: s.sha256.clone(),
-                version_id: s.version_id.clone(),
-                ..seen
-            }),
+            Some(s) if same_content(s, seen) && trusted(s) => {
+                seen.sha256 = s.sha256.clone();
+                seen.version_id = s.version_id.clone();
+                true
+            }
             _ => {
                 let candidate = stored_at(&seen.path)
                     .find(|s| s.is_stored_file() && s.size == seen.size)
                     .cloned();
                 plan.uploads.push(Upload {
-                    entry: seen,
+                    entry: take_entry(seen),
                     candidate,
                 });
+                false
             }
         }
-    }
+    });
+    walked.shrink_to_fit();
+    plan.carried = walked;
     plan.kept = kept.len() as u64;
     if !kept.is_empty() {
         plan.carried.extend(kept);
