@@ -147,6 +147,32 @@ impl Lambda {
         K: Into<String>,
         V: Into<String>,
     {
+        Self::launch(name, program, env, None).await
+    }
+
+    /// Like [`Lambda::start`], with the process running as user `uid` and group `gid` (the
+    /// test runs as root; a function sees only what that user may read).
+    pub async fn start_as<I, K, V>(name: &str, env: I, uid: u32, gid: u32) -> Lambda
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let program = crate::paths::binary(name);
+        Self::launch(name, &program, env, Some((uid, gid))).await
+    }
+
+    async fn launch<I, K, V>(
+        name: &str,
+        program: &std::path::Path,
+        env: I,
+        user: Option<(u32, u32)>,
+    ) -> Lambda
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
         let (tx, rx) = mpsc::unbounded_channel();
         let api = Arc::new(Api {
             queue: tokio::sync::Mutex::new(rx),
@@ -195,6 +221,9 @@ impl Lambda {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         crate::die_with_parent(&mut cmd);
+        if let Some((uid, gid)) = user {
+            cmd.uid(uid).gid(gid);
+        }
         let started = Instant::now();
         let mut child = cmd
             .spawn()

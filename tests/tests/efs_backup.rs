@@ -899,3 +899,526 @@ async fn every_sample_event_is_understood() {
     }
     assert_eq!(tree(&target).len(), 3, "a, a/ab, a/ab/X.png");
 }
+
+/// What the bucket's lifecycle rule does once `RETENTION_DAYS + 1` days have passed: every
+/// noncurrent version (and noncurrent delete marker) under `files/` is gone.
+async fn expire_noncurrent(s3: &Client) {
+    let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
+    loop {
+        let page = s3
+            .list_object_versions()
+            .bucket(BUCKET)
+            .prefix(format!("{PREFIX}files/"))
+            .set_key_marker(key_marker.clone())
+            .set_version_id_marker(version_marker.clone())
+            .send()
+            .await
+            .unwrap();
+        let old = page
+            .versions()
+            .iter()
+            .filter(|v| v.is_latest() == Some(false))
+            .map(|v| (v.key(), v.version_id()))
+            .chain(
+                page.delete_markers()
+                    .iter()
+                    .filter(|m| m.is_latest() == Some(false))
+                    .map(|m| (m.key(), m.version_id())),
+            );
+        for (key, version) in old {
+            s3.delete_object()
+                .bucket(BUCKET)
+                .key(key.unwrap())
+                .set_version_id(version.map(str::to_string))
+                .send()
+                .await
+                .unwrap();
+        }
+        if page.is_truncated() != Some(true) {
+            return;
+        }
+        key_marker = page.next_key_marker().map(str::to_string);
+        version_marker = page.next_version_id_marker().map(str::to_string);
+    }
+}
+
+/// Restores the latest snapshot after the lifecycle rule expired every noncurrent version:
+/// it succeeds only if the snapshot references current versions alone.
+async fn restore_after_expiry(lambda: &Lambda, s3: &Client, target: &Path) -> Value {
+    expire_noncurrent(s3).await;
+    let _ = std::fs::remove_dir_all(target);
+    restore(lambda, "latest", target).await
+}
+
+/// Waits until `files/<rel>` has `n` versions (delete markers not counted).
+async fn wait_for_versions(s3: &Client, rel: &str, n: usize) {
+    let key = format!("{PREFIX}files/{rel}");
+    for _ in 0..600 {
+        if versions(s3).await.get(&key).copied().unwrap_or(0) >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{key} never reached {n} versions");
+}
+
+#[tokio::test]
+async fn a_reverted_file_never_references_a_version_the_lifecycle_rule_expires() {
+    // The sequence: S1 holds `p` as v1; `p` changes and a run uploads it as v2, then
+    // is killed before its checkpoint; `p` is put back to S1's bytes ("revert file"); the next
+    // run must not record v1, noncurrent since v2 and expired later.
+    let moto = Moto::start().await;
+    let s3 = versioned_bucket(&moto).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("wiki");
+    let (p, big) = ("a/a1/Reverted.png", "z/z1/Video.webm");
+    write(&src, p, &bytes(1, 3000));
+    write(&src, big, &bytes(2, 4 * 1024 * 1024));
+    let lambda = Lambda::start("efs-backup", env(&moto, &src, &[])).await;
+    let s1 = lambda.invoke(json!({"action":"backup"})).await.unwrap();
+    assert_eq!(s1["status"], "complete", "{s1}");
+    lambda.stop().await;
+    let s1_mtime = std::fs::metadata(src.join(p)).unwrap().modified().unwrap();
+
+    // `p` changes (another size) and so does the video, which is read at 1 MiB/s after `p`.
+    write(&src, p, &bytes(3, 2000));
+    write(&src, big, &bytes(4, 4 * 1024 * 1024));
+    let slow = Lambda::start(
+        "efs-backup",
+        env(
+            &moto,
+            &src,
+            &[
+                ("MAX_READ_MIB_PER_SECOND", "1"),
+                ("UPLOAD_CONCURRENCY", "1"),
+            ],
+        ),
+    )
+    .await;
+    {
+        let run = slow.invoke(json!({"action":"backup"}));
+        tokio::pin!(run);
+        tokio::select! {
+            r = &mut run => panic!("the run ended before it was killed: {r:?}"),
+            _ = wait_for_versions(&s3, p, 2) => {}
+        }
+    }
+    slow.stop().await;
+
+    // Reverted to S1's bytes; a second case: a restore of S1 that also puts its mtime back.
+    write(&src, p, &bytes(1, 3000));
+    let lambda = Lambda::start("efs-backup", env(&moto, &src, &[])).await;
+    let s2 = lambda.invoke(json!({"action":"backup"})).await.unwrap();
+    assert_eq!(s2["status"], "complete", "{s2}");
+    let r = dir.path().join("restored");
+    restore_after_expiry(&lambda, &s3, &r).await;
+    assert_eq!(tree(&r), tree(&src));
+
+    write(&src, p, &bytes(5, 3000));
+    {
+        let slow = Lambda::start(
+            "efs-backup",
+            env(
+                &moto,
+                &src,
+                &[
+                    ("MAX_READ_MIB_PER_SECOND", "1"),
+                    ("UPLOAD_CONCURRENCY", "1"),
+                ],
+            ),
+        )
+        .await;
+        write(&src, big, &bytes(6, 4 * 1024 * 1024));
+        let before = versions(&s3).await[&format!("{PREFIX}files/{p}")];
+        let run = slow.invoke(json!({"action":"backup"}));
+        tokio::pin!(run);
+        tokio::select! {
+            r = &mut run => panic!("the run ended before it was killed: {r:?}"),
+            _ = wait_for_versions(&s3, p, before + 1) => {}
+        }
+    }
+    write(&src, p, &bytes(1, 3000));
+    std::fs::File::options()
+        .write(true)
+        .open(src.join(p))
+        .unwrap()
+        .set_modified(s1_mtime)
+        .unwrap();
+    let s3_run = lambda.invoke(json!({"action":"backup"})).await.unwrap();
+    assert_eq!(s3_run["status"], "complete", "{s3_run}");
+    restore_after_expiry(&lambda, &s3, &r).await;
+    assert_eq!(tree(&r), tree(&src));
+}
+
+/// Opens `root` to everyone (the tempdir is 0700), as a wiki's uploads folder is.
+fn open_to_all(root: &Path) {
+    for (rel, seen) in tree(root) {
+        let mode = if seen.kind == "dir" { 0o755 } else { 0o644 };
+        if seen.kind != "symlink" {
+            std::fs::set_permissions(root.join(rel), std::fs::Permissions::from_mode(mode))
+                .unwrap();
+        }
+    }
+    let mut p = root.to_path_buf();
+    while let Some(parent) = p.parent() {
+        let md = std::fs::metadata(&p).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(md.mode() | 0o005)).unwrap();
+        p = parent.to_path_buf();
+    }
+}
+
+#[tokio::test]
+async fn what_cannot_be_read_keeps_its_stored_copy_and_is_reported() {
+    // Run as `nobody` against a folder and a file only root may read (the test runs as root).
+    const NOBODY: u32 = 65534;
+    let moto = Moto::start().await;
+    let s3 = versioned_bucket(&moto).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("wiki");
+    wiki_tree(&src);
+    write(&src, "locked/l1/Secret.png", &bytes(70, 5000));
+    write(&src, "locked/l2/Other.png", &bytes(71, 6000));
+    write(&src, "b/b1/Private.png", &bytes(72, 7000));
+    open_to_all(&src);
+    let as_root = Lambda::start("efs-backup", env(&moto, &src, &[])).await;
+    let s1 = as_root.invoke(json!({"action":"backup"})).await.unwrap();
+    assert_eq!(s1["status"], "complete", "{s1}");
+    let before = mirror(&s3).await;
+
+    std::fs::set_permissions(src.join("locked"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(
+        src.join("b/b1/Private.png"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    // The file changed too, so it must be read (and cannot be).
+    filetime_touch(&src.join("b/b1/Private.png"));
+    let lambda = Lambda::start_as("efs-backup", env(&moto, &src, &[]), NOBODY, NOBODY).await;
+    let out = lambda.invoke(json!({"action":"backup"})).await.unwrap();
+    assert_eq!(out["status"], "partial", "{out}");
+    assert_eq!(out["files_deleted"], 0, "{out}");
+    assert_eq!(out["unreadable_total"], 2, "{out}");
+    let named: Vec<&str> = out["unreadable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["path"].as_str().unwrap())
+        .collect();
+    assert!(named.contains(&"locked"), "{out}");
+    assert!(named.contains(&"b/b1/Private.png"), "{out}");
+    assert!(
+        out["unreadable"]
+            .to_string()
+            .to_lowercase()
+            .contains("permission denied"),
+        "the cause is named: {out}"
+    );
+    assert_eq!(out["files_total"], s1["files_total"], "{out}");
+    assert_eq!(
+        mirror(&s3).await,
+        before,
+        "no delete marker, no new version"
+    );
+    let logs = lambda.logs();
+    assert!(logs.contains("\"UnreadablePaths\""), "EMF metric: {logs}");
+
+    // The snapshot still holds every file: a restore (as root) brings them all back.
+    let r = dir.path().join("restored");
+    restore(&as_root, "latest", &r).await;
+    assert_eq!(
+        files_of(&tree(&r)),
+        files_of(&without_excluded(tree(&src))),
+        "what could not be read was restored from its stored copy"
+    );
+}
+
+/// Moves a file's mtime one second forward (a change the planner must look at).
+fn filetime_touch(p: &Path) {
+    let f = std::fs::File::options().write(true).open(p).unwrap();
+    let t = f.metadata().unwrap().modified().unwrap() + Duration::from_secs(1);
+    f.set_modified(t).unwrap();
+}
+
+#[tokio::test]
+async fn an_object_s3_refuses_is_reported_and_the_rest_is_backed_up() {
+    let moto = Moto::start().await;
+    let s3 = versioned_bucket(&moto).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("wiki");
+    wiki_tree(&src);
+    // A path whose key is over S3's 1,024 bytes (each name within the 255 a file system takes).
+    let long: Vec<String> = (0..5).map(|i| format!("{i}").repeat(220)).collect();
+    let long_path = format!("{}/Long.png", long.join("/"));
+    write(&src, &long_path, b"too long a name");
+    let lambda = Lambda::start("efs-backup", env(&moto, &src, &[])).await;
+    for round in 0..2 {
+        let out = lambda.invoke(json!({"action":"backup"})).await.unwrap();
+        assert_eq!(out["status"], "partial", "round {round}: {out}");
+        assert_eq!(out["refused_total"], 1, "{out}");
+        assert_eq!(out["refused"][0]["path"], long_path.as_str(), "{out}");
+        assert!(
+            out["refused"][0]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("1024"),
+            "{out}"
+        );
+        assert!(lambda.logs().contains("\"FilesRefused\""));
+    }
+    let mut expected = files_of(&without_excluded(tree(&src)));
+    expected.remove(&long_path);
+    assert_eq!(mirror(&s3).await, expected);
+}
+
+#[tokio::test]
+async fn a_restores_temporary_files_are_never_backed_up() {
+    let moto = Moto::start().await;
+    let s3 = versioned_bucket(&moto).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("wiki");
+    wiki_tree(&src);
+    // What a restore killed mid-file leaves beside its target.
+    write(
+        &src,
+        "a/a1/.Photo.png.efs-restore-0123456789abcdef",
+        b"half a file",
+    );
+    let lambda = Lambda::start("efs-backup", env(&moto, &src, &[])).await;
+    let out = lambda.invoke(json!({"action":"backup"})).await.unwrap();
+    assert_eq!(out["status"], "complete", "{out}");
+    assert!(
+        !mirror(&s3)
+            .await
+            .keys()
+            .any(|k| k.contains(".efs-restore-")),
+        "a restore's temporary file was uploaded"
+    );
+    // Removed once it is an hour old (a restore still writing it is left alone).
+    assert!(
+        src.join("a/a1/.Photo.png.efs-restore-0123456789abcdef")
+            .exists()
+    );
+}
+
+#[tokio::test]
+async fn overwrite_repairs_a_damaged_file_whose_size_mtime_and_mode_match() {
+    let moto = Moto::start().await;
+    versioned_bucket(&moto).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("wiki");
+    wiki_tree(&src);
+    let lambda = Lambda::start("efs-backup", env(&moto, &src, &[])).await;
+    let out = lambda.invoke(json!({"action":"backup"})).await.unwrap();
+    assert_eq!(out["status"], "complete", "{out}");
+    let r = dir.path().join("restored");
+    restore(&lambda, "latest", &r).await;
+    let good = tree(&r);
+    // Bit rot: one byte flipped, size, mtime and mode as they were.
+    let (victim, _) = files_of(&good).into_iter().next().unwrap();
+    let p = r.join(&victim);
+    let mtime = std::fs::metadata(&p).unwrap().modified().unwrap();
+    let mut content = std::fs::read(&p).unwrap();
+    content[0] ^= 0xff;
+    std::fs::write(&p, &content).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_ne!(tree(&r), good);
+    let out = lambda
+        .invoke(json!({"action":"restore","snapshot":"latest","target_dir":r.to_str().unwrap(),"overwrite":true}))
+        .await
+        .unwrap();
+    assert_eq!(out["status"], "complete", "{out}");
+    assert_eq!(out["files_restored"], 1, "only the damaged file: {out}");
+    assert_eq!(tree(&r), good);
+}
+
+/// A seeded pseudo-random sequence (splitmix64): the fault suite replays exactly.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `lo..hi`.
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo)
+    }
+}
+
+/// One state of a fault-suite file: content seed, length, mtime.
+type FileState = (u64, usize, SystemTime);
+
+/// The fault suite's tree: `FAULT_PATHS` files whose every past state is remembered, so a
+/// change can also put an old state back, as "revert file" and restores do.
+struct FaultTree {
+    root: std::path::PathBuf,
+    history: Vec<Vec<FileState>>,
+    /// What each file holds now (`None`: deleted).
+    current: Vec<Option<FileState>>,
+}
+
+const FAULT_PATHS: usize = 12;
+
+impl FaultTree {
+    fn path(i: usize) -> String {
+        format!("{:x}/{:02x}/File_{i}.png", i % 4, i)
+    }
+
+    /// One change to file `i`: new content, an old state (its mtime too), an old content with a
+    /// new mtime, or a deletion.
+    fn change(&mut self, rng: &mut Rng, i: usize) {
+        let old = (!self.history[i].is_empty())
+            .then(|| self.history[i][rng.range(0, self.history[i].len() as u64) as usize]);
+        match (rng.range(0, 4), old) {
+            (1, Some(state)) => self.set(i, Some(state), true),
+            (2, Some(state)) => self.set(i, Some(state), false),
+            (3, _) => self.set(i, None, false),
+            _ => {
+                let len = rng.range(256, 1024) as usize * 1024;
+                self.set(i, Some((rng.next(), len, SystemTime::now())), false);
+            }
+        }
+    }
+
+    /// Writes state `to` of file `i` (`None` deletes it), with its recorded mtime if
+    /// `keep_mtime`.
+    fn set(&mut self, i: usize, to: Option<FileState>, keep_mtime: bool) {
+        let p = self.root.join(Self::path(i));
+        let Some((seed, len, mtime)) = to else {
+            let _ = std::fs::remove_file(&p);
+            self.current[i] = None;
+            return;
+        };
+        write(&self.root, &Self::path(i), &bytes(seed, len));
+        let f = std::fs::File::options().write(true).open(&p).unwrap();
+        if keep_mtime {
+            f.set_modified(mtime).unwrap();
+        }
+        let state = (seed, len, f.metadata().unwrap().modified().unwrap());
+        self.history[i].push(state);
+        self.current[i] = Some(state);
+    }
+}
+
+#[tokio::test]
+async fn killed_at_random_points_every_trial_converges_to_a_restorable_snapshot() {
+    const TRIALS: usize = 30;
+    const SEED: u64 = 16;
+    let moto = Moto::start().await;
+    let s3 = versioned_bucket(&moto).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("wiki");
+    let mut rng = Rng(SEED);
+    let mut t = FaultTree {
+        root: src.clone(),
+        history: vec![Vec::new(); FAULT_PATHS],
+        current: vec![None; FAULT_PATHS],
+    };
+    for i in 0..FAULT_PATHS {
+        let len = rng.range(256, 1024) as usize * 1024;
+        t.set(i, Some((rng.next(), len, SystemTime::now())), false);
+    }
+    let env = env(
+        &moto,
+        &src,
+        &[
+            ("MAX_READ_MIB_PER_SECOND", "1"),
+            ("CHECKPOINT_INTERVAL_SECONDS", "1"),
+            ("UPLOAD_CONCURRENCY", "4"),
+        ],
+    );
+    let (mut kills, mut max_runs, mut converged) = (0, 0, 0);
+    let r = dir.path().join("restored");
+    for trial in 0..TRIALS {
+        // The states the latest snapshot holds: a killed run's uploads are put back to them.
+        let snapshotted = t.current.clone();
+        let mut changed = Vec::new();
+        if trial > 0 {
+            for _ in 0..rng.range(2, 7) {
+                let i = rng.range(0, FAULT_PATHS as u64) as usize;
+                t.change(&mut rng, i);
+                changed.push(i);
+            }
+        }
+        let mut runs = 0;
+        let last = loop {
+            runs += 1;
+            assert!(runs <= 30, "trial {trial} did not converge in 30 runs");
+            let lambda = Lambda::start("efs-backup", env.clone()).await;
+            // Killed in most of the first runs: at a random time, or once a random number of
+            // new versions is stored (between an upload and the checkpoint that records it).
+            let kill = (runs <= 5 && rng.range(0, 10) < 8).then(|| {
+                (
+                    rng.range(0, 2) == 0,
+                    rng.range(1, 4) as usize,
+                    Duration::from_millis(rng.range(0, 2500)),
+                )
+            });
+            let stored_before: usize = versions(&s3).await.values().sum();
+            let ended = {
+                let run = lambda.invoke(json!({"action":"backup"}));
+                tokio::pin!(run);
+                match kill {
+                    Some((by_progress, n, after)) => tokio::select! {
+                        r = &mut run => Some(r),
+                        _ = async {
+                            if by_progress {
+                                while versions(&s3).await.values().sum::<usize>() < stored_before + n {
+                                    tokio::time::sleep(Duration::from_millis(10)).await;
+                                }
+                            } else {
+                                tokio::time::sleep(after).await;
+                            }
+                        } => None,
+                    },
+                    None => Some(run.await),
+                }
+            };
+            match ended {
+                Some(out) => {
+                    let out = out.unwrap_or_else(|e| panic!("trial {trial} run {runs}: {e}"));
+                    if out["status"] == "complete" {
+                        break lambda;
+                    }
+                    assert_eq!(out["status"], "incomplete", "{out}");
+                }
+                None => {
+                    kills += 1;
+                    lambda.stop().await;
+                    // The tree moves on while the backup is down: a file just changed is often
+                    // put back as it was.
+                    match (rng.range(0, 3), changed.is_empty()) {
+                        (0, false) => {
+                            let i = changed[rng.range(0, changed.len() as u64) as usize];
+                            let keep_mtime = rng.range(0, 2) == 0;
+                            t.set(i, snapshotted[i], keep_mtime);
+                        }
+                        (1, _) => {
+                            let i = rng.range(0, FAULT_PATHS as u64) as usize;
+                            t.change(&mut rng, i);
+                            changed.push(i);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        };
+        max_runs = max_runs.max(runs);
+        // Every referenced version is current: the restore survives the lifecycle rule.
+        restore_after_expiry(&last, &s3, &r).await;
+        assert_eq!(tree(&r), tree(&src), "trial {trial}: restore differs");
+        converged += 1;
+    }
+    eprintln!(
+        "fault suite (seed {SEED}): trials {TRIALS}, converged {converged}, kills {kills}, max runs to converge {max_runs}"
+    );
+}

@@ -1305,6 +1305,41 @@ fn functions_get_the_settings_their_code_reads() {
 }
 
 #[test]
+fn efs_backup_alarms_on_what_it_could_not_back_up() {
+    // The metric names efs-backup records (functions/efs-backup/src/backup.rs::record_metrics).
+    let code = std::fs::read_to_string(
+        wikiops_tests::paths::root().join("functions/efs-backup/src/backup.rs"),
+    )
+    .expect("backup.rs");
+    for (alarm, metric) in [
+        ("EfsBackupUnreadableAlarm", "UnreadablePaths"),
+        ("EfsBackupRefusedAlarm", "FilesRefused"),
+        ("EfsBackupChangedDuringReadAlarm", "FilesChangedDuringRead"),
+    ] {
+        let p = &raw(alarm)["Properties"];
+        assert_eq!(p["Namespace"], "wikiops", "{alarm}");
+        assert_eq!(p["MetricName"], metric, "{alarm}");
+        assert!(
+            code.contains(&format!("counter!(\"{metric}\")")),
+            "{alarm}: efs-backup records no {metric}"
+        );
+        assert_eq!(
+            p["Dimensions"],
+            serde_json::json!([{"Name": "Function", "Value": "efs-backup"}]),
+            "{alarm}: the dimension shared::metrics::init sets"
+        );
+        assert_eq!(p["Statistic"], "Sum", "{alarm}");
+        assert_eq!(p["Threshold"], 1, "{alarm}: one path is enough");
+        assert_eq!(p["ComparisonOperator"], "GreaterThanOrEqualToThreshold");
+        assert_eq!(p["TreatMissingData"], "notBreaching", "{alarm}");
+        assert_eq!(
+            p["AlarmActions"],
+            serde_json::json!([{"Ref": "AlertTopic"}])
+        );
+    }
+}
+
+#[test]
 fn backup_lifecycle_outlives_every_kept_snapshot() {
     let t = &rendered().template;
     let allowed = t["Parameters"]["BackupRetentionDays"]["AllowedValues"]

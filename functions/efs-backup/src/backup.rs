@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::manifest::{self, Entry, Header, Kind, Manifest};
-use crate::plan::{BackupPlan, plan_backup};
+use crate::plan::{BackupPlan, Known, Upload, plan_backup};
 use crate::retention::{RetentionPlan, plan_retention};
 use crate::settings::Settings;
 use crate::store::{CheckpointHeader, Latest, Store};
@@ -33,7 +33,9 @@ pub struct BackupOptions {
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct BackupOutput {
     pub action: &'static str,
-    /// `complete`, `incomplete` (invoke again to resume) or `dry_run`.
+    /// `complete`, `partial` (a snapshot was written, but some paths could not be read or
+    /// were refused by S3: `unreadable`, `refused`), `incomplete` (invoke again to resume) or
+    /// `dry_run`.
     pub status: &'static str,
     pub snapshot_id: String,
     pub previous_snapshot: Option<String>,
@@ -53,9 +55,21 @@ pub struct BackupOutput {
     pub bytes_remaining: u64,
     /// Files that changed on every attempt while being read (not in this snapshot).
     pub changed_during_read: Vec<String>,
-    /// Entries that could not be backed up, and why (first 100).
+    /// Entries that are never backed up (sockets, FIFOs, non-UTF-8 names), and why (first 100).
     pub skipped: Vec<Skipped>,
     pub skipped_total: u64,
+    /// Folders and files that could not be read, and why (first 100): what was stored under
+    /// them is kept in the snapshot as it was.
+    pub unreadable: Vec<Skipped>,
+    pub unreadable_total: u64,
+    /// Files S3 refused for good (key too long, access denied), and why (first 100): a stored
+    /// copy is kept, if any.
+    pub refused: Vec<Skipped>,
+    pub refused_total: u64,
+    /// Stored entries kept as they were because their path could not be read or stored.
+    pub entries_kept: u64,
+    /// Temporary files of interrupted restores removed (`.name.efs-restore-…`).
+    pub restore_temps_removed: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionPlan>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -115,6 +129,7 @@ pub async fn run(
                     snapshot_id: manifest::snapshot_id(now),
                     created_at: now,
                     previous: previous_id.clone(),
+                    pending: Default::default(),
                 },
                 Vec::new(),
             )
@@ -135,7 +150,17 @@ pub async fn run(
         .as_ref()
         .map(|m| m.entries.as_slice())
         .unwrap_or(&[]);
-    let plan = plan_backup(prev_entries, &done, walked.entries);
+    let unreadable_paths: Vec<String> = walked.unreadable.iter().map(|u| u.path.clone()).collect();
+    let mut ck_header = ck_header;
+    let plan = plan_backup(
+        Known {
+            previous: prev_entries,
+            done: &done,
+            pending: &ck_header.pending,
+            unreadable: &unreadable_paths,
+        },
+        walked.entries,
+    );
     tracing::info!(
         walk_ms,
         entries = entries_seen,
@@ -151,8 +176,13 @@ pub async fn run(
         previous_snapshot: previous_id.clone(),
         skipped_total: walked.skipped.len() as u64,
         skipped: walked.skipped.into_iter().take(MAX_LISTED).collect(),
+        entries_kept: plan.kept,
         ..Default::default()
     };
+    for u in walked.unreadable {
+        tracing::warn!(path = %u.path, reason = %u.reason, "could not be read; its stored entries are kept");
+        out.note_unreadable(u);
+    }
 
     if opts.dry_run {
         out.status = "dry_run";
@@ -178,10 +208,32 @@ pub async fn run(
         )));
     }
 
+    out.restore_temps_removed =
+        remove_restore_temps(&root, walked.restore_temps, RESTORE_TEMP_MIN_AGE_SECONDS).await;
+
+    // Every path this invocation may write is saved before the first write, and its
+    // checkpoint entry dropped, so that a later invocation never takes a version stored there
+    // on trust (it may have been replaced): the checkpoint's entries stay current.
+    let pending_before = ck_header.pending.len();
+    let writes: std::collections::HashSet<&str> = plan
+        .uploads
+        .iter()
+        .map(|u| u.entry.path.as_str())
+        .chain(plan.deletes.iter().map(String::as_str))
+        .collect();
+    ck_header
+        .pending
+        .extend(writes.iter().map(|p| p.to_string()));
+    let (superseded, done): (Vec<Entry>, Vec<Entry>) = done
+        .into_iter()
+        .partition(|e| writes.contains(e.path.as_str()));
+    drop(writes);
     if !resumed {
         store
             .start_run(&ck_header, settings.allow_unversioned)
             .await?;
+    } else if ck_header.pending.len() > pending_before || !superseded.is_empty() {
+        store.put_checkpoint(&ck_header, &done).await?;
     }
 
     // Upload, watching the deadline and saving progress now and then.
@@ -192,20 +244,17 @@ pub async fn run(
         settings.max_read_mib_per_second,
     ));
     let files_in_flight = Arc::new(Semaphore::new(settings.upload_concurrency));
-    let stored_before: std::collections::HashSet<String> = prev_entries
-        .iter()
-        .chain(done.iter())
-        .filter(|e| e.kind == Kind::File)
-        .map(|e| e.path.clone())
-        .collect();
-    let mut vanished: Vec<String> = Vec::new();
-    let mut stored: BTreeMap<String, Entry> =
-        done.into_iter().map(|e| (e.path.clone(), e)).collect();
+    let mut progress = Progress {
+        stored: done.into_iter().map(|e| (e.path.clone(), e)).collect(),
+        superseded: superseded
+            .into_iter()
+            .map(|e| (e.path.clone(), e))
+            .collect(),
+        ..Default::default()
+    };
     let carried = plan.carried;
-    let mut remaining = Vec::new();
     let mut tasks: JoinSet<Result<Outcome, Error>> = JoinSet::new();
     let mut last_checkpoint = Instant::now();
-    let mut failure: Option<Error> = None;
     let mut uploads = plan.uploads.into_iter();
 
     // The deadline is watched while waiting for a slot and while draining too: multipart
@@ -218,7 +267,7 @@ pub async fn run(
             stopping = true;
             uploader.stop.store(true, Ordering::Relaxed);
         }
-        let next = if stopping || failure.is_some() {
+        let next = if stopping || progress.failure.is_some() {
             None
         } else {
             uploads.next()
@@ -228,7 +277,7 @@ pub async fn run(
             tokio::select! {
                 r = tasks.join_next() => match r {
                     Some(r) => {
-                        absorb(r, &mut stored, &mut remaining, &mut vanished, &mut out, &mut failure);
+                        progress.absorb(r, &mut out);
                         continue;
                     }
                     None => break,
@@ -243,19 +292,12 @@ pub async fn run(
         // Wait for a slot, handling finished uploads meanwhile.
         let permit = loop {
             while let Some(r) = tasks.try_join_next() {
-                absorb(
-                    r,
-                    &mut stored,
-                    &mut remaining,
-                    &mut vanished,
-                    &mut out,
-                    &mut failure,
-                );
+                progress.absorb(r, &mut out);
             }
             tokio::select! {
                 p = files_in_flight.clone().acquire_owned() => break p.ok(),
                 Some(r) = tasks.join_next(), if !tasks.is_empty() => {
-                    absorb(r, &mut stored, &mut remaining, &mut vanished, &mut out, &mut failure);
+                    progress.absorb(r, &mut out);
                 }
                 _ = &mut stop_timer, if !stopping => {
                     stopping = true;
@@ -265,7 +307,7 @@ pub async fn run(
             }
         };
         let Some(permit) = permit else {
-            remaining.push(up);
+            progress.remaining.push(up);
             continue;
         };
         let u = uploader.clone();
@@ -275,23 +317,31 @@ pub async fn run(
         });
         if last_checkpoint.elapsed() >= settings.checkpoint_interval {
             store
-                .put_checkpoint(&ck_header, &stored_entries(&stored))
+                .put_checkpoint(&ck_header, &progress.stored_entries())
                 .await?;
             last_checkpoint = Instant::now();
         }
     }
+    let Progress {
+        mut stored,
+        mut remaining,
+        vanished,
+        keep,
+        failure,
+        ..
+    } = progress;
     remaining.extend(uploads);
 
     if let Some(e) = failure {
         // Save what was stored so a retry does not upload it again.
         store
-            .put_checkpoint(&ck_header, &stored_entries(&stored))
+            .put_checkpoint(&ck_header, &stored.values().cloned().collect::<Vec<_>>())
             .await?;
         return Err(e);
     }
     if !remaining.is_empty() {
         store
-            .put_checkpoint(&ck_header, &stored_entries(&stored))
+            .put_checkpoint(&ck_header, &stored.values().cloned().collect::<Vec<_>>())
             .await?;
         out.status = "incomplete";
         out.files_remaining = remaining.len() as u64;
@@ -309,21 +359,25 @@ pub async fn run(
         return Ok(out);
     }
 
+    // A file that could not be read or stored keeps the copy stored before, if any.
+    keep_stored(&mut stored, &keep, prev_entries);
+    out.entries_kept += keep.iter().filter(|p| stored.contains_key(*p)).count() as u64;
+
     // Delete markers for files that are gone, so the bucket mirrors the tree.
     let mut deletes: Vec<String> = plan.deletes;
     // Files that vanished or kept changing are not in the snapshot; a stored copy of a
     // vanished file gets a delete marker, an unstable one stays.
-    deletes.extend(vanished.into_iter().filter(|p| stored_before.contains(p)));
+    deletes.extend(
+        vanished
+            .into_iter()
+            .filter(|(p, in_checkpoint)| *in_checkpoint || stored_file_in(prev_entries, p))
+            .map(|(p, _)| p),
+    );
     let mut entries: Vec<Entry> = carried;
     entries.extend(stored.into_values());
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     entries.dedup_by(|a, b| a.path == b.path);
-    let present: std::collections::HashSet<&str> = entries
-        .iter()
-        .filter(|e| e.kind == Kind::File)
-        .map(|e| e.path.as_str())
-        .collect();
-    deletes.retain(|p| !present.contains(p.as_str()));
+    deletes.retain(|p| !stored_file_in(&entries, p));
     let deletes_total = deletes.len();
     let mut del_tasks: JoinSet<Result<(), Error>> = JoinSet::new();
     let del_sem = Arc::new(Semaphore::new(settings.upload_concurrency));
@@ -369,7 +423,11 @@ pub async fn run(
         })
         .await?;
     store.delete(&store.layout.checkpoint_key()).await?;
-    out.status = "complete";
+    out.status = if out.unreadable_total + out.refused_total > 0 {
+        "partial"
+    } else {
+        "complete"
+    };
     out.files_total = files;
     out.dirs_total = dirs;
     out.symlinks_total = symlinks;
@@ -406,52 +464,150 @@ pub async fn prune(
     Ok(plan)
 }
 
-fn absorb(
-    r: Result<Result<Outcome, Error>, tokio::task::JoinError>,
-    stored: &mut BTreeMap<String, Entry>,
-    remaining: &mut Vec<crate::plan::Upload>,
-    vanished: &mut Vec<String>,
-    out: &mut BackupOutput,
-    failure: &mut Option<Error>,
-) {
-    match r {
-        Err(e) => {
-            failure.get_or_insert(Error::Partial(format!("upload task failed: {e}")));
-        }
-        Ok(Err(e)) => {
-            failure.get_or_insert(e);
-        }
-        Ok(Ok(o)) => match o {
+/// What the uploads came to so far.
+#[derive(Default)]
+struct Progress {
+    /// Files stored by this run (checkpoint included), by path.
+    stored: BTreeMap<String, Entry>,
+    /// Uploads not done for the deadline.
+    remaining: Vec<Upload>,
+    /// Files gone before they could be read, and whether this run's checkpoint had them.
+    vanished: Vec<(String, bool)>,
+    /// Files that could not be read or were refused: their stored copy stays.
+    keep: Vec<String>,
+    /// Checkpoint entries of files this invocation uploads again: back in `stored` when the
+    /// upload ends without a write (changing, unreadable, refused, stopped).
+    superseded: std::collections::HashMap<String, Entry>,
+    failure: Option<Error>,
+}
+
+impl Progress {
+    fn absorb(
+        &mut self,
+        r: Result<Result<Outcome, Error>, tokio::task::JoinError>,
+        out: &mut BackupOutput,
+    ) {
+        let o = match r {
+            Err(e) => {
+                self.failure
+                    .get_or_insert(Error::Partial(format!("upload task failed: {e}")));
+                return;
+            }
+            Ok(Err(e)) => {
+                self.failure.get_or_insert(e);
+                return;
+            }
+            Ok(Ok(o)) => o,
+        };
+        match o {
             Outcome::Stored { entry, uploaded } => {
                 if uploaded {
                     out.files_uploaded += 1;
                     out.bytes_uploaded += entry.size;
                 }
-                stored.insert(entry.path.clone(), entry);
+                self.stored.insert(entry.path.clone(), entry);
             }
             Outcome::Unstable(p) => {
+                self.unsuperseded(&p);
                 tracing::warn!(path = %p, "file kept changing while being read; not in this snapshot");
                 out.changed_during_read.push(p);
             }
             Outcome::Vanished(p) => {
-                stored.remove(&p);
-                vanished.push(p);
+                let had = self.stored.remove(&p).is_some() | self.superseded.remove(&p).is_some();
+                self.vanished.push((p, had));
             }
-            Outcome::Unreadable(p, reason) => {
-                tracing::warn!(path = %p, reason, "file could not be read");
-                out.skipped_total += 1;
-                if out.skipped.len() < MAX_LISTED {
-                    out.skipped.push(Skipped { path: p, reason });
+            Outcome::Unreadable(path, reason) => {
+                self.unsuperseded(&path);
+                tracing::warn!(path = %path, reason, "file could not be read; its stored copy is kept");
+                self.keep.push(path.clone());
+                out.note_unreadable(Skipped { path, reason });
+            }
+            Outcome::Refused(path, reason) => {
+                self.unsuperseded(&path);
+                tracing::warn!(path = %path, reason, "S3 refused the file; its stored copy is kept");
+                self.keep.push(path.clone());
+                out.refused_total += 1;
+                if out.refused.len() < MAX_LISTED {
+                    out.refused.push(Skipped { path, reason });
                 }
             }
-            Outcome::Cancelled(u) => remaining.push(u),
-        },
+            Outcome::Cancelled(u) => {
+                self.unsuperseded(&u.entry.path);
+                self.remaining.push(u);
+            }
+        }
+    }
+
+    /// An upload of `path` ended without writing: its checkpoint entry is current again.
+    fn unsuperseded(&mut self, path: &str) {
+        if let Some(e) = self.superseded.remove(path) {
+            self.stored.insert(e.path.clone(), e);
+        }
+    }
+
+    fn stored_entries(&self) -> Vec<Entry> {
+        self.stored.values().cloned().collect()
     }
 }
 
-fn stored_entries(stored: &BTreeMap<String, Entry>) -> Vec<Entry> {
-    stored.values().cloned().collect()
+impl BackupOutput {
+    fn note_unreadable(&mut self, u: Skipped) {
+        self.unreadable_total += 1;
+        if self.unreadable.len() < MAX_LISTED {
+            self.unreadable.push(u);
+        }
+    }
 }
+
+/// Whether `entries` (sorted by path, as manifests are) hold a file at `path`.
+fn stored_file_in(previous: &[Entry], path: &str) -> bool {
+    previous
+        .binary_search_by(|e| e.path.as_str().cmp(path))
+        .is_ok_and(|i| previous[i].kind == Kind::File)
+}
+
+/// Puts back the previous snapshot's entry of each `keep` path this run did not store.
+fn keep_stored(stored: &mut BTreeMap<String, Entry>, keep: &[String], previous: &[Entry]) {
+    if keep.is_empty() {
+        return;
+    }
+    let keep: std::collections::HashSet<&str> = keep.iter().map(String::as_str).collect();
+    for e in previous {
+        if e.is_stored_file() && keep.contains(e.path.as_str()) && !stored.contains_key(&e.path) {
+            stored.insert(e.path.clone(), e.clone());
+        }
+    }
+}
+
+/// Removes temporary files interrupted restores left (unchanged for an hour, so a restore
+/// still writing one is left alone); returns how many.
+async fn remove_restore_temps(root: &std::path::Path, temps: Vec<String>, min_age_s: i64) -> u64 {
+    let mut removed = 0;
+    for rel in temps {
+        let p = root.join(&rel);
+        let old = tokio::fs::symlink_metadata(&p).await.is_ok_and(|md| {
+            use std::os::unix::fs::MetadataExt;
+            let age = Utc::now().timestamp() - md.ctime();
+            md.is_file() && age >= min_age_s
+        });
+        if !old {
+            continue;
+        }
+        match tokio::fs::remove_file(&p).await {
+            Ok(()) => {
+                tracing::info!(path = %rel, "removed a temporary file of an interrupted restore");
+                removed += 1;
+            }
+            Err(e) => {
+                tracing::warn!(path = %rel, error = %e, "could not remove a restore's temporary file")
+            }
+        }
+    }
+    removed
+}
+
+/// How long a restore's temporary file must be left unchanged before a backup removes it.
+const RESTORE_TEMP_MIN_AGE_SECONDS: i64 = 3600;
 
 fn fill_totals<'a>(out: &mut BackupOutput, entries: impl Iterator<Item = &'a Entry>) {
     for e in entries {
@@ -488,6 +644,8 @@ fn record_metrics(out: &BackupOutput) {
     metrics::counter!("FilesDeleted").increment(out.files_deleted);
     metrics::counter!("FilesChangedDuringRead").increment(out.changed_during_read.len() as u64);
     metrics::counter!("EntriesSkipped").increment(out.skipped_total);
+    metrics::counter!("UnreadablePaths").increment(out.unreadable_total);
+    metrics::counter!("FilesRefused").increment(out.refused_total);
     metrics::gauge!("FilesTotal").set(out.files_total as f64);
     metrics::gauge!("BytesTotal").set(out.bytes_total as f64);
     metrics::gauge!("FilesRemaining").set(out.files_remaining as f64);
@@ -503,12 +661,93 @@ mod tests {
     use aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOutput;
     use aws_sdk_s3::operation::create_multipart_upload::CreateMultipartUploadOutput;
     use aws_sdk_s3::operation::get_object::GetObjectError;
-    use aws_sdk_s3::operation::put_object::PutObjectOutput;
+    use aws_sdk_s3::operation::put_object::{PutObjectError, PutObjectOutput};
     use aws_sdk_s3::operation::upload_part::UploadPartError;
     use aws_sdk_s3::types::error::NoSuchKey;
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
     use aws_smithy_types::error::ErrorMetadata;
     use shared::Env;
+
+    fn settings_for(dir: &std::path::Path) -> Settings {
+        Settings::from_env(&Env::from_pairs([
+            ("SOURCE_DIR", dir.to_str().unwrap()),
+            ("BACKUP_BUCKET", "b"),
+        ]))
+        .unwrap()
+    }
+
+    fn store_of(s3: Client) -> Store {
+        Store {
+            s3,
+            bucket: "b".into(),
+            layout: crate::manifest::Layout {
+                prefix: String::new(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_s3_denies_is_skipped_and_reported_and_the_snapshot_written() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ok.png"), b"png").unwrap();
+        std::fs::write(dir.path().join("denied.png"), b"no").unwrap();
+        let get = mock!(Client::get_object)
+            .then_error(|| GetObjectError::NoSuchKey(NoSuchKey::builder().build()));
+        let deny = mock!(Client::put_object)
+            .match_requests(|r| r.key() == Some("files/denied.png"))
+            .then_error(|| {
+                PutObjectError::generic(
+                    ErrorMetadata::builder()
+                        .code("AccessDenied")
+                        .message("denied by a bucket policy")
+                        .build(),
+                )
+            });
+        let put = mock!(Client::put_object)
+            .then_output(|| PutObjectOutput::builder().version_id("v1").build());
+        let delete = mock!(Client::delete_object).then_output(|| {
+            aws_sdk_s3::operation::delete_object::DeleteObjectOutput::builder().build()
+        });
+        let list = mock!(Client::list_objects_v2).then_output(|| {
+            aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output::builder().build()
+        });
+        let s3 = mock_client!(
+            aws_sdk_s3,
+            RuleMode::MatchAny,
+            [&get, &deny, &put, &delete, &list]
+        );
+        let deadline = Instant::now() + std::time::Duration::from_secs(600);
+        let out = run(
+            &store_of(s3),
+            &settings_for(dir.path()),
+            deadline,
+            &BackupOptions::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.status, "partial");
+        assert_eq!(out.refused_total, 1);
+        assert_eq!(out.refused[0].path, "denied.png");
+        assert!(out.refused[0].reason.contains("AccessDenied"), "{out:?}");
+        assert_eq!(out.files_total, 1);
+        assert_eq!(out.files_uploaded, 1);
+        // The run's start, ok.png, the manifest and latest.
+        assert_eq!(put.num_calls(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_restores_old_temporary_files_are_removed_and_fresh_ones_left() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".a.efs-restore-1"), b"x").unwrap();
+        let temps = vec![".a.efs-restore-1".to_string()];
+        assert_eq!(
+            remove_restore_temps(dir.path(), temps.clone(), 3600).await,
+            0
+        );
+        assert!(dir.path().join(".a.efs-restore-1").exists());
+        assert_eq!(remove_restore_temps(dir.path(), temps, 0).await, 1);
+        assert!(!dir.path().join(".a.efs-restore-1").exists());
+    }
 
     #[tokio::test]
     async fn a_failed_part_aborts_the_upload_and_saves_progress() {

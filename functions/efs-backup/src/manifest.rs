@@ -137,6 +137,8 @@ pub fn decode<H: for<'de> Deserialize<'de>>(
         check_path(&e.path).map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidData, m))?;
         entries.push(e);
     }
+    // A million entries: the doubling growth would keep up to half as much again unused.
+    entries.shrink_to_fit();
     Ok((header, entries))
 }
 

@@ -2,8 +2,13 @@
 //!
 //! Pure: no I/O. A file is unchanged when its size, mtime and inode match the entry it is
 //! compared with (the checkpoint of this run first, then the previous snapshot); its content
-//! is then carried over (same SHA-256, same S3 version). Mode, uid and gid are always taken
-//! from the walk, since they don't need new content.
+//! is then carried over (same SHA-256, same S3 version), unless it comes from the previous
+//! snapshot and this run may have written `files/<path>` since (a `pending` path: that version
+//! may no longer be current), in which case it is read again and its version checked. The
+//! checkpoint's entries are current by construction (an invocation drops from it every path
+//! it is about to upload, before it writes anything). Whatever lies under a path that could
+//! not be read keeps its stored entries: nothing is deleted for want of a look. Mode, uid and
+//! gid are always taken from the walk, since they don't need new content.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -17,7 +22,8 @@ pub struct Upload {
     /// The file as walked (no hash or version yet).
     pub entry: Entry,
     /// The stored entry at the same path with the same size, if any: when the content hashes
-    /// to the same SHA-256 its version is reused and nothing is uploaded.
+    /// to the same SHA-256 and its version is still the current one of `files/<path>`, the
+    /// version is reused and nothing is uploaded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub candidate: Option<Entry>,
 }
@@ -25,12 +31,15 @@ pub struct Upload {
 /// What a backup run does.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct BackupPlan {
-    /// Entries that go into the manifest as they are: directories, symlinks, unchanged files.
+    /// Entries that go into the manifest as they are: directories, symlinks, unchanged files,
+    /// and the stored entries under paths that could not be read.
     pub carried: Vec<Entry>,
     /// Files to read and upload, in path order.
     pub uploads: Vec<Upload>,
     /// Paths whose object `files/<path>` gets a delete marker: stored before, gone now.
     pub deletes: Vec<String>,
+    /// Stored entries kept as they were because their path could not be read (in `carried`).
+    pub kept: u64,
 }
 
 impl BackupPlan {
@@ -38,6 +47,20 @@ impl BackupPlan {
     pub fn upload_bytes(&self) -> u64 {
         self.uploads.iter().map(|u| u.entry.size).sum()
     }
+}
+
+/// What the run knows besides the walk.
+#[derive(Debug, Clone, Copy)]
+pub struct Known<'a> {
+    /// The entries of the newest complete snapshot (empty on the first run).
+    pub previous: &'a [Entry],
+    /// Files this run already stored (from its checkpoint); their versions are current.
+    pub done: &'a [Entry],
+    /// Paths this run may have written since `previous` (uploads and delete markers it
+    /// planned in any invocation): their stored versions may no longer be current.
+    pub pending: &'a BTreeSet<String>,
+    /// Folders and files the walk could not read (`""`: it is not known what was missed).
+    pub unreadable: &'a [String],
 }
 
 fn same_content(stored: &Entry, seen: &Entry) -> bool {
@@ -48,70 +71,117 @@ fn same_content(stored: &Entry, seen: &Entry) -> bool {
         && (stored.ino == 0 || seen.ino == 0 || stored.ino == seen.ino)
 }
 
-/// Plans a backup.
-///
-/// - `previous`: the entries of the newest complete snapshot (empty on the first run);
-/// - `done`: files this run already stored (from its checkpoint);
-/// - `walked`: what the walk found, hashes and versions unset.
-pub fn plan_backup(previous: &[Entry], done: &[Entry], walked: Vec<Entry>) -> BackupPlan {
-    let prev: HashMap<&str, &Entry> = previous.iter().map(|e| (e.path.as_str(), e)).collect();
-    let done_map: HashMap<&str, &Entry> = done.iter().map(|e| (e.path.as_str(), e)).collect();
+/// Moves an entry out, leaving an empty one (no allocation) to be dropped.
+fn take_entry(e: &mut Entry) -> Entry {
+    std::mem::replace(
+        e,
+        Entry {
+            path: String::new(),
+            kind: Kind::File,
+            target: None,
+            size: 0,
+            mtime_ns: 0,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            ino: 0,
+            sha256: None,
+            version_id: None,
+        },
+    )
+}
+
+/// Whether `path` is `under` or inside it (`""` holds everything).
+pub fn is_under(path: &str, under: &str) -> bool {
+    under.is_empty()
+        || path == under
+        || (path.starts_with(under) && path.as_bytes().get(under.len()) == Some(&b'/'))
+}
+
+/// Plans a backup of what was `walked` (hashes and versions unset) against what is `known`.
+pub fn plan_backup(known: Known<'_>, walked: Vec<Entry>) -> BackupPlan {
+    let prev: HashMap<&str, &Entry> = known
+        .previous
+        .iter()
+        .map(|e| (e.path.as_str(), e))
+        .collect();
+    let done_map: HashMap<&str, &Entry> = known.done.iter().map(|e| (e.path.as_str(), e)).collect();
+    let stored_at = |path: &str| {
+        [done_map.get(path), prev.get(path)]
+            .into_iter()
+            .flatten()
+            .copied()
+    };
     let mut plan = BackupPlan::default();
-    let mut files_now = BTreeSet::new();
     let mut walked = walked;
     walked.sort_by(|a, b| a.path.cmp(&b.path));
     walked.dedup_by(|a, b| a.path == b.path);
-    for seen in walked {
-        if seen.kind != Kind::File {
-            plan.carried.push(Entry {
-                sha256: None,
-                version_id: None,
-                ..seen
-            });
-            continue;
-        }
-        files_now.insert(seen.path.clone());
-        let stored = [
-            done_map.get(seen.path.as_str()),
-            prev.get(seen.path.as_str()),
-        ]
-        .into_iter()
-        .flatten()
-        .copied()
-        .find(|s| s.is_stored_file());
-        match stored {
-            Some(s) if same_content(s, &seen) => plan.carried.push(Entry {
-                sha256: s.sha256.clone(),
-                version_id: s.version_id.clone(),
-                ..seen
-            }),
-            _ => {
-                let candidate = [
-                    done_map.get(seen.path.as_str()),
-                    prev.get(seen.path.as_str()),
-                ]
-                .into_iter()
-                .flatten()
-                .find(|s| s.is_stored_file() && s.size == seen.size)
-                .map(|s| (*s).clone());
-                plan.uploads.push(Upload {
-                    entry: seen,
-                    candidate,
-                });
+    // Stored entries that were not seen: kept when they could not be looked at, else gone.
+    // (Paths are borrowed from the walk: at a million files every copy counts.)
+    let mut kept = Vec::new();
+    {
+        let walked_kind: HashMap<&str, Kind> =
+            walked.iter().map(|e| (e.path.as_str(), e.kind)).collect();
+        let mut unseen_files = BTreeSet::new();
+        let mut kept_paths = BTreeSet::new();
+        for e in known.done.iter().chain(known.previous) {
+            if let Some(kind) = walked_kind.get(e.path.as_str()) {
+                if *kind != Kind::File && e.kind == Kind::File && e.version_id.is_some() {
+                    // A stored file replaced by a folder or a symlink.
+                    unseen_files.insert(e.path.as_str());
+                }
+                continue;
+            }
+            if kept_paths.contains(e.path.as_str()) {
+                continue;
+            }
+            if known.unreadable.iter().any(|u| is_under(&e.path, u)) {
+                kept_paths.insert(e.path.as_str());
+                kept.push(e.clone());
+            } else if e.kind == Kind::File && e.version_id.is_some() {
+                unseen_files.insert(e.path.as_str());
             }
         }
+        plan.deletes = unseen_files.into_iter().map(str::to_string).collect();
     }
-    let stored_before: BTreeSet<&str> = previous
-        .iter()
-        .chain(done.iter())
-        .filter(|e| e.kind == Kind::File && e.version_id.is_some())
-        .map(|e| e.path.as_str())
-        .collect();
-    plan.deletes = stored_before
-        .into_iter()
-        .filter(|p| !files_now.contains(*p))
-        .map(str::to_string)
-        .collect();
+    // The walk's buffer becomes the carried list in place (no second copy of a million
+    // entries); uploads are taken out of it.
+    walked.retain_mut(|seen| {
+        if seen.kind != Kind::File {
+            seen.sha256 = None;
+            seen.version_id = None;
+            return true;
+        }
+        let from_done = done_map.get(seen.path.as_str()).copied();
+        let stored = stored_at(&seen.path).find(|s| s.is_stored_file());
+        let trusted = |s: &Entry| {
+            from_done.is_some_and(|d| std::ptr::eq(d, s)) || !known.pending.contains(&seen.path)
+        };
+        match stored {
+            Some(s) if same_content(s, seen) && trusted(s) => {
+                seen.sha256 = s.sha256.clone();
+                seen.version_id = s.version_id.clone();
+                true
+            }
+            _ => {
+                let candidate = stored_at(&seen.path)
+                    .find(|s| s.is_stored_file() && s.size == seen.size)
+                    .cloned();
+                plan.uploads.push(Upload {
+                    entry: take_entry(seen),
+                    candidate,
+                });
+                false
+            }
+        }
+    });
+    walked.shrink_to_fit();
+    plan.carried = walked;
+    plan.kept = kept.len() as u64;
+    if !kept.is_empty() {
+        plan.carried.extend(kept);
+        plan.carried.sort_by(|a, b| a.path.cmp(&b.path));
+    }
     plan
 }
 
@@ -152,6 +222,16 @@ mod tests {
         }
     }
 
+    fn plan(previous: &[Entry], done: &[Entry], walked: Vec<Entry>) -> BackupPlan {
+        let known = Known {
+            previous,
+            done,
+            pending: &BTreeSet::new(),
+            unreadable: &[],
+        };
+        plan_backup(known, walked)
+    }
+
     fn paths(v: &[Upload]) -> Vec<&str> {
         v.iter().map(|u| u.entry.path.as_str()).collect()
     }
@@ -159,7 +239,7 @@ mod tests {
     #[test]
     fn first_run_uploads_every_file() {
         let walked = vec![file("b", 1, 1), dir("a"), file("a/x", 2, 1)];
-        let p = plan_backup(&[], &[], walked);
+        let p = plan(&[], &[], walked);
         assert_eq!(paths(&p.uploads), ["a/x", "b"]);
         assert_eq!(p.carried, vec![dir("a")]);
         assert!(p.deletes.is_empty());
@@ -171,7 +251,7 @@ mod tests {
         let prev = vec![stored(&file("a", 1, 1), "v1")];
         let mut now = file("a", 1, 1);
         now.mode = 0o600;
-        let p = plan_backup(&prev, &[], vec![now.clone()]);
+        let p = plan(&prev, &[], vec![now.clone()]);
         assert!(p.uploads.is_empty());
         assert_eq!(p.carried, vec![stored(&now, "v1")]);
     }
@@ -196,7 +276,7 @@ mod tests {
             dir("now-dir"),
             file("added", 3, 3),
         ];
-        let p = plan_backup(&prev, &[], walked);
+        let p = plan(&prev, &[], walked);
         assert_eq!(
             paths(&p.uploads),
             ["added", "grown", "new-name", "same", "touched"]
@@ -223,7 +303,7 @@ mod tests {
             stored(&file("a", 2, 2), "v2"),
             stored(&file("b", 1, 1), "v3"),
         ];
-        let p = plan_backup(
+        let p = plan(
             &prev,
             &done,
             vec![file("a", 2, 2), file("b", 1, 1), file("c", 1, 1)],
@@ -231,8 +311,77 @@ mod tests {
         assert_eq!(paths(&p.uploads), ["c"]);
         assert_eq!(p.carried[0].version_id.as_deref(), Some("v2"));
         // Stored by the run, then deleted before it finished: delete marker too.
-        let p = plan_backup(&prev, &done, vec![file("a", 2, 2)]);
+        let p = plan(&prev, &done, vec![file("a", 2, 2)]);
         assert_eq!(p.deletes, ["b"]);
+    }
+
+    #[test]
+    fn a_path_this_run_may_have_written_is_read_again_and_checked() {
+        // S1 holds `a` as v1; an interrupted invocation of this run planned (and may have
+        // uploaded) `a` again, so v1 may no longer be current: `a` is not carried.
+        let prev = vec![
+            stored(&file("a", 1, 1), "v1"),
+            stored(&file("b", 1, 1), "v2"),
+        ];
+        let pending = BTreeSet::from(["a".to_string()]);
+        let known = Known {
+            previous: &prev,
+            done: &[],
+            pending: &pending,
+            unreadable: &[],
+        };
+        let p = plan_backup(known, vec![file("a", 1, 1), file("b", 1, 1)]);
+        assert_eq!(paths(&p.uploads), ["a"]);
+        assert_eq!(p.uploads[0].candidate, Some(prev[0].clone()));
+        assert_eq!(p.carried, vec![prev[1].clone()]);
+        // The checkpoint's own entry is current (dropped from it before any rewrite): carried.
+        let done = vec![stored(&file("a", 1, 1), "v3")];
+        let p = plan_backup(
+            Known {
+                done: &done,
+                ..known
+            },
+            vec![file("a", 1, 1)],
+        );
+        assert!(p.uploads.is_empty());
+        assert_eq!(p.carried, done);
+    }
+
+    #[test]
+    fn what_could_not_be_read_keeps_its_stored_entries() {
+        let prev = vec![
+            dir("a"),
+            stored(&file("a/x", 1, 1), "v1"),
+            dir("a/sub"),
+            stored(&file("a/sub/y", 1, 1), "v2"),
+            stored(&file("ab", 1, 1), "v3"),
+            stored(&file("f", 1, 1), "v4"),
+            stored(&file("gone", 1, 1), "v5"),
+        ];
+        let unreadable = ["a".to_string(), "f".to_string()];
+        let known = Known {
+            previous: &prev,
+            done: &[],
+            pending: &BTreeSet::new(),
+            unreadable: &unreadable,
+        };
+        // The folder `a` was seen (its stat worked) but not listed; `f` could not be stat-ed.
+        let p = plan_backup(known, vec![dir("a"), file("ab", 1, 1)]);
+        assert!(p.uploads.is_empty());
+        assert_eq!(p.deletes, ["gone"]);
+        assert_eq!(p.kept, 4);
+        let carried: Vec<&str> = p.carried.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(carried, ["a", "a/sub", "a/sub/y", "a/x", "ab", "f"]);
+        // Not knowing what the walk missed deletes nothing.
+        let everything = [String::new()];
+        let known = Known {
+            unreadable: &everything,
+            ..known
+        };
+        let p = plan_backup(known, vec![]);
+        assert!(p.deletes.is_empty());
+        assert_eq!(p.carried.len(), prev.len());
+        assert!(is_under("a/x", "a") && !is_under("ab", "a") && is_under("a", "a"));
     }
 
     fn arb_tree() -> impl Strategy<Value = Vec<(u8, u8, u8)>> {
@@ -256,7 +405,7 @@ mod tests {
                 v.iter().map(|e| stored(e, "v")).collect()
             };
             let walked = to_entries(&now);
-            let p = plan_backup(&prev, &[], walked.clone());
+            let p = plan(&prev, &[], walked.clone());
             let mut planned: Vec<&str> = p.carried.iter().map(|e| e.path.as_str())
                 .chain(p.uploads.iter().map(|u| u.entry.path.as_str())).collect();
             planned.sort();
@@ -277,12 +426,51 @@ mod tests {
         }
 
         #[test]
+        fn no_pending_path_is_carried_and_nothing_unreadable_is_deleted(
+            prev in arb_tree(),
+            done in arb_tree(),
+            now in arb_tree(),
+            pending in prop::collection::btree_set(0u8..24, 0..8),
+            unreadable in prop::collection::vec(0u8..24, 0..4),
+        ) {
+            let store = |t: &[(u8, u8, u8)], v: &str| -> Vec<Entry> {
+                let mut e = to_entries(t);
+                e.sort_by(|a, b| a.path.cmp(&b.path));
+                e.dedup_by(|a, b| a.path == b.path);
+                e.iter().map(|e| stored(e, v)).collect()
+            };
+            let (prev, done) = (store(&prev, "v1"), store(&done, "v2"));
+            let pending: BTreeSet<String> = pending.iter().map(|n| format!("d/{n}")).collect();
+            let unreadable: Vec<String> = unreadable.iter().map(|n| format!("d/{n}")).collect();
+            let walked = to_entries(&now);
+            let known = Known { previous: &prev, done: &done, pending: &pending, unreadable: &unreadable };
+            let p = plan_backup(known, walked.clone());
+            let walked_paths: BTreeSet<&str> = walked.iter().map(|e| e.path.as_str()).collect();
+            for e in &p.carried {
+                // A previous snapshot's version at a path this run may have written is never
+                // taken on trust (the checkpoint's are current).
+                let walked_pending = pending.contains(&e.path) && walked_paths.contains(e.path.as_str());
+                prop_assert!(!(walked_pending && e.version_id.as_deref() == Some("v1")));
+            }
+            for d in &p.deletes {
+                prop_assert!(!unreadable.contains(d));
+                prop_assert!(!walked_paths.contains(d.as_str()));
+            }
+            for e in prev.iter().chain(&done) {
+                let planned = p.carried.iter().any(|c| c.path == e.path)
+                    || p.uploads.iter().any(|u| u.entry.path == e.path)
+                    || p.deletes.contains(&e.path);
+                prop_assert!(planned, "{} was forgotten", e.path);
+            }
+        }
+
+        #[test]
         fn a_tree_backed_up_and_unchanged_plans_nothing(now in arb_tree()) {
             let walked = to_entries(&now);
-            let first = plan_backup(&[], &[], walked.clone());
+            let first = plan(&[], &[], walked.clone());
             let manifest: Vec<Entry> = first.uploads.iter().map(|u| stored(&u.entry, "v"))
                 .chain(first.carried.clone()).collect();
-            let again = plan_backup(&manifest, &[], walked);
+            let again = plan(&manifest, &[], walked);
             prop_assert!(again.uploads.is_empty());
             prop_assert!(again.deletes.is_empty());
         }

@@ -3,8 +3,10 @@
 //! [`plan_restore`] is pure: the selected entries and what already exists at the target →
 //! directories to create, files and symlinks to write, entries already in place, conflicts.
 //! Nothing existing is replaced unless `overwrite` is set, and directories never are. A file
-//! already at the target with the snapshot's size, mtime and mode counts as restored, so a
-//! restore that ran out of time is resumed by sending the same event again.
+//! already at the target with the snapshot's size, mtime and mode counts as restored (with
+//! `overwrite`, its SHA-256 must match too), so a restore that ran out of time is resumed by
+//! sending the same event again. Without `overwrite`, a file is put in place by a link that
+//! fails if something appeared at the target meanwhile: nothing is ever replaced.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
@@ -26,9 +28,17 @@ use crate::store::Store;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Existing {
     Missing,
-    File { size: u64, mtime_ns: i64, mode: u32 },
+    File {
+        size: u64,
+        mtime_ns: i64,
+        mode: u32,
+        /// Hex SHA-256 of the content, when it was read (only to check a file in place).
+        sha256: Option<String>,
+    },
     Dir,
-    Symlink { target: String },
+    Symlink {
+        target: String,
+    },
     Other,
 }
 
@@ -41,7 +51,8 @@ pub struct RestorePlan {
     pub files: Vec<Entry>,
     /// Symlinks to create.
     pub symlinks: Vec<Entry>,
-    /// Paths already restored (same size, mtime and mode; same link target).
+    /// Paths already restored (same size, mtime and mode, and with `overwrite` the same
+    /// SHA-256; same link target).
     pub in_place: Vec<String>,
     /// Paths where something else exists and would be replaced.
     pub conflicts: Vec<String>,
@@ -76,15 +87,16 @@ pub fn select<'a>(entries: &'a [Entry], prefixes: &[String]) -> Vec<&'a Entry> {
         .collect()
 }
 
-/// Plans a restore of `selected` given what exists at each target path.
+/// Plans a restore of `selected` given what exists at each target path (`existing` reads a
+/// file's content when asked to and its size, mtime and mode match the entry's).
 pub fn plan_restore(
     selected: &[&Entry],
-    existing: impl Fn(&str) -> Existing,
+    existing: impl Fn(&Entry, bool) -> Existing,
     overwrite: bool,
 ) -> RestorePlan {
     let mut plan = RestorePlan::default();
     for e in selected {
-        let now = existing(&e.path);
+        let now = existing(e, overwrite);
         match (e.kind, &now) {
             (Kind::Dir, Existing::Missing | Existing::Dir) => plan.dirs.push((*e).clone()),
             (Kind::Dir, _) => plan.conflicts.push(e.path.clone()),
@@ -95,8 +107,13 @@ pub fn plan_restore(
                     size,
                     mtime_ns,
                     mode,
+                    sha256,
                 },
-            ) if *size == e.size && *mtime_ns == e.mtime_ns && *mode == e.mode => {
+            ) if *size == e.size
+                && *mtime_ns == e.mtime_ns
+                && *mode == e.mode
+                && (!overwrite || sha256.is_some() && *sha256 == e.sha256) =>
+            {
                 plan.in_place.push(e.path.clone())
             }
             (Kind::Symlink, Existing::Symlink { target }) if Some(target) == e.target.as_ref() => {
@@ -118,16 +135,25 @@ pub fn plan_restore(
     plan
 }
 
-/// What is at `path` now.
-pub fn existing(path: &Path) -> Existing {
+/// What is at `path` now, for `wanted`; with `check_content`, a file that matches its size,
+/// mtime and mode is read and hashed.
+pub fn existing(path: &Path, wanted: &Entry, check_content: bool) -> Existing {
     match std::fs::symlink_metadata(path) {
         Err(_) => Existing::Missing,
         Ok(md) if md.is_dir() => Existing::Dir,
-        Ok(md) if md.is_file() => Existing::File {
-            size: md.size(),
-            mtime_ns: md.mtime().saturating_mul(1_000_000_000) + md.mtime_nsec(),
-            mode: md.mode() & 0o7777,
-        },
+        Ok(md) if md.is_file() => {
+            let (size, mode) = (md.size(), md.mode() & 0o7777);
+            let mtime_ns = md.mtime().saturating_mul(1_000_000_000) + md.mtime_nsec();
+            let same = size == wanted.size && mtime_ns == wanted.mtime_ns && mode == wanted.mode;
+            Existing::File {
+                size,
+                mtime_ns,
+                mode,
+                sha256: (check_content && same)
+                    .then(|| sha256_of_file(path))
+                    .flatten(),
+            }
+        }
         Ok(md) if md.file_type().is_symlink() => Existing::Symlink {
             target: std::fs::read_link(path)
                 .map(|t| t.to_string_lossy().into_owned())
@@ -135,6 +161,28 @@ pub fn existing(path: &Path) -> Existing {
         },
         Ok(_) => Existing::Other,
     }
+}
+
+/// Hex SHA-256 of a file's content; `None` when it cannot be read.
+fn sha256_of_file(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match f.read(&mut buf).ok()? {
+            0 => return Some(hex::encode(h.finalize())),
+            n => h.update(&buf[..n]),
+        }
+    }
+}
+
+/// Puts `tmp` at `target` unless something exists there (then `AlreadyExists`, and `tmp`
+/// stays): a hard link, which never replaces, then the temporary name is removed. (NFS, and
+/// so EFS, has no `RENAME_NOREPLACE`; it has links.)
+pub fn place_new(tmp: &Path, target: &Path) -> std::io::Result<()> {
+    std::fs::hard_link(tmp, target)?;
+    std::fs::remove_file(tmp)
 }
 
 /// The answer to a restore.
@@ -189,7 +237,11 @@ pub async fn run(
     let overwrite = req.overwrite;
     let plan = tokio::task::spawn_blocking(move || {
         let refs: Vec<&Entry> = owned.iter().collect();
-        plan_restore(&refs, |p| existing(&r.join(p)), overwrite)
+        plan_restore(
+            &refs,
+            |e, check| existing(&r.join(&e.path), e, check),
+            overwrite,
+        )
     })
     .await
     .map_err(|e| Error::Partial(format!("restore planning failed: {e}")))?;
@@ -245,9 +297,10 @@ pub async fn run(
         }
         let store = store.clone();
         let root = root.clone();
+        let replace = req.overwrite;
         tasks.spawn(async move {
             let _p = permit;
-            restore_file(&store, &root, &f).await
+            restore_file(&store, &root, &f, replace).await
         });
     }
     while let Some(r) = tasks.join_next().await {
@@ -350,16 +403,23 @@ fn set_owner(p: &Path, e: &Entry, symlink: bool) -> bool {
 }
 
 /// Downloads one file version into a temporary file beside its target, checks its SHA-256,
-/// applies mode, owner and mtime, then renames it into place.
-async fn restore_file(store: &Store, root: &Path, e: &Entry) -> Result<(u64, bool), Error> {
+/// applies mode, owner and mtime, then renames it into place (`replace`), or else links it
+/// there only if nothing appeared at the target since the plan.
+async fn restore_file(
+    store: &Store,
+    root: &Path,
+    e: &Entry,
+    replace: bool,
+) -> Result<(u64, bool), Error> {
     let target = root.join(&e.path);
     let key = store.layout.file_key(&e.path);
     let tmp = target.with_file_name(format!(
-        ".{}.efs-restore-{}",
+        ".{}{}{}",
         target
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("file"),
+        crate::walk::RESTORE_TEMP_MARK,
         uuid::Uuid::new_v4().simple()
     ));
     let res = async {
@@ -410,9 +470,28 @@ async fn restore_file(store: &Store, root: &Path, e: &Entry) -> Result<(u64, boo
         let t = filetime_of(e);
         filetime::set_file_times(&tmp, t, t)
             .map_err(|err| Error::io(format!("setting times of {}", tmp.display()), err))?;
-        tokio::fs::rename(&tmp, &target)
-            .await
-            .map_err(|err| Error::io(format!("renaming into {}", target.display()), err))?;
+        if replace {
+            tokio::fs::rename(&tmp, &target)
+                .await
+                .map_err(|err| Error::io(format!("renaming into {}", target.display()), err))?;
+        } else {
+            let (t, d) = (tmp.clone(), target.clone());
+            let placed = tokio::task::spawn_blocking(move || place_new(&t, &d))
+                .await
+                .map_err(|err| Error::Partial(format!("placing a file failed: {err}")))?;
+            match placed {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(Error::Rejected(format!(
+                        "{} appeared while restoring and was left as it is (send \"overwrite\":true to replace it)",
+                        target.display()
+                    )));
+                }
+                Err(err) => {
+                    return Err(Error::io(format!("linking into {}", target.display()), err));
+                }
+            }
+        }
         Ok((n, owner))
     }
     .await;
@@ -469,16 +548,17 @@ mod tests {
         let d = e("d", Kind::Dir);
         let sel = vec![&f, &l, &d];
         // Nothing there: everything is written.
-        let p = plan_restore(&sel, |_| Existing::Missing, false);
+        let p = plan_restore(&sel, |_, _| Existing::Missing, false);
         assert_eq!((p.files.len(), p.symlinks.len(), p.dirs.len()), (1, 1, 1));
         // Already restored: nothing to do.
         let p = plan_restore(
             &sel,
-            |path| match path {
+            |e, _| match e.path.as_str() {
                 "f" => Existing::File {
                     size: 3,
                     mtime_ns: 10,
                     mode: 0o644,
+                    sha256: None,
                 },
                 "l" => Existing::Symlink { target: "t".into() },
                 _ => Existing::Dir,
@@ -488,11 +568,12 @@ mod tests {
         assert_eq!(p.in_place, ["f", "l"]);
         assert!(p.files.is_empty() && p.conflicts.is_empty());
         // Something different: conflict, unless overwrite.
-        let other = |path: &str| match path {
+        let other = |e: &Entry, _| match e.path.as_str() {
             "f" => Existing::File {
                 size: 4,
                 mtime_ns: 10,
                 mode: 0o644,
+                sha256: None,
             },
             "l" => Existing::Symlink {
                 target: "elsewhere".into(),
@@ -501,6 +582,7 @@ mod tests {
                 size: 1,
                 mtime_ns: 1,
                 mode: 0o644,
+                sha256: None,
             },
         };
         let p = plan_restore(&sel, other, false);
@@ -512,7 +594,45 @@ mod tests {
             "a file is never replaced by a directory"
         );
         assert_eq!(p.files.len(), 1);
-        let p = plan_restore(&[&f], |_| Existing::Dir, true);
+        let p = plan_restore(&[&f], |_, _| Existing::Dir, true);
         assert_eq!(p.conflicts, ["f"], "a directory is never replaced");
+    }
+
+    #[test]
+    fn overwrite_checks_the_content_of_a_file_that_looks_in_place() {
+        let f = e("f", Kind::File);
+        let at = |sha: Option<&str>| {
+            let sha = sha.map(str::to_string);
+            move |_: &Entry, check: bool| Existing::File {
+                size: 3,
+                mtime_ns: 10,
+                mode: 0o644,
+                sha256: if check { sha.clone() } else { None },
+            }
+        };
+        // Damaged with size, mtime and mode intact: only overwrite looks, and repairs it.
+        let p = plan_restore(&[&f], at(Some("damaged")), false);
+        assert_eq!(p.in_place, ["f"]);
+        let p = plan_restore(&[&f], at(Some("damaged")), true);
+        assert_eq!(p.files, vec![f.clone()]);
+        let p = plan_restore(&[&f], at(None), true);
+        assert_eq!(p.files.len(), 1, "unreadable content is not in place");
+        let p = plan_restore(&[&f], at(Some("x")), true);
+        assert_eq!(p.in_place, ["f"]);
+    }
+
+    #[test]
+    fn a_file_that_appeared_meanwhile_is_never_replaced() {
+        let d = tempfile::tempdir().unwrap();
+        let (tmp, target) = (d.path().join(".t.efs-restore-1"), d.path().join("t"));
+        std::fs::write(&tmp, b"restored").unwrap();
+        std::fs::write(&target, b"uploaded meanwhile").unwrap();
+        let err = place_new(&tmp, &target).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&target).unwrap(), b"uploaded meanwhile");
+        std::fs::remove_file(&target).unwrap();
+        place_new(&tmp, &target).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"restored");
+        assert!(!tmp.exists());
     }
 }

@@ -3,6 +3,8 @@
 //! Every call goes through the one S3 client (`s3`). Objects this module writes carry a
 //! SHA-256 checksum that S3 verifies on arrival.
 
+use std::collections::BTreeSet;
+
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use base64::Engine;
@@ -28,6 +30,10 @@ pub struct CheckpointHeader {
     pub snapshot_id: String,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub previous: Option<String>,
+    /// Paths whose `files/<path>` this run may have written (every upload and delete marker
+    /// it planned, saved before any is made): a stored version there may no longer be current.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub pending: BTreeSet<String>,
 }
 
 /// The bucket and key layout, with the client.
@@ -74,6 +80,23 @@ impl Store {
             Error::Unreachable(format!("S3 GetObject {key}: reading the body failed: {e}"))
         })?;
         Ok(Some(bytes.into_bytes().to_vec()))
+    }
+
+    /// The version id of `key`'s current version (`"null"` when unversioned); `None` when
+    /// it does not exist or its current version is a delete marker.
+    pub async fn current_version(&self, key: &str) -> Result<Option<String>, Error> {
+        let res = self
+            .s3
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await;
+        match res {
+            Ok(o) => Ok(Some(o.version_id().unwrap_or("null").to_string())),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            Err(e) => Err(Error::aws("S3", "HeadObject", e)),
+        }
     }
 
     /// Writes a small object with a verified SHA-256 checksum; returns its version id.

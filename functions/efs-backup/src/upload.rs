@@ -5,7 +5,10 @@
 //! aborted, never completed) and the read retried. Files up to one part are read in one go and
 //! sent with `PutObject`; bigger ones are streamed as a multipart upload with part size
 //! `max(8 MiB, size / 10,000)`, a few parts in flight, each part's memory counted against a
-//! shared budget. Every request carries a SHA-256 checksum that S3 verifies.
+//! shared budget. Every request carries a SHA-256 checksum that S3 verifies. A stored version
+//! is reused for a file that hashes the same only while it is the current version of
+//! `files/<path>` (older ones expire). An object S3 refuses for good (a key too long, access
+//! denied) is reported and skipped, never retried forever.
 
 use std::num::NonZeroU32;
 use std::os::unix::fs::MetadataExt;
@@ -13,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use base64::Engine;
@@ -34,6 +38,15 @@ pub const MIN_PART: u64 = 8 * 1024 * 1024;
 pub const MAX_PARTS: u64 = 10_000;
 /// Attempts at reading a file that keeps changing.
 pub const ATTEMPTS: usize = 3;
+/// S3's limit on the length of an object key, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// S3 error codes that mean the object will not be accepted as it is, however often it is sent.
+const REFUSED: &[&str] = &[
+    "AccessDenied",
+    "KeyTooLongError",
+    "InvalidArgument",
+    "EntityTooLarge",
+];
 /// Parts of one file in flight at once.
 const PARTS_IN_FLIGHT: usize = 4;
 const MIB: u64 = 1024 * 1024;
@@ -55,6 +68,8 @@ pub enum Outcome {
     Vanished(String),
     /// Could not be read (permissions, I/O); the reason.
     Unreadable(String, String),
+    /// Refused by S3 for good (key too long, access denied); the reason.
+    Refused(String, String),
     /// Stopped for the deadline before it was stored.
     Cancelled(Upload),
 }
@@ -125,6 +140,13 @@ impl Uploader {
     /// Reads and stores one planned file, retrying while it changes under the read.
     pub async fn upload(self: Arc<Self>, up: Upload) -> Result<Outcome, Error> {
         let path = self.root.join(&up.entry.path);
+        let key_len = self.store.layout.file_key(&up.entry.path).len();
+        if key_len > MAX_KEY_BYTES {
+            return Ok(Outcome::Refused(
+                up.entry.path,
+                format!("its object key is {key_len} bytes; S3 takes at most {MAX_KEY_BYTES}"),
+            ));
+        }
         for attempt in 1..=ATTEMPTS {
             if self.stop.load(Ordering::Relaxed) {
                 return Ok(Outcome::Cancelled(up));
@@ -167,18 +189,10 @@ impl Uploader {
             return Ok(Attempt::Cancelled);
         }
         let p = path.to_path_buf();
-        let read = tokio::task::spawn_blocking(
-            move || -> std::io::Result<(Vec<u8>, std::fs::Metadata)> {
-                use std::io::Read;
-                let mut f = std::fs::File::open(&p)?;
-                let mut buf = Vec::new();
-                f.read_to_end(&mut buf)?;
-                let after = f.metadata()?;
-                Ok((buf, after))
-            },
-        )
-        .await
-        .map_err(|e| Error::Partial(format!("read task failed: {e}")))?;
+        let size = before.size();
+        let read = tokio::task::spawn_blocking(move || read_small(&p, size))
+            .await
+            .map_err(|e| Error::Partial(format!("read task failed: {e}")))?;
         let (bytes, after) = match read {
             Ok(r) => r,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -199,8 +213,11 @@ impl Uploader {
         let digest = Sha256::digest(&bytes);
         let sha_hex = hex::encode(digest);
         let mut entry = entry_from_metadata(up.entry.path.clone(), before, None);
+        let key = self.store.layout.file_key(&up.entry.path);
         if let Some(c) = &up.candidate
             && c.sha256.as_deref() == Some(sha_hex.as_str())
+            && c.version_id.is_some()
+            && self.store.current_version(&key).await? == c.version_id
         {
             entry.sha256 = c.sha256.clone();
             entry.version_id = c.version_id.clone();
@@ -209,7 +226,6 @@ impl Uploader {
                 uploaded: false,
             })));
         }
-        let key = self.store.layout.file_key(&up.entry.path);
         let out = self
             .store
             .s3
@@ -222,8 +238,11 @@ impl Uploader {
             .customize()
             .disable_payload_signing()
             .send()
-            .await
-            .map_err(|e| Error::aws("S3", "PutObject", e))?;
+            .await;
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => return refused_or_error(&up.entry.path, "PutObject", e),
+        };
         entry.sha256 = Some(sha_hex);
         entry.version_id = Some(version_or_null(out.version_id()));
         Ok(Attempt::Done(Box::new(Outcome::Stored {
@@ -263,8 +282,11 @@ impl Uploader {
             .key(&key)
             .checksum_algorithm(ChecksumAlgorithm::Sha256)
             .send()
-            .await
-            .map_err(|e| Error::aws("S3", "CreateMultipartUpload", e))?;
+            .await;
+        let created = match created {
+            Ok(c) => c,
+            Err(e) => return refused_or_error(&up.entry.path, "CreateMultipartUpload", e),
+        };
         let upload_id = created.upload_id().unwrap_or_default().to_string();
         let mpu = Mpu {
             store: self.store.clone(),
@@ -470,6 +492,29 @@ impl Mpu {
     }
 }
 
+/// A refusal S3 will repeat for this object becomes [`Outcome::Refused`]; anything else
+/// (throttling, outages, credentials) stops the run.
+fn refused_or_error<E, R>(
+    path: &str,
+    operation: &'static str,
+    e: SdkError<E, R>,
+) -> Result<Attempt, Error>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let refused = e.code().is_some_and(|c| REFUSED.contains(&c));
+    let err = Error::aws("S3", operation, e);
+    if refused {
+        Ok(Attempt::Done(Box::new(Outcome::Refused(
+            path.to_string(),
+            err.to_string(),
+        ))))
+    } else {
+        Err(err)
+    }
+}
+
 /// Versioning is checked before a run; an unversioned answer is recorded as S3's "null" id.
 fn version_or_null(v: Option<&str>) -> String {
     v.unwrap_or("null").to_string()
@@ -477,6 +522,17 @@ fn version_or_null(v: Option<&str>) -> String {
 
 fn closed(_: tokio::sync::AcquireError) -> Error {
     Error::Partial("upload budget closed".into())
+}
+
+/// A file's content, at most `size + 1` bytes (one more tells a grown file without reading
+/// all of it), and its metadata after the read.
+pub fn read_small(path: &Path, size: u64) -> std::io::Result<(Vec<u8>, std::fs::Metadata)> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = Vec::with_capacity(size as usize + 1);
+    (&mut f).take(size + 1).read_to_end(&mut buf)?;
+    let after = f.metadata()?;
+    Ok((buf, after))
 }
 
 /// Whether a file moved between two stats (or the bytes read disagree with its size).
@@ -501,6 +557,18 @@ async fn relinked(path: &Path, before: &std::fs::Metadata) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_grown_since_its_stat_is_read_one_byte_past_its_size() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        std::fs::write(&p, vec![1u8; 1000]).unwrap();
+        let (buf, after) = read_small(&p, 10).unwrap();
+        assert_eq!(buf.len(), 11);
+        assert_eq!(after.size(), 1000);
+        let (buf, _) = read_small(&p, 1000).unwrap();
+        assert_eq!(buf.len(), 1000);
+    }
 
     #[test]
     fn part_size_is_at_least_8_mib_and_fits_10000_parts() {

@@ -1,4 +1,7 @@
 //! Walks the source directory in parallel (the `ignore` crate's walker), skipping `EXCLUDE`.
+//!
+//! A folder that cannot be listed or an entry that cannot be stat-ed is reported as
+//! unreadable (never as gone): the planner keeps what was stored under it.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -22,8 +25,23 @@ pub struct Skipped {
 pub struct Walked {
     /// Files, directories and symlinks, in no particular order.
     pub entries: Vec<Entry>,
+    /// Entries that are never backed up (sockets, FIFOs, devices, names that are not UTF-8).
     pub skipped: Vec<Skipped>,
+    /// Folders that could not be listed and entries that could not be stat-ed (`""`: the walk
+    /// failed somewhere it could not name).
+    pub unreadable: Vec<Skipped>,
+    /// Temporary files an interrupted restore left (`.name.efs-restore-…`), to remove.
+    pub restore_temps: Vec<String>,
 }
+
+/// The name of a temporary file restore writes beside its target (`.name.efs-restore-…`):
+/// never backed up, and removed by the next backup.
+pub fn is_restore_temp(name: &str) -> bool {
+    name.starts_with('.') && name.contains(RESTORE_TEMP_MARK)
+}
+
+/// What a restore's temporary file names carry after the target's name.
+pub const RESTORE_TEMP_MARK: &str = ".efs-restore-";
 
 /// An entry built from `lstat` metadata (no hash, no version).
 pub fn entry_from_metadata(path: String, md: &std::fs::Metadata, target: Option<String>) -> Entry {
@@ -81,7 +99,7 @@ pub fn walk(root: &Path, exclude: &GlobSet, threads: usize) -> Result<Walked, st
                 Some(rel) => !exclude.is_match(rel),
             }
         });
-    let (tx, rx) = mpsc::channel::<Result<Entry, Skipped>>();
+    let (tx, rx) = mpsc::channel::<Visit>();
     builder.build_parallel().run(|| {
         let tx = tx.clone();
         Box::new(move |res| {
@@ -95,22 +113,45 @@ pub fn walk(root: &Path, exclude: &GlobSet, threads: usize) -> Result<Walked, st
     let mut out = Walked::default();
     for item in rx {
         match item {
-            Ok(e) => out.entries.push(e),
-            Err(s) => out.skipped.push(s),
+            Visit::Entry(e) => out.entries.push(e),
+            Visit::Skipped(s) => out.skipped.push(s),
+            Visit::Unreadable(s) => out.unreadable.push(s),
+            Visit::RestoreTemp(p) => out.restore_temps.push(p),
         }
     }
     Ok(out)
 }
 
-fn visit(
-    root: &Path,
-    res: Result<ignore::DirEntry, ignore::Error>,
-) -> Option<Result<Entry, Skipped>> {
+enum Visit {
+    Entry(Entry),
+    Skipped(Skipped),
+    Unreadable(Skipped),
+    RestoreTemp(String),
+}
+
+/// The path an `ignore` error is about, if it names one.
+fn error_path(e: &ignore::Error) -> Option<&Path> {
+    match e {
+        ignore::Error::WithPath { path, .. } => Some(path),
+        ignore::Error::WithDepth { err, .. } | ignore::Error::WithLineNumber { err, .. } => {
+            error_path(err)
+        }
+        ignore::Error::Loop { child, .. } => Some(child),
+        ignore::Error::Partial(errs) => errs.iter().find_map(error_path),
+        _ => None,
+    }
+}
+
+fn visit(root: &Path, res: Result<ignore::DirEntry, ignore::Error>) -> Option<Visit> {
     let dent = match res {
         Ok(d) => d,
         Err(e) => {
-            return Some(Err(Skipped {
-                path: String::new(),
+            let path = error_path(&e)
+                .and_then(|p| p.strip_prefix(root).ok())
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            return Some(Visit::Unreadable(Skipped {
+                path,
                 reason: e.to_string(),
             }));
         }
@@ -120,7 +161,7 @@ fn visit(
     }
     let rel = dent.path().strip_prefix(root).ok()?;
     let Some(rel) = rel.to_str() else {
-        return Some(Err(Skipped {
+        return Some(Visit::Skipped(Skipped {
             path: rel.to_string_lossy().into_owned(),
             reason: "name is not UTF-8".into(),
         }));
@@ -130,19 +171,22 @@ fn visit(
         // Removed between listing and stat: not part of this snapshot.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => {
-            return Some(Err(Skipped {
+            return Some(Visit::Unreadable(Skipped {
                 path: rel.to_string(),
                 reason: e.to_string(),
             }));
         }
     };
     let ft = md.file_type();
+    if ft.is_file() && dent.file_name().to_str().is_some_and(is_restore_temp) {
+        return Some(Visit::RestoreTemp(rel.to_string()));
+    }
     let target = if ft.is_symlink() {
         match std::fs::read_link(dent.path()) {
             Ok(t) => match t.into_os_string().into_string() {
                 Ok(t) => Some(t),
                 Err(_) => {
-                    return Some(Err(Skipped {
+                    return Some(Visit::Skipped(Skipped {
                         path: rel.to_string(),
                         reason: "symlink target is not UTF-8".into(),
                     }));
@@ -150,7 +194,7 @@ fn visit(
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
             Err(e) => {
-                return Some(Err(Skipped {
+                return Some(Visit::Unreadable(Skipped {
                     path: rel.to_string(),
                     reason: e.to_string(),
                 }));
@@ -159,12 +203,16 @@ fn visit(
     } else if ft.is_file() || ft.is_dir() {
         None
     } else {
-        return Some(Err(Skipped {
+        return Some(Visit::Skipped(Skipped {
             path: rel.to_string(),
             reason: "not a regular file, directory or symlink".into(),
         }));
     };
-    Some(Ok(entry_from_metadata(rel.to_string(), &md, target)))
+    Some(Visit::Entry(entry_from_metadata(
+        rel.to_string(),
+        &md,
+        target,
+    )))
 }
 
 #[cfg(test)]
