@@ -385,14 +385,16 @@ async fn resumes_after_a_forced_early_deadline_without_uploading_again() {
     let s3 = versioned_bucket(&moto).await;
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("wiki");
-    for i in 0..40u64 {
+    const N: u64 = 80;
+    for i in 0..N {
         write(
             &src,
             &format!("{:x}/{:02x}/F{i}.png", i % 16, i),
             &bytes(i, 64 * 1024),
         );
     }
-    // 2.5 MiB at 1 MiB/s: an invocation with a 2.5 s deadline (1 s margin) cannot finish.
+    // 5 MiB at 1 MiB/s (the limiter lets 1 MiB through at once, so at least 4 s): an invocation
+    // with a 2.5 s deadline (1 s margin) cannot finish.
     let lambda = Lambda::start(
         "efs-backup",
         env(
@@ -411,10 +413,10 @@ async fn resumes_after_a_forced_early_deadline_without_uploading_again() {
         .unwrap();
     assert_eq!(first["status"], "incomplete", "{first}");
     let up1 = first["files_uploaded"].as_u64().unwrap();
-    assert!(up1 > 0 && up1 < 40, "{first}");
+    assert!(up1 > 0 && up1 < N, "{first}");
     assert_eq!(
         first["files_remaining"].as_u64().unwrap(),
-        40 - up1,
+        N - up1,
         "{first}"
     );
     let list = lambda
@@ -437,12 +439,12 @@ async fn resumes_after_a_forced_early_deadline_without_uploading_again() {
     assert_eq!(second["snapshot_id"], first["snapshot_id"], "the same run");
     assert_eq!(
         second["files_uploaded"].as_u64().unwrap(),
-        40 - up1,
+        N - up1,
         "{second}"
     );
-    assert_eq!(second["files_total"], 40);
+    assert_eq!(second["files_total"], N);
     let v = versions(&s3).await;
-    assert_eq!(v.len(), 40);
+    assert_eq!(v.len() as u64, N);
     assert!(
         v.values().all(|n| *n == 1),
         "a file was uploaded twice: {v:?}"
