@@ -55,6 +55,8 @@ pub struct Outcome {
     pub warm_per_round: usize,
     pub ours: Figures,
     pub anchor: Option<Figures>,
+    /// The anchor's commit (`anchor-commit`, written by `scripts/fetch-rotation-anchor`).
+    pub anchor_commit: Option<String>,
 }
 
 fn s(k: &str, v: impl Into<String>) -> (String, String) {
@@ -334,6 +336,9 @@ pub async fn run(
         warm_per_round: warm,
         ours,
         anchor: figures.next().or(anchor_figures),
+        anchor_commit: anchor_dir
+            .and_then(|d| std::fs::read_to_string(d.join("anchor-commit")).ok())
+            .map(|c| c.trim().to_string()),
     }
 }
 
@@ -389,6 +394,12 @@ pub fn section(o: &Outcome) -> String {
                 met(warm <= 0.5),
                 met(rss <= 0.5)
             ));
+            if let Some(c) = &o.anchor_commit {
+                s.push_str(&format!(
+                    "\nThe anchor: `{ANCHOR_FUNCTION}` of aws-samples/aws-secrets-manager-rotation-lambdas at {c}, unchanged, \
+                     under `python -m awslambdaric`.\n"
+                ));
+            }
         }
         Some(_) => {}
         None => s.push_str(
