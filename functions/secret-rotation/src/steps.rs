@@ -87,11 +87,16 @@ async fn create(
     event: &RotationEvent,
 ) -> Result<Value, Error> {
     let sm = &clients.secretsmanager;
-    let current = current(clients, event).await?;
+    // The three reads go out together; the password is used only when AWSPENDING has no value
+    // yet (GetRandomPassword changes nothing).
+    let (current, pending_value, password) = tokio::join!(
+        current(clients, event),
+        secrets::value(sm, &event.secret_id, Some(&event.token), AWSPENDING),
+        secrets::random_password(sm, settings),
+    );
+    let current = current?;
     let strategy = plan::strategy(settings.strategy, &current)?;
-    let exists = secrets::value(sm, &event.secret_id, Some(&event.token), AWSPENDING)
-        .await?
-        .is_some();
+    let exists = pending_value?.is_some();
     let plan = plan::plan_create(&current, strategy, exists)?;
     if event.dry_run {
         return Ok(
@@ -104,7 +109,7 @@ async fn create(
             Ok(json!({"strategy": strategy_name(strategy), "outcome": "pending_exists"}))
         }
         CreatePlan::Generate { username } => {
-            let password = secrets::random_password(sm, settings).await?;
+            let password = password?;
             let next = current.with_credentials(username, password);
             secrets::put_pending(
                 sm,
@@ -129,8 +134,8 @@ async fn set(
     event: &RotationEvent,
     gate: &Gate,
 ) -> Result<Value, Error> {
-    let current = current(clients, event).await?;
-    let pending = pending(clients, event).await?;
+    let (current, pending) = tokio::join!(current(clients, event), pending(clients, event));
+    let (current, pending) = (current?, pending?);
     let strategy = plan::strategy(settings.strategy, &current)?;
     plan::check_pending(&current, &pending, strategy)?;
     let options = ConnectOptions::load(settings.ca_bundle.as_deref(), settings.connect_timeout)?;
@@ -170,16 +175,23 @@ async fn set_alternating(
     let master_arn = current.masterarn.as_deref().ok_or_else(|| {
         Error::Rejected("the alternating strategy needs `masterarn` in the secret".into())
     })?;
-    let master =
-        secrets::require_db_secret(&clients.secretsmanager, master_arn, None, AWSCURRENT).await?;
-    plan::check_not_protected(&pending.username, &master.username)?;
-    // A master secret that RDS manages holds only the user name and password: the rotated
-    // secret's endpoint, when it is the one the deployment pins.
-    let target = plan::master_endpoint(settings.db_endpoint.as_ref(), &master, current)?;
-    let mut session = db::connect(&target, &master.username, &master.password, None, options)
-        .await
-        .map_err(|e| with_context(e, &format!("login as master user {}", master.username)))?;
-    let result = match check_not_in_use(clients, settings, event, &retired, &mut session).await {
+    let login = async {
+        let master =
+            secrets::require_db_secret(&clients.secretsmanager, master_arn, None, AWSCURRENT)
+                .await?;
+        plan::check_not_protected(&pending.username, &master.username)?;
+        // A master secret that RDS manages holds only the user name and password: the rotated
+        // secret's endpoint, when it is the one the deployment pins.
+        let target = plan::master_endpoint(settings.db_endpoint.as_ref(), &master, current)?;
+        db::connect(&target, &master.username, &master.password, None, options)
+            .await
+            .map_err(|e| with_context(e, &format!("login as master user {}", master.username)))
+    };
+    // The in-use check's reads (ECS, the AWSCURRENT version's creation) change nothing: they go
+    // out while the master user logs in, and count only if the retired user has an account.
+    let (session, tasks) = tokio::join!(login, observe_use(clients, settings, event, &retired));
+    let mut session = session?;
+    let result = match check_not_in_use(settings, &retired, &mut session, tasks).await {
         Ok(()) => clone_accounts(&mut session, current, pending, event.dry_run).await,
         Err(e) => Err(e),
     };
@@ -194,34 +206,54 @@ async fn set_alternating(
     }))
 }
 
-/// Fails with `UserStillInUse`, changing nothing, when a task of the `ECS_SERVICE` services may
-/// still log in as the retired user: it has an account and a deployment or task predates the
-/// AWSCURRENT version (see [`in_use`]). A user with no account yet is used by nobody.
-async fn check_not_in_use(
+/// What the in-use check compares: when the AWSCURRENT version was created, and what each
+/// `ECS_SERVICE` runs. `None` without `ECS_CLUSTER` (no check).
+async fn observe_use(
     clients: &Clients,
     settings: &Settings,
     event: &RotationEvent,
     retired: &Retired<'_>,
-    session: &mut Session,
-) -> Result<(), Error> {
-    let Some(cluster) = &settings.cluster else {
-        return Ok(());
-    };
-    if session.hosts_of(retired.user).await?.is_empty() {
-        return Ok(());
-    }
-    let version = retired.current_version;
-    let changed_at = secrets::version_created(&clients.secretsmanager, &event.secret_id, version)
-        .await?
-        .ok_or_else(|| {
+) -> Option<Result<(DateTime<Utc>, Vec<in_use::ServiceUse>), Error>> {
+    let cluster = settings.cluster.as_ref()?;
+    let observe = async {
+        let version = retired.current_version;
+        let created = secrets::version_created(&clients.secretsmanager, &event.secret_id, version);
+        let services = async {
+            let mut services = Vec::new();
+            for service in &settings.services {
+                services.push(in_use::observe(clients.ecs.get(), cluster, service).await?);
+            }
+            Ok::<_, Error>(services)
+        };
+        let (created, services) = tokio::join!(created, services);
+        let changed_at = created?.ok_or_else(|| {
             Cause::UserStillInUse.error(format!(
                 "AWSCURRENT version {version} has no creation date to compare tasks with"
             ))
         })?;
-    let mut services = Vec::new();
-    for service in &settings.services {
-        services.push(in_use::observe(clients.ecs.get(), cluster, service).await?);
+        Ok((changed_at, services?))
+    };
+    Some(observe.await)
+}
+
+/// Fails with `UserStillInUse`, changing nothing, when a task of the `ECS_SERVICE` services may
+/// still log in as the retired user: it has an account and a deployment or task predates the
+/// AWSCURRENT version (see [`in_use`]). A user with no account yet is used by nobody, and what
+/// [`observe_use`] found (or failed to read) does not matter then.
+async fn check_not_in_use(
+    settings: &Settings,
+    retired: &Retired<'_>,
+    session: &mut Session,
+    observed: Option<Result<(DateTime<Utc>, Vec<in_use::ServiceUse>), Error>>,
+) -> Result<(), Error> {
+    let Some(observed) = observed else {
+        return Ok(());
+    };
+    if settings.cluster.is_none() || session.hosts_of(retired.user).await?.is_empty() {
+        return Ok(());
     }
+    let (changed_at, services) = observed?;
+    let version = retired.current_version;
     let found = in_use::blocker(&services, changed_at);
     tracing::info!(
         user = retired.user,
