@@ -13,7 +13,7 @@ use crate::event::{RotationEvent, Step};
 use crate::failure::Cause;
 use crate::in_use;
 use crate::plan::{self, AWSCURRENT, AWSPENDING, AWSPREVIOUS, CreatePlan, FinishPlan, Gate, Which};
-use crate::secret::DbSecret;
+use crate::secret::{DbSecret, Password};
 use crate::secrets;
 use crate::settings::{Settings, Strategy};
 use crate::sql::{Account, Statement};
@@ -25,7 +25,13 @@ pub async fn run(
     event: &RotationEvent,
 ) -> Result<Value, Error> {
     let sm = &clients.secretsmanager;
-    let meta = secrets::describe(sm, &event.secret_id).await?;
+    // DescribeSecret decides whether the step may run; the step's first reads change nothing,
+    // go out with it, and count only when it may (the gate's error comes first).
+    let (meta, reads) = tokio::join!(
+        secrets::describe(sm, &event.secret_id),
+        first_reads(clients, settings, event)
+    );
+    let meta = meta?;
     let gate = plan::gate(&event.secret_id, &meta, &event.token)?;
     let mut summary = json!({
         "step": event.step.name(),
@@ -37,16 +43,62 @@ pub async fn run(
         summary["outcome"] = json!("already_current");
         return Ok(summary);
     }
-    let detail = match event.step {
-        Step::Create => create(clients, settings, event).await?,
-        Step::Set => set(clients, settings, event, &gate).await?,
-        Step::Test => test(clients, settings, event).await?,
-        Step::Finish => finish(clients, settings, event, &gate).await?,
+    let detail = match reads {
+        Reads::Create(r) => create(clients, settings, event, r).await?,
+        Reads::Set { current, pending } => {
+            set(clients, settings, event, &gate, current?, pending?).await?
+        }
+        Reads::Test(pending) => test(settings, event, pending?).await?,
+        Reads::Finish(pending) => finish(clients, settings, event, &gate, pending).await?,
     };
     if let (Value::Object(s), Value::Object(d)) = (&mut summary, detail) {
         s.extend(d);
     }
     Ok(summary)
+}
+
+/// What each step reads first (Secrets Manager only, nothing changed).
+enum Reads {
+    Create(CreateReads),
+    Set {
+        current: Result<DbSecret, Error>,
+        pending: Result<DbSecret, Error>,
+    },
+    Test(Result<DbSecret, Error>),
+    /// Needed only to move AWSCURRENT (not on a retry after the move).
+    Finish(Result<DbSecret, Error>),
+}
+
+/// createSecret's reads; the password is used only when AWSPENDING has no value yet
+/// (GetRandomPassword changes nothing).
+struct CreateReads {
+    current: Result<DbSecret, Error>,
+    pending: Result<Option<Password>, Error>,
+    password: Result<Password, Error>,
+}
+
+async fn first_reads(clients: &Clients, settings: &Settings, event: &RotationEvent) -> Reads {
+    let sm = &clients.secretsmanager;
+    match event.step {
+        Step::Create => {
+            let (current, pending, password) = tokio::join!(
+                current(clients, event),
+                secrets::value(sm, &event.secret_id, Some(&event.token), AWSPENDING),
+                secrets::random_password(sm, settings),
+            );
+            Reads::Create(CreateReads {
+                current,
+                pending,
+                password,
+            })
+        }
+        Step::Set => {
+            let (current, pending) = tokio::join!(current(clients, event), pending(clients, event));
+            Reads::Set { current, pending }
+        }
+        Step::Test => Reads::Test(pending(clients, event).await),
+        Step::Finish => Reads::Finish(pending(clients, event).await),
+    }
 }
 
 fn endpoint(secret: &DbSecret) -> Result<Endpoint, Error> {
@@ -85,18 +137,12 @@ async fn create(
     clients: &Clients,
     settings: &Settings,
     event: &RotationEvent,
+    reads: CreateReads,
 ) -> Result<Value, Error> {
     let sm = &clients.secretsmanager;
-    // The three reads go out together; the password is used only when AWSPENDING has no value
-    // yet (GetRandomPassword changes nothing).
-    let (current, pending_value, password) = tokio::join!(
-        current(clients, event),
-        secrets::value(sm, &event.secret_id, Some(&event.token), AWSPENDING),
-        secrets::random_password(sm, settings),
-    );
-    let current = current?;
+    let current = reads.current?;
     let strategy = plan::strategy(settings.strategy, &current)?;
-    let exists = pending_value?.is_some();
+    let exists = reads.pending?.is_some();
     let plan = plan::plan_create(&current, strategy, exists)?;
     if event.dry_run {
         return Ok(
@@ -109,7 +155,7 @@ async fn create(
             Ok(json!({"strategy": strategy_name(strategy), "outcome": "pending_exists"}))
         }
         CreatePlan::Generate { username } => {
-            let password = password?;
+            let password = reads.password?;
             let next = current.with_credentials(username, password);
             secrets::put_pending(
                 sm,
@@ -133,9 +179,9 @@ async fn set(
     settings: &Settings,
     event: &RotationEvent,
     gate: &Gate,
+    current: DbSecret,
+    pending: DbSecret,
 ) -> Result<Value, Error> {
-    let (current, pending) = tokio::join!(current(clients, event), pending(clients, event));
-    let (current, pending) = (current?, pending?);
     let strategy = plan::strategy(settings.strategy, &current)?;
     plan::check_pending(&current, &pending, strategy)?;
     let options = ConnectOptions::load(settings.ca_bundle.as_deref(), settings.connect_timeout)?;
@@ -460,11 +506,10 @@ async fn single_login(
 }
 
 async fn test(
-    clients: &Clients,
     settings: &Settings,
     event: &RotationEvent,
+    pending: DbSecret,
 ) -> Result<Value, Error> {
-    let pending = pending(clients, event).await?;
     let target = endpoint(&pending)?;
     let options = ConnectOptions::load(settings.ca_bundle.as_deref(), settings.connect_timeout)?;
     if event.dry_run {
@@ -506,6 +551,7 @@ async fn finish(
     settings: &Settings,
     event: &RotationEvent,
     gate: &Gate,
+    pending: Result<DbSecret, Error>,
 ) -> Result<Value, Error> {
     let sm = &clients.secretsmanager;
     let plan = plan::plan_finish(gate);
@@ -520,7 +566,7 @@ async fn finish(
         FinishPlan::MoveCurrent { from } => {
             // Never make a version without a usable value AWSCURRENT (finishSecret invoked
             // by hand, or before createSecret).
-            pending(clients, event).await?;
+            pending?;
             secrets::move_current(sm, &event.secret_id, &event.token, from).await?;
             metrics::counter!("RotationsFinished").increment(1);
             tracing::info!(secret_id = %event.secret_id, token = %event.token, previous = %from, "AWSCURRENT moved");
