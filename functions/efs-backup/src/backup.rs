@@ -1,6 +1,6 @@
 //! A backup run: walk, plan, upload with a deadline watch, then manifest, `latest`, retention.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,11 +12,11 @@ use shared::Error;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::manifest::{self, Entry, Header, Kind, Manifest};
+use crate::manifest::{self, Entry, Header, Kind};
 use crate::plan::{BackupPlan, Known, Upload, plan_backup};
 use crate::retention::{RetentionPlan, plan_retention};
 use crate::settings::Settings;
-use crate::store::{CheckpointHeader, Latest, Store};
+use crate::store::{CheckpointHeader, Latest, Store, StoredManifest};
 use crate::upload::{Outcome, Uploader};
 use crate::walk::{Skipped, walk};
 
@@ -104,19 +104,25 @@ pub async fn run(
         .unwrap_or(started);
 
     let latest = store.latest().await?;
-    let previous: Option<Manifest> = match &latest {
-        Some(l) => Some(store.manifest(&l.snapshot_id).await?.ok_or_else(|| {
-            Error::NotFound(format!(
-                "the latest snapshot {} has no manifest at {}",
-                l.snapshot_id, l.manifest_key
-            ))
-        })?),
+    // Kept compressed (about 15 bytes an entry) and read as a stream, in path order.
+    let previous: Option<StoredManifest> = match &latest {
+        Some(l) => Some(
+            store
+                .manifest_stream(&l.snapshot_id)
+                .await?
+                .ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "the latest snapshot {} has no manifest at {}",
+                        l.snapshot_id, l.manifest_key
+                    ))
+                })?,
+        ),
         None => None,
     };
     let previous_id = previous.as_ref().map(|m| m.header.snapshot_id.clone());
     let checkpoint = store.checkpoint().await?;
     let resumed = checkpoint.is_some();
-    let (ck_header, done) = match checkpoint {
+    let (ck_header, mut done) = match checkpoint {
         Some((h, d)) => {
             tracing::info!(snapshot_id = %h.snapshot_id, files = d.len(), "resuming from checkpoint");
             (h, d)
@@ -136,6 +142,12 @@ pub async fn run(
         }
     };
 
+    // Written in path order from a map; sorted in case (the planner merges sorted lists).
+    if !done.is_sorted_by(|a, b| a.path < b.path) {
+        done.sort_by(|a, b| a.path.cmp(&b.path));
+        done.dedup_by(|a, b| a.path == b.path);
+    }
+
     let root = PathBuf::from(&settings.source_dir);
     let exclude = settings.exclude_set();
     let threads = settings.walk_threads;
@@ -146,21 +158,17 @@ pub async fn run(
         .map_err(|e| Error::io(format!("reading SOURCE_DIR {}", root.display()), e))?;
     let walk_ms = started.elapsed().as_millis();
     let entries_seen = walked.entries.len();
-    let prev_entries: &[Entry] = previous
-        .as_ref()
-        .map(|m| m.entries.as_slice())
-        .unwrap_or(&[]);
     let unreadable_paths: Vec<String> = walked.unreadable.iter().map(|u| u.path.clone()).collect();
     let mut ck_header = ck_header;
     let plan = plan_backup(
         Known {
-            previous: prev_entries,
             done: &done,
             pending: &ck_header.pending,
             unreadable: &unreadable_paths,
         },
+        previous.iter().flat_map(StoredManifest::entries),
         walked.entries,
-    );
+    )?;
     tracing::info!(
         walk_ms,
         entries = entries_seen,
@@ -196,7 +204,7 @@ pub async fn run(
         out.duration_ms = started.elapsed().as_millis() as u64;
         return Ok(out);
     }
-    let prev_files = prev_entries.iter().filter(|e| e.kind == Kind::File).count();
+    let prev_files = plan.previous_files;
     let files_now =
         plan.carried.iter().filter(|e| e.kind == Kind::File).count() + plan.uploads.len();
     if files_now == 0 && prev_files > 0 && !opts.allow_empty {
@@ -359,8 +367,18 @@ pub async fn run(
         return Ok(out);
     }
 
+    // The previous snapshot's files at the paths that need one (rarely any: the manifest is
+    // then read again, as a stream).
+    let previous_at = {
+        let wanted: BTreeSet<&str> = keep
+            .iter()
+            .chain(vanished.iter().map(|(p, _)| p))
+            .map(String::as_str)
+            .collect();
+        previous_files_at(previous.as_ref(), &wanted)?
+    };
     // A file that could not be read or stored keeps the copy stored before, if any.
-    keep_stored(&mut stored, &keep, prev_entries);
+    keep_stored(&mut stored, &keep, &previous_at);
     out.entries_kept += keep.iter().filter(|p| stored.contains_key(*p)).count() as u64;
 
     // Delete markers for files that are gone, so the bucket mirrors the tree.
@@ -370,14 +388,11 @@ pub async fn run(
     deletes.extend(
         vanished
             .into_iter()
-            .filter(|(p, in_checkpoint)| *in_checkpoint || stored_file_in(prev_entries, p))
+            .filter(|(p, in_checkpoint)| *in_checkpoint || previous_at.contains_key(p))
             .map(|(p, _)| p),
     );
-    let mut entries: Vec<Entry> = carried;
-    entries.extend(stored.into_values());
-    entries.sort_by(|a, b| a.path.cmp(&b.path));
-    entries.dedup_by(|a, b| a.path == b.path);
-    deletes.retain(|p| !stored_file_in(&entries, p));
+    drop(previous);
+    deletes.retain(|p| in_snapshot(&carried, &stored, p).is_none_or(|e| e.kind != Kind::File));
     let deletes_total = deletes.len();
     let mut del_tasks: JoinSet<Result<(), Error>> = JoinSet::new();
     let del_sem = Arc::new(Semaphore::new(settings.upload_concurrency));
@@ -399,7 +414,7 @@ pub async fn run(
     out.files_deleted = deletes_total as u64;
 
     // The manifest, written last: the snapshot exists once it does.
-    let (files, dirs, symlinks, bytes) = manifest::counts(&entries);
+    let (files, dirs, symlinks, bytes) = manifest::counts(snapshot_entries(&carried, &stored));
     let header = Header {
         format: manifest::FORMAT.into(),
         snapshot_id: ck_header.snapshot_id.clone(),
@@ -413,12 +428,14 @@ pub async fn run(
         exclude: settings.exclude.clone(),
         previous: previous_id,
     };
-    let m = Manifest { header, entries };
-    let version = store.put_manifest(&m).await?;
+    // Written from the two sorted lists, never concatenated.
+    let version = store
+        .put_manifest(&header, snapshot_entries(&carried, &stored))
+        .await?;
     store
         .set_latest(&Latest {
-            snapshot_id: m.header.snapshot_id.clone(),
-            manifest_key: store.layout.manifest_key(&m.header.snapshot_id),
+            snapshot_id: header.snapshot_id.clone(),
+            manifest_key: store.layout.manifest_key(&header.snapshot_id),
             manifest_version_id: version,
         })
         .await?;
@@ -559,22 +576,70 @@ impl BackupOutput {
     }
 }
 
-/// Whether `entries` (sorted by path, as manifests are) hold a file at `path`.
-fn stored_file_in(previous: &[Entry], path: &str) -> bool {
-    previous
-        .binary_search_by(|e| e.path.as_str().cmp(path))
-        .is_ok_and(|i| previous[i].kind == Kind::File)
+/// The new snapshot's entries, in path order: the carried list (sorted by path, no path
+/// twice) merged with what this run stored; at a path both hold, the carried entry.
+fn snapshot_entries<'a>(
+    carried: &'a [Entry],
+    stored: &'a BTreeMap<String, Entry>,
+) -> impl Iterator<Item = &'a Entry> {
+    let mut carried = carried.iter().peekable();
+    let mut stored = stored.values().peekable();
+    std::iter::from_fn(move || match (carried.peek(), stored.peek()) {
+        (Some(c), Some(s)) if s.path < c.path => stored.next(),
+        (Some(c), Some(s)) => {
+            if s.path == c.path {
+                stored.next();
+            }
+            carried.next()
+        }
+        (Some(_), None) => carried.next(),
+        (None, _) => stored.next(),
+    })
+}
+
+/// The new snapshot's entry at `path`, if any (see [`snapshot_entries`]).
+fn in_snapshot<'a>(
+    carried: &'a [Entry],
+    stored: &'a BTreeMap<String, Entry>,
+    path: &str,
+) -> Option<&'a Entry> {
+    match carried.binary_search_by(|e| e.path.as_str().cmp(path)) {
+        Ok(i) => Some(&carried[i]),
+        Err(_) => stored.get(path),
+    }
+}
+
+/// The previous snapshot's files at the `wanted` paths, read as a stream (nothing to read
+/// when none is wanted).
+fn previous_files_at(
+    previous: Option<&StoredManifest>,
+    wanted: &BTreeSet<&str>,
+) -> Result<BTreeMap<String, Entry>, Error> {
+    let mut found = BTreeMap::new();
+    let Some(previous) = previous.filter(|_| !wanted.is_empty()) else {
+        return Ok(found);
+    };
+    for e in previous.entries() {
+        let e = e?;
+        if e.kind == Kind::File && wanted.contains(e.path.as_str()) {
+            found.insert(e.path.clone(), e);
+        }
+    }
+    Ok(found)
 }
 
 /// Puts back the previous snapshot's entry of each `keep` path this run did not store.
-fn keep_stored(stored: &mut BTreeMap<String, Entry>, keep: &[String], previous: &[Entry]) {
-    if keep.is_empty() {
-        return;
-    }
-    let keep: std::collections::HashSet<&str> = keep.iter().map(String::as_str).collect();
-    for e in previous {
-        if e.is_stored_file() && keep.contains(e.path.as_str()) && !stored.contains_key(&e.path) {
-            stored.insert(e.path.clone(), e.clone());
+fn keep_stored(
+    stored: &mut BTreeMap<String, Entry>,
+    keep: &[String],
+    previous: &BTreeMap<String, Entry>,
+) {
+    for p in keep {
+        if let Some(e) = previous.get(p)
+            && e.is_stored_file()
+            && !stored.contains_key(p)
+        {
+            stored.insert(p.clone(), e.clone());
         }
     }
 }

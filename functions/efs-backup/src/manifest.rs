@@ -89,7 +89,7 @@ pub struct Manifest {
 }
 
 /// Summary counts of a list of entries: (files, dirs, symlinks, bytes).
-pub fn counts(entries: &[Entry]) -> (u64, u64, u64, u64) {
+pub fn counts<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> (u64, u64, u64, u64) {
     let mut c = (0, 0, 0, 0);
     for e in entries {
         match e.kind {
@@ -105,7 +105,10 @@ pub fn counts(entries: &[Entry]) -> (u64, u64, u64, u64) {
 }
 
 /// Writes a header (any serialisable first line) and entries as gzip JSON lines.
-pub fn encode<H: Serialize>(header: &H, entries: &[Entry]) -> Result<Vec<u8>, std::io::Error> {
+pub fn encode<'a, H: Serialize>(
+    header: &H,
+    entries: impl IntoIterator<Item = &'a Entry>,
+) -> Result<Vec<u8>, std::io::Error> {
     let mut gz = GzEncoder::new(Vec::new(), Compression::new(6));
     serde_json::to_writer(&mut gz, header)?;
     gz.write_all(b"\n")?;
@@ -140,6 +143,85 @@ pub fn decode<H: for<'de> Deserialize<'de>>(
     // A million entries: the doubling growth would keep up to half as much again unused.
     entries.shrink_to_fit();
     Ok((header, entries))
+}
+
+/// The entries of gzip JSON lines (the header line skipped), one at a time, so that a
+/// million-entry manifest is never held decoded. Paths must be in strictly increasing byte
+/// order, as [`encode`]'s callers write them: an entry out of order is an error
+/// (`InvalidData`), never silently misplanned.
+pub fn entries(bytes: &[u8]) -> EntryStream<'_> {
+    EntryStream {
+        lines: BufReader::new(GzDecoder::new(bytes)),
+        line: String::new(),
+        last: None,
+        started: false,
+        failed: false,
+    }
+}
+
+/// See [`entries`].
+pub struct EntryStream<'a> {
+    lines: BufReader<GzDecoder<&'a [u8]>>,
+    line: String,
+    /// The previous entry's path (its buffer reused).
+    last: Option<String>,
+    started: bool,
+    failed: bool,
+}
+
+impl EntryStream<'_> {
+    fn next_line(&mut self) -> Result<bool, std::io::Error> {
+        self.line.clear();
+        Ok(self.lines.read_line(&mut self.line)? > 0)
+    }
+
+    fn next_entry(&mut self) -> Result<Option<Entry>, std::io::Error> {
+        let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+        if !self.started {
+            self.started = true;
+            if !self.next_line()? {
+                return Err(invalid("empty manifest".into()));
+            }
+        }
+        loop {
+            if !self.next_line()? {
+                return Ok(None);
+            }
+            let text = self.line.trim_end_matches(['\n', '\r']);
+            if text.is_empty() {
+                continue;
+            }
+            let e: Entry = serde_json::from_str(text)?;
+            check_path(&e.path).map_err(invalid)?;
+            match &mut self.last {
+                Some(last) if last.as_str() >= e.path.as_str() => {
+                    return Err(invalid(format!(
+                        "entries are not in path order: {:?} after {last:?}",
+                        e.path
+                    )));
+                }
+                Some(last) => {
+                    last.clear();
+                    last.push_str(&e.path);
+                }
+                None => self.last = Some(e.path.clone()),
+            }
+            return Ok(Some(e));
+        }
+    }
+}
+
+impl Iterator for EntryStream<'_> {
+    type Item = Result<Entry, std::io::Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let r = self.next_entry();
+        self.failed = r.is_err();
+        r.transpose()
+    }
 }
 
 /// Reads only the header line of a (possibly truncated) manifest.
@@ -268,6 +350,31 @@ mod tests {
         assert_eq!(e2, entries);
         let only: Header = decode_header(&bytes[..200.min(bytes.len())]).unwrap();
         assert_eq!(only, h);
+    }
+
+    #[test]
+    fn entries_stream_in_path_order_and_refuse_any_other() {
+        let h = serde_json::json!({"format": FORMAT});
+        let entries: Vec<Entry> = (0..3000).map(|i| entry(&format!("a/{i:05}.png"))).collect();
+        let bytes = encode(&h, &entries).unwrap();
+        let streamed: Vec<Entry> = super::entries(&bytes).collect::<Result<_, _>>().unwrap();
+        assert_eq!(streamed, entries);
+        assert_eq!(super::entries(&encode(&h, &[]).unwrap()).count(), 0);
+        for bad in [
+            vec![entry("b"), entry("a")],
+            vec![entry("a"), entry("a")],
+            vec![entry("a"), entry("../x")],
+        ] {
+            let bytes = encode(&h, &bad).unwrap();
+            let r: Result<Vec<Entry>, _> = super::entries(&bytes).collect();
+            let e = r.unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+            // The stream ends at its first error.
+            assert_eq!(super::entries(&bytes).filter(Result::is_err).count(), 1);
+        }
+        let truncated = &bytes[..bytes.len() / 2];
+        assert!(super::entries(truncated).any(|r| r.is_err()));
+        assert!(super::entries(b"").next().unwrap().is_err());
     }
 
     #[test]

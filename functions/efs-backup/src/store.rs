@@ -36,6 +36,23 @@ pub struct CheckpointHeader {
     pub pending: BTreeSet<String>,
 }
 
+/// A manifest as stored: see [`Store::manifest_stream`].
+pub struct StoredManifest {
+    pub key: String,
+    pub header: Header,
+    /// The gzip bytes (about 15 bytes per entry).
+    pub bytes: Vec<u8>,
+}
+
+impl StoredManifest {
+    /// The entries, decoded one at a time; an error names the manifest.
+    pub fn entries(&self) -> impl Iterator<Item = Result<Entry, Error>> + '_ {
+        manifest::entries(&self.bytes).map(|r| {
+            r.map_err(|e| Error::Rejected(format!("manifest {} is unreadable: {e}", self.key)))
+        })
+    }
+}
+
 /// The bucket and key layout, with the client.
 #[derive(Clone)]
 pub struct Store {
@@ -166,6 +183,18 @@ impl Store {
         Ok(Some(Manifest { header, entries }))
     }
 
+    /// A snapshot's manifest as stored (gzip), its header decoded: the entries are read as a
+    /// stream, in path order, and never all held decoded. `None` when there is no such snapshot.
+    pub async fn manifest_stream(&self, id: &str) -> Result<Option<StoredManifest>, Error> {
+        let key = self.layout.manifest_key(id);
+        let Some(bytes) = self.get(&key, None).await? else {
+            return Ok(None);
+        };
+        let header = manifest::decode_header(&bytes)
+            .map_err(|e| Error::Rejected(format!("manifest {key} is unreadable: {e}")))?;
+        Ok(Some(StoredManifest { key, header, bytes }))
+    }
+
     /// Reads only a manifest's header (a ranged read).
     pub async fn manifest_header(&self, id: &str) -> Result<Option<Header>, Error> {
         let key = self.layout.manifest_key(id);
@@ -177,12 +206,17 @@ impl Store {
             .map_err(|e| Error::Rejected(format!("manifest {key} is unreadable: {e}")))
     }
 
-    /// Writes a manifest (after every file it references is stored); returns its version id.
-    pub async fn put_manifest(&self, m: &Manifest) -> Result<Option<String>, Error> {
-        let bytes = manifest::encode(&m.header, &m.entries)
+    /// Writes a manifest (after every file it references is stored): `entries` in strictly
+    /// increasing path order; returns its version id.
+    pub async fn put_manifest<'a>(
+        &self,
+        header: &Header,
+        entries: impl IntoIterator<Item = &'a Entry>,
+    ) -> Result<Option<String>, Error> {
+        let bytes = manifest::encode(header, entries)
             .map_err(|e| Error::io("compressing the manifest", e))?;
         self.put(
-            &self.layout.manifest_key(&m.header.snapshot_id),
+            &self.layout.manifest_key(&header.snapshot_id),
             bytes,
             "application/gzip",
         )

@@ -100,26 +100,34 @@ pub fn walk(root: &Path, exclude: &GlobSet, threads: usize) -> Result<Walked, st
             }
         });
     let (tx, rx) = mpsc::channel::<Visit>();
-    builder.build_parallel().run(|| {
-        let tx = tx.clone();
-        Box::new(move |res| {
-            if let Some(item) = visit(root, res) {
-                let _ = tx.send(item);
+    // Collected while the walk runs: a million entries never wait in the channel all at once
+    // (they would, and then again in the vector).
+    let out = std::thread::scope(|scope| {
+        let collector = scope.spawn(move || {
+            let mut out = Walked::default();
+            for item in rx {
+                match item {
+                    Visit::Entry(e) => out.entries.push(e),
+                    Visit::Skipped(s) => out.skipped.push(s),
+                    Visit::Unreadable(s) => out.unreadable.push(s),
+                    Visit::RestoreTemp(p) => out.restore_temps.push(p),
+                }
             }
-            WalkState::Continue
-        })
+            out
+        });
+        builder.build_parallel().run(|| {
+            let tx = tx.clone();
+            Box::new(move |res| {
+                if let Some(item) = visit(root, res) {
+                    let _ = tx.send(item);
+                }
+                WalkState::Continue
+            })
+        });
+        drop(tx);
+        collector.join()
     });
-    drop(tx);
-    let mut out = Walked::default();
-    for item in rx {
-        match item {
-            Visit::Entry(e) => out.entries.push(e),
-            Visit::Skipped(s) => out.skipped.push(s),
-            Visit::Unreadable(s) => out.unreadable.push(s),
-            Visit::RestoreTemp(p) => out.restore_temps.push(p),
-        }
-    }
-    Ok(out)
+    out.map_err(|_| std::io::Error::other("the walk's collector thread panicked"))
 }
 
 enum Visit {
