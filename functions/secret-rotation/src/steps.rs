@@ -252,6 +252,9 @@ async fn set_alternating(
     }))
 }
 
+/// What [`observe_use`] read: the AWSCURRENT version's creation and each service's use.
+type Observed = Option<Result<(DateTime<Utc>, Vec<in_use::ServiceUse>), Error>>;
+
 /// What the in-use check compares: when the AWSCURRENT version was created, and what each
 /// `ECS_SERVICE` runs. `None` without `ECS_CLUSTER` (no check).
 async fn observe_use(
@@ -259,7 +262,7 @@ async fn observe_use(
     settings: &Settings,
     event: &RotationEvent,
     retired: &Retired<'_>,
-) -> Option<Result<(DateTime<Utc>, Vec<in_use::ServiceUse>), Error>> {
+) -> Observed {
     let cluster = settings.cluster.as_ref()?;
     let observe = async {
         let version = retired.current_version;
@@ -290,7 +293,7 @@ async fn check_not_in_use(
     settings: &Settings,
     retired: &Retired<'_>,
     session: &mut Session,
-    observed: Option<Result<(DateTime<Utc>, Vec<in_use::ServiceUse>), Error>>,
+    observed: Observed,
 ) -> Result<(), Error> {
     let Some(observed) = observed else {
         return Ok(());
