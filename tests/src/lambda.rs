@@ -147,7 +147,23 @@ impl Lambda {
         K: Into<String>,
         V: Into<String>,
     {
-        Self::launch(name, program, env, None).await
+        Self::launch(name, program, &[], env, None).await
+    }
+
+    /// Like [`Lambda::start_program`], with arguments: any runtime that speaks the Runtime API,
+    /// e.g. `python -m awslambdaric module.handler` (a Python runtime interface client).
+    pub async fn start_command<I, K, V>(
+        name: &str,
+        program: &std::path::Path,
+        args: &[String],
+        env: I,
+    ) -> Lambda
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Self::launch(name, program, args, env, None).await
     }
 
     /// Like [`Lambda::start`], with the process running as user `uid` and group `gid` (the
@@ -159,12 +175,13 @@ impl Lambda {
         V: Into<String>,
     {
         let program = crate::paths::binary(name);
-        Self::launch(name, &program, env, Some((uid, gid))).await
+        Self::launch(name, &program, &[], env, Some((uid, gid))).await
     }
 
     async fn launch<I, K, V>(
         name: &str,
         program: &std::path::Path,
+        args: &[String],
         env: I,
         user: Option<(u32, u32)>,
     ) -> Lambda
@@ -203,7 +220,8 @@ impl Lambda {
         });
 
         let mut cmd = Command::new(program);
-        cmd.env_clear()
+        cmd.args(args)
+            .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
             .env("AWS_LAMBDA_FUNCTION_NAME", name)

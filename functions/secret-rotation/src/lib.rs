@@ -43,6 +43,23 @@ impl Clients {
     }
 }
 
+/// Seeds the TLS library's random generator on a thread of its own, from process start.
+///
+/// aws-lc seeds its generator once per process, on the first draw, from CPU jitter entropy: tens
+/// of milliseconds of CPU (59 ms on the bench, half the cold setSecret), which the first TLS
+/// handshake — the SDK's first HTTPS request, or the first database login — would otherwise wait
+/// for. Seeded here, it overlaps the init phase and the first invocation's waits on the network.
+/// A failure is left to the handshake that needs the generator to report.
+pub fn seed_random_in_background() {
+    let _ = std::thread::Builder::new()
+        .name("seed-random".into())
+        .spawn(|| {
+            let _ = rustls::crypto::aws_lc_rs::default_provider()
+                .secure_random
+                .fill(&mut [0u8; 1]);
+        });
+}
+
 /// Handles one rotation event; a failure also counts `RotationFailed` with its cause (the
 /// `errorType`) as the metric's `Cause` dimension.
 pub async fn handler(clients: &Clients, event: LambdaEvent<Value>) -> Result<Value, shared::Error> {

@@ -13,7 +13,7 @@ use crate::event::{RotationEvent, Step};
 use crate::failure::Cause;
 use crate::in_use;
 use crate::plan::{self, AWSCURRENT, AWSPENDING, AWSPREVIOUS, CreatePlan, FinishPlan, Gate, Which};
-use crate::secret::DbSecret;
+use crate::secret::{DbSecret, Password};
 use crate::secrets;
 use crate::settings::{Settings, Strategy};
 use crate::sql::{Account, Statement};
@@ -25,7 +25,13 @@ pub async fn run(
     event: &RotationEvent,
 ) -> Result<Value, Error> {
     let sm = &clients.secretsmanager;
-    let meta = secrets::describe(sm, &event.secret_id).await?;
+    // DescribeSecret decides whether the step may run; the step's first reads change nothing,
+    // go out with it, and count only when it may (the gate's error comes first).
+    let (meta, reads) = tokio::join!(
+        secrets::describe(sm, &event.secret_id),
+        first_reads(clients, settings, event)
+    );
+    let meta = meta?;
     let gate = plan::gate(&event.secret_id, &meta, &event.token)?;
     let mut summary = json!({
         "step": event.step.name(),
@@ -37,16 +43,62 @@ pub async fn run(
         summary["outcome"] = json!("already_current");
         return Ok(summary);
     }
-    let detail = match event.step {
-        Step::Create => create(clients, settings, event).await?,
-        Step::Set => set(clients, settings, event, &gate).await?,
-        Step::Test => test(clients, settings, event).await?,
-        Step::Finish => finish(clients, settings, event, &gate).await?,
+    let detail = match reads {
+        Reads::Create(r) => create(clients, settings, event, r).await?,
+        Reads::Set { current, pending } => {
+            set(clients, settings, event, &gate, current?, pending?).await?
+        }
+        Reads::Test(pending) => test(settings, event, pending?).await?,
+        Reads::Finish(pending) => finish(clients, settings, event, &gate, pending).await?,
     };
     if let (Value::Object(s), Value::Object(d)) = (&mut summary, detail) {
         s.extend(d);
     }
     Ok(summary)
+}
+
+/// What each step reads first (Secrets Manager only, nothing changed).
+enum Reads {
+    Create(CreateReads),
+    Set {
+        current: Result<DbSecret, Error>,
+        pending: Result<DbSecret, Error>,
+    },
+    Test(Result<DbSecret, Error>),
+    /// Needed only to move AWSCURRENT (not on a retry after the move).
+    Finish(Result<DbSecret, Error>),
+}
+
+/// createSecret's reads; the password is used only when AWSPENDING has no value yet
+/// (GetRandomPassword changes nothing).
+struct CreateReads {
+    current: Result<DbSecret, Error>,
+    pending: Result<Option<Password>, Error>,
+    password: Result<Password, Error>,
+}
+
+async fn first_reads(clients: &Clients, settings: &Settings, event: &RotationEvent) -> Reads {
+    let sm = &clients.secretsmanager;
+    match event.step {
+        Step::Create => {
+            let (current, pending, password) = tokio::join!(
+                current(clients, event),
+                secrets::value(sm, &event.secret_id, Some(&event.token), AWSPENDING),
+                secrets::random_password(sm, settings),
+            );
+            Reads::Create(CreateReads {
+                current,
+                pending,
+                password,
+            })
+        }
+        Step::Set => {
+            let (current, pending) = tokio::join!(current(clients, event), pending(clients, event));
+            Reads::Set { current, pending }
+        }
+        Step::Test => Reads::Test(pending(clients, event).await),
+        Step::Finish => Reads::Finish(pending(clients, event).await),
+    }
 }
 
 fn endpoint(secret: &DbSecret) -> Result<Endpoint, Error> {
@@ -85,13 +137,12 @@ async fn create(
     clients: &Clients,
     settings: &Settings,
     event: &RotationEvent,
+    reads: CreateReads,
 ) -> Result<Value, Error> {
     let sm = &clients.secretsmanager;
-    let current = current(clients, event).await?;
+    let current = reads.current?;
     let strategy = plan::strategy(settings.strategy, &current)?;
-    let exists = secrets::value(sm, &event.secret_id, Some(&event.token), AWSPENDING)
-        .await?
-        .is_some();
+    let exists = reads.pending?.is_some();
     let plan = plan::plan_create(&current, strategy, exists)?;
     if event.dry_run {
         return Ok(
@@ -104,7 +155,7 @@ async fn create(
             Ok(json!({"strategy": strategy_name(strategy), "outcome": "pending_exists"}))
         }
         CreatePlan::Generate { username } => {
-            let password = secrets::random_password(sm, settings).await?;
+            let password = reads.password?;
             let next = current.with_credentials(username, password);
             secrets::put_pending(
                 sm,
@@ -128,9 +179,9 @@ async fn set(
     settings: &Settings,
     event: &RotationEvent,
     gate: &Gate,
+    current: DbSecret,
+    pending: DbSecret,
 ) -> Result<Value, Error> {
-    let current = current(clients, event).await?;
-    let pending = pending(clients, event).await?;
     let strategy = plan::strategy(settings.strategy, &current)?;
     plan::check_pending(&current, &pending, strategy)?;
     let options = ConnectOptions::load(settings.ca_bundle.as_deref(), settings.connect_timeout)?;
@@ -170,16 +221,23 @@ async fn set_alternating(
     let master_arn = current.masterarn.as_deref().ok_or_else(|| {
         Error::Rejected("the alternating strategy needs `masterarn` in the secret".into())
     })?;
-    let master =
-        secrets::require_db_secret(&clients.secretsmanager, master_arn, None, AWSCURRENT).await?;
-    plan::check_not_protected(&pending.username, &master.username)?;
-    // A master secret that RDS manages holds only the user name and password: the rotated
-    // secret's endpoint, when it is the one the deployment pins.
-    let target = plan::master_endpoint(settings.db_endpoint.as_ref(), &master, current)?;
-    let mut session = db::connect(&target, &master.username, &master.password, None, options)
-        .await
-        .map_err(|e| with_context(e, &format!("login as master user {}", master.username)))?;
-    let result = match check_not_in_use(clients, settings, event, &retired, &mut session).await {
+    let login = async {
+        let master =
+            secrets::require_db_secret(&clients.secretsmanager, master_arn, None, AWSCURRENT)
+                .await?;
+        plan::check_not_protected(&pending.username, &master.username)?;
+        // A master secret that RDS manages holds only the user name and password: the rotated
+        // secret's endpoint, when it is the one the deployment pins.
+        let target = plan::master_endpoint(settings.db_endpoint.as_ref(), &master, current)?;
+        db::connect(&target, &master.username, &master.password, None, options)
+            .await
+            .map_err(|e| with_context(e, &format!("login as master user {}", master.username)))
+    };
+    // The in-use check's reads (ECS, the AWSCURRENT version's creation) change nothing: they go
+    // out while the master user logs in, and count only if the retired user has an account.
+    let (session, tasks) = tokio::join!(login, observe_use(clients, settings, event, &retired));
+    let mut session = session?;
+    let result = match check_not_in_use(settings, &retired, &mut session, tasks).await {
         Ok(()) => clone_accounts(&mut session, current, pending, event.dry_run).await,
         Err(e) => Err(e),
     };
@@ -194,34 +252,57 @@ async fn set_alternating(
     }))
 }
 
-/// Fails with `UserStillInUse`, changing nothing, when a task of the `ECS_SERVICE` services may
-/// still log in as the retired user: it has an account and a deployment or task predates the
-/// AWSCURRENT version (see [`in_use`]). A user with no account yet is used by nobody.
-async fn check_not_in_use(
+/// What [`observe_use`] read: the AWSCURRENT version's creation and each service's use.
+type Observed = Option<Result<(DateTime<Utc>, Vec<in_use::ServiceUse>), Error>>;
+
+/// What the in-use check compares: when the AWSCURRENT version was created, and what each
+/// `ECS_SERVICE` runs. `None` without `ECS_CLUSTER` (no check).
+async fn observe_use(
     clients: &Clients,
     settings: &Settings,
     event: &RotationEvent,
     retired: &Retired<'_>,
-    session: &mut Session,
-) -> Result<(), Error> {
-    let Some(cluster) = &settings.cluster else {
-        return Ok(());
-    };
-    if session.hosts_of(retired.user).await?.is_empty() {
-        return Ok(());
-    }
-    let version = retired.current_version;
-    let changed_at = secrets::version_created(&clients.secretsmanager, &event.secret_id, version)
-        .await?
-        .ok_or_else(|| {
+) -> Observed {
+    let cluster = settings.cluster.as_ref()?;
+    let observe = async {
+        let version = retired.current_version;
+        let created = secrets::version_created(&clients.secretsmanager, &event.secret_id, version);
+        let services = async {
+            let mut services = Vec::new();
+            for service in &settings.services {
+                services.push(in_use::observe(clients.ecs.get(), cluster, service).await?);
+            }
+            Ok::<_, Error>(services)
+        };
+        let (created, services) = tokio::join!(created, services);
+        let changed_at = created?.ok_or_else(|| {
             Cause::UserStillInUse.error(format!(
                 "AWSCURRENT version {version} has no creation date to compare tasks with"
             ))
         })?;
-    let mut services = Vec::new();
-    for service in &settings.services {
-        services.push(in_use::observe(clients.ecs.get(), cluster, service).await?);
+        Ok((changed_at, services?))
+    };
+    Some(observe.await)
+}
+
+/// Fails with `UserStillInUse`, changing nothing, when a task of the `ECS_SERVICE` services may
+/// still log in as the retired user: it has an account and a deployment or task predates the
+/// AWSCURRENT version (see [`in_use`]). A user with no account yet is used by nobody, and what
+/// [`observe_use`] found (or failed to read) does not matter then.
+async fn check_not_in_use(
+    settings: &Settings,
+    retired: &Retired<'_>,
+    session: &mut Session,
+    observed: Observed,
+) -> Result<(), Error> {
+    let Some(observed) = observed else {
+        return Ok(());
+    };
+    if settings.cluster.is_none() || session.hosts_of(retired.user).await?.is_empty() {
+        return Ok(());
     }
+    let (changed_at, services) = observed?;
+    let version = retired.current_version;
     let found = in_use::blocker(&services, changed_at);
     tracing::info!(
         user = retired.user,
@@ -428,11 +509,10 @@ async fn single_login(
 }
 
 async fn test(
-    clients: &Clients,
     settings: &Settings,
     event: &RotationEvent,
+    pending: DbSecret,
 ) -> Result<Value, Error> {
-    let pending = pending(clients, event).await?;
     let target = endpoint(&pending)?;
     let options = ConnectOptions::load(settings.ca_bundle.as_deref(), settings.connect_timeout)?;
     if event.dry_run {
@@ -474,6 +554,7 @@ async fn finish(
     settings: &Settings,
     event: &RotationEvent,
     gate: &Gate,
+    pending: Result<DbSecret, Error>,
 ) -> Result<Value, Error> {
     let sm = &clients.secretsmanager;
     let plan = plan::plan_finish(gate);
@@ -488,7 +569,7 @@ async fn finish(
         FinishPlan::MoveCurrent { from } => {
             // Never make a version without a usable value AWSCURRENT (finishSecret invoked
             // by hand, or before createSecret).
-            pending(clients, event).await?;
+            pending?;
             secrets::move_current(sm, &event.secret_id, &event.token, from).await?;
             metrics::counter!("RotationsFinished").increment(1);
             tracing::info!(secret_id = %event.secret_id, token = %event.token, previous = %from, "AWSCURRENT moved");

@@ -224,12 +224,7 @@ pub fn all() -> Vec<Case> {
 /// `runs` times, each with a warm function process (as Secrets Manager's four invocations
 /// usually land on one execution environment).
 pub async fn rotation_wall_time(bin_dir: &Path, moto: &Moto, db: &MariaDb, runs: usize) -> Samples {
-    let packaged = bin_dir.join("secret-rotation").join("bootstrap");
-    let program = if packaged.exists() {
-        packaged
-    } else {
-        bin_dir.join("secret-rotation")
-    };
+    let program = program(bin_dir, "secret-rotation");
     let mut env = moto.env();
     env.extend(rotation_env(db));
     let lambda = Lambda::start_program("secret-rotation", &program, env).await;
@@ -254,4 +249,15 @@ pub async fn rotation_wall_time(bin_dir: &Path, moto: &Moto, db: &MariaDb, runs:
     }
     lambda.stop().await;
     samples
+}
+
+/// A binary in `bin_dir`: `<binary>/bootstrap` in a cargo-lambda output directory, `<binary>` in
+/// a cargo one.
+pub fn program(bin_dir: &Path, binary: &str) -> std::path::PathBuf {
+    let packaged = bin_dir.join(binary).join("bootstrap");
+    if packaged.exists() {
+        packaged
+    } else {
+        bin_dir.join(binary)
+    }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use wikiops_tests::measure::{Samples, peak_rss_kib, zipped_size};
 use wikiops_tests::{Lambda, MariaDb, Moto, paths};
 
+mod anchor;
 mod cases;
 
 struct Args {
@@ -18,6 +19,10 @@ struct Args {
     lambda_dirs: Vec<(String, PathBuf)>,
     out: PathBuf,
     smoke: bool,
+    /// The folder `scripts/fetch-rotation-anchor` filled: AWS's rotation function and its venv.
+    rotation_anchor: Option<PathBuf>,
+    /// Only the side-by-side rotation benchmark (to profile or tune the rotation).
+    rotation_only: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -30,6 +35,8 @@ fn parse_args() -> Result<Args, String> {
         ],
         out: paths::bench_dir().join("report.md"),
         smoke: false,
+        rotation_anchor: None,
+        rotation_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -37,6 +44,10 @@ fn parse_args() -> Result<Args, String> {
             "--runs" => args.runs = it.next().and_then(|v| v.parse().ok()).ok_or("--runs N")?,
             "--bin-dir" => args.bin_dir = it.next().ok_or("--bin-dir DIR")?.into(),
             "--out" => args.out = it.next().ok_or("--out FILE")?.into(),
+            "--rotation-anchor" => {
+                args.rotation_anchor = Some(it.next().ok_or("--rotation-anchor DIR")?.into())
+            }
+            "--rotation-only" => args.rotation_only = true,
             "--smoke" => {
                 args.smoke = true;
                 args.runs = 1;
@@ -212,6 +223,33 @@ fn report(args: &Args, rows: &[Row], rotation: &Samples, extra: &[(String, Strin
     s
 }
 
+const SIDE_BY_SIDE: &str = "secret-rotation against AWS's rotation function";
+
+/// secret-rotation beside AWS's MultiUser function (when `--rotation-anchor` is given).
+async fn side_by_side(args: &Args, moto: &Moto, db: &MariaDb) -> anchor::Outcome {
+    anchor::run(
+        &cases::program(&args.bin_dir, "secret-rotation"),
+        args.rotation_anchor.as_deref(),
+        moto,
+        db,
+        args.runs,
+        if args.smoke { 2 } else { 5 },
+    )
+    .await
+}
+
+/// Prints the report and writes it to `--out`.
+fn write_report(args: &Args, text: &str) {
+    println!("{text}");
+    if let Some(parent) = args.out.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    if let Err(e) = std::fs::write(&args.out, text) {
+        eprintln!("bench-report: write {}: {e}", args.out.display());
+        std::process::exit(1);
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args = match parse_args() {
@@ -223,6 +261,16 @@ async fn main() {
     };
     let moto = Moto::start().await;
     let db = MariaDb::start().await;
+    if args.rotation_only {
+        let outcome = side_by_side(&args, &moto, &db).await;
+        let text = format!("# {SIDE_BY_SIDE}\n\n{}", anchor::section(&outcome));
+        write_report(&args, &text);
+        if anchor::failed(&outcome) {
+            eprintln!("bench-report: some measurements failed (see the report)");
+            std::process::exit(1);
+        }
+        return;
+    }
     // Round by round, every function once per round: drift on a shared machine then weighs on
     // hello-world and the functions alike, and the ratios hold.
     let cases = cases::all();
@@ -234,25 +282,22 @@ async fn main() {
         }
     }
     let rotation = cases::rotation_wall_time(&args.bin_dir, &moto, &db, args.runs).await;
-    let extra: Vec<(String, String)> = ["efs-backup", "taskdef-janitor", "sam-build"]
-        .iter()
-        .filter_map(|n| {
-            let suffix = if args.smoke { "-smoke" } else { "" };
-            let p = paths::bench_dir().join(format!("{n}{suffix}.md"));
-            std::fs::read_to_string(p).ok().map(|b| (n.to_string(), b))
-        })
-        .collect();
+    let side_by_side = side_by_side(&args, &moto, &db).await;
+    let mut extra: Vec<(String, String)> =
+        vec![(SIDE_BY_SIDE.into(), anchor::section(&side_by_side))];
+    extra.extend(
+        ["efs-backup", "taskdef-janitor", "sam-build"]
+            .iter()
+            .filter_map(|n| {
+                let suffix = if args.smoke { "-smoke" } else { "" };
+                let p = paths::bench_dir().join(format!("{n}{suffix}.md"));
+                std::fs::read_to_string(p).ok().map(|b| (n.to_string(), b))
+            }),
+    );
     let text = report(&args, &rows, &rotation, &extra);
-    println!("{text}");
-    if let Some(parent) = args.out.parent() {
-        let _ = std::fs::create_dir_all(parent);
-    }
-    if let Err(e) = std::fs::write(&args.out, &text) {
-        eprintln!("bench-report: write {}: {e}", args.out.display());
-        std::process::exit(1);
-    }
+    write_report(&args, &text);
     let failed: Vec<&Row> = rows.iter().filter(|r| r.init_ms.0.is_empty()).collect();
-    if !failed.is_empty() || rotation.0.is_empty() {
+    if !failed.is_empty() || rotation.0.is_empty() || anchor::failed(&side_by_side) {
         eprintln!("bench-report: some measurements failed (see the report)");
         std::process::exit(1);
     }
