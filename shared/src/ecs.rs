@@ -148,8 +148,37 @@ pub async fn force_new_deployment(
         .send()
         .await
         .map_err(|e| Error::aws("ECS", "UpdateService", e))?;
-    let id = out
-        .service()
+    Ok(primary_id(&out))
+}
+
+/// [`force_new_deployment`], with a missing or inactive service as [`Error::NotFound`].
+async fn force_new_deployment_if_active(
+    client: &Client,
+    cluster: &str,
+    service: &str,
+) -> Result<String, Error> {
+    let out = client
+        .update_service()
+        .cluster(cluster)
+        .service(service)
+        .force_new_deployment(true)
+        .send()
+        .await
+        .map_err(|e| match e.as_service_error() {
+            Some(s) if s.is_service_not_found_exception() => Error::NotFound(format!(
+                "ECS service {service} in cluster {cluster} (ServiceNotFoundException)"
+            )),
+            Some(s) if s.is_service_not_active_exception() => Error::NotFound(format!(
+                "ECS service {service} in cluster {cluster} is not ACTIVE (ServiceNotActiveException)"
+            )),
+            _ => Error::aws("ECS", "UpdateService", e),
+        })?;
+    Ok(primary_id(&out))
+}
+
+/// The id of the PRIMARY deployment UpdateService reports (empty when it reports none).
+fn primary_id(out: &aws_sdk_ecs::operation::update_service::UpdateServiceOutput) -> String {
+    out.service()
         .and_then(|s| {
             s.deployments()
                 .iter()
@@ -157,8 +186,7 @@ pub async fn force_new_deployment(
         })
         .and_then(|d| d.id())
         .unwrap_or_default()
-        .to_string();
-    Ok(id)
+        .to_string()
 }
 
 /// Redeploys a service unless a deployment started after `changed_at` already carries the change.
@@ -170,8 +198,19 @@ pub async fn redeploy(
     service: &str,
     changed_at: Option<DateTime<Utc>>,
 ) -> Result<Redeployed, Error> {
+    // Without a change time every ACTIVE service redeploys: UpdateService alone, which refuses
+    // a missing or inactive service itself (one call fewer than reading the service first).
+    let Some(changed) = changed_at else {
+        let deployment_id = force_new_deployment_if_active(client, cluster, service).await?;
+        tracing::info!(cluster, service, deployment_id, "new deployment started");
+        return Ok(Redeployed::Started {
+            cluster: cluster.to_string(),
+            service: service.to_string(),
+            deployment_id,
+        });
+    };
     let state = describe(client, cluster, service).await?;
-    match decide(&state, changed_at) {
+    match decide(&state, Some(changed)) {
         Decision::NotActive { status } => Err(Error::NotFound(format!(
             "ECS service {service} in cluster {cluster} is {status}"
         ))),

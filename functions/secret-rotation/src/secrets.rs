@@ -86,14 +86,21 @@ pub async fn describe(secretsmanager: &Client, secret_id: &str) -> Result<Secret
     })
 }
 
-/// The `SecretString` of a version (by id and stage, or by stage alone); `None` when that
-/// version has no value yet (an AWSPENDING version before createSecret).
-pub async fn value(
+/// Which version a value came from, as GetSecretValue reports it beside the value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stamp {
+    pub version_id: Option<String>,
+    pub created: Option<DateTime<Utc>>,
+}
+
+/// The `SecretString` of a version (by id and stage, or by stage alone) and its [`Stamp`];
+/// `None` when that version has no value yet (an AWSPENDING version before createSecret).
+async fn stamped_value(
     secretsmanager: &Client,
     secret_id: &str,
     version_id: Option<&str>,
     stage: &str,
-) -> Result<Option<Password>, Error> {
+) -> Result<Option<(Password, Stamp)>, Error> {
     let out = secretsmanager
         .get_secret_value()
         .secret_id(secret_id)
@@ -103,7 +110,13 @@ pub async fn value(
         .await;
     match out {
         Ok(o) => match o.secret_string() {
-            Some(s) => Ok(Some(Password::new(s))),
+            Some(s) => Ok(Some((
+                Password::new(s),
+                Stamp {
+                    version_id: o.version_id().map(str::to_string),
+                    created: o.created_date().and_then(shared::aws::to_utc),
+                },
+            ))),
             None => Err(Error::Rejected(format!(
                 "{stage} of secret {secret_id} is binary; expected a JSON SecretString"
             ))),
@@ -111,6 +124,19 @@ pub async fn value(
         Err(e) if not_found(&e) => Ok(None),
         Err(e) => Err(aws_error("GetSecretValue", e)),
     }
+}
+
+/// The `SecretString` of a version (by id and stage, or by stage alone); `None` when that
+/// version has no value yet (an AWSPENDING version before createSecret).
+pub async fn value(
+    secretsmanager: &Client,
+    secret_id: &str,
+    version_id: Option<&str>,
+    stage: &str,
+) -> Result<Option<Password>, Error> {
+    Ok(stamped_value(secretsmanager, secret_id, version_id, stage)
+        .await?
+        .map(|(text, _)| text))
 }
 
 /// A version's value parsed as a database secret; `None` when it has no value.
@@ -154,14 +180,35 @@ pub async fn require_db_secret(
     version_id: Option<&str>,
     stage: &str,
 ) -> Result<DbSecret, Error> {
-    db_secret(secretsmanager, secret_id, version_id, stage)
-        .await?
-        .ok_or_else(|| match stage {
-            "AWSPENDING" => Error::Rejected(format!(
-                "AWSPENDING version of secret {secret_id} has no value (createSecret has not run)"
-            )),
-            _ => Error::NotFound(format!("{stage} version of secret {secret_id}")),
-        })
+    Ok(
+        require_stamped_db_secret(secretsmanager, secret_id, version_id, stage)
+            .await?
+            .0,
+    )
+}
+
+/// A version's value that must exist, with its [`Stamp`].
+pub async fn require_stamped_db_secret(
+    secretsmanager: &Client,
+    secret_id: &str,
+    version_id: Option<&str>,
+    stage: &str,
+) -> Result<(DbSecret, Stamp), Error> {
+    let read = stamped_value(secretsmanager, secret_id, version_id, stage).await?;
+    let read = match read {
+        Some((text, stamp)) => Some((
+            DbSecret::parse(text.expose())
+                .map_err(|e| e.cause.error(format!("{stage} of secret {secret_id}: {e}")))?,
+            stamp,
+        )),
+        None => None,
+    };
+    read.ok_or_else(|| match stage {
+        "AWSPENDING" => Error::Rejected(format!(
+            "AWSPENDING version of secret {secret_id} has no value (createSecret has not run)"
+        )),
+        _ => Error::NotFound(format!("{stage} version of secret {secret_id}")),
+    })
 }
 
 /// GetRandomPassword with the configured length and exclusions.

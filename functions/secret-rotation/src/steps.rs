@@ -14,7 +14,7 @@ use crate::failure::Cause;
 use crate::in_use;
 use crate::plan::{self, AWSCURRENT, AWSPENDING, AWSPREVIOUS, CreatePlan, FinishPlan, Gate, Which};
 use crate::secret::{DbSecret, Password};
-use crate::secrets;
+use crate::secrets::{self, Stamp};
 use crate::settings::{Settings, Strategy};
 use crate::sql::{Account, Statement};
 
@@ -61,7 +61,8 @@ pub async fn run(
 enum Reads {
     Create(CreateReads),
     Set {
-        current: Result<DbSecret, Error>,
+        /// AWSCURRENT with its stamp: the in-use check compares tasks with its creation date.
+        current: Result<(DbSecret, Stamp), Error>,
         pending: Result<DbSecret, Error>,
     },
     Test(Result<DbSecret, Error>),
@@ -93,7 +94,13 @@ async fn first_reads(clients: &Clients, settings: &Settings, event: &RotationEve
             })
         }
         Step::Set => {
-            let (current, pending) = tokio::join!(current(clients, event), pending(clients, event));
+            let current = secrets::require_stamped_db_secret(
+                &clients.secretsmanager,
+                &event.secret_id,
+                None,
+                AWSCURRENT,
+            );
+            let (current, pending) = tokio::join!(current, pending(clients, event));
             Reads::Set { current, pending }
         }
         Step::Test => Reads::Test(pending(clients, event).await),
@@ -179,7 +186,7 @@ async fn set(
     settings: &Settings,
     event: &RotationEvent,
     gate: &Gate,
-    current: DbSecret,
+    (current, stamp): (DbSecret, Stamp),
     pending: DbSecret,
 ) -> Result<Value, Error> {
     let strategy = plan::strategy(settings.strategy, &current)?;
@@ -190,9 +197,14 @@ async fn set(
             let Gate::Proceed { current: version } = gate else {
                 return Err(Error::Rejected("setSecret of a finished rotation".into()));
             };
+            // The AWSCURRENT read above reports its version's creation date: the in-use check
+            // needs no read of its own unless AWSCURRENT moved between the two reads.
             let retired = Retired {
                 user: &pending.username,
                 current_version: version,
+                current_created: stamp
+                    .created
+                    .filter(|_| stamp.version_id.as_deref() == Some(version.as_str())),
             };
             set_alternating(
                 clients, settings, event, &current, &pending, retired, &options,
@@ -207,6 +219,8 @@ async fn set(
 struct Retired<'a> {
     user: &'a str,
     current_version: &'a str,
+    /// When that version was created, if already read.
+    current_created: Option<DateTime<Utc>>,
 }
 
 async fn set_alternating(
@@ -266,7 +280,15 @@ async fn observe_use(
     let cluster = settings.cluster.as_ref()?;
     let observe = async {
         let version = retired.current_version;
-        let created = secrets::version_created(&clients.secretsmanager, &event.secret_id, version);
+        let created = async {
+            match retired.current_created {
+                Some(c) => Ok(Some(c)),
+                None => {
+                    secrets::version_created(&clients.secretsmanager, &event.secret_id, version)
+                        .await
+                }
+            }
+        };
         let services = async {
             let mut services = Vec::new();
             for service in &settings.services {
