@@ -89,7 +89,16 @@ def run(endpoint, label):
 
 t = time.time(); gen(); print(f"tree: {time.time() - t:.0f} s", flush=True)
 port = free(); moto = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-time.sleep(3); ep = f"http://127.0.0.1:{port}"
+def wait_for(port, timeout=30.0):
+    """Until moto accepts connections (it takes 1–5 s to import), or fails naming the port."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if moto.poll() is not None: sys.exit(f"moto_server exited ({moto.returncode}) before listening on {port}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close(); return
+        except OSError: time.sleep(0.1)
+    moto.kill(); sys.exit(f"moto_server did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
+wait_for(port); ep = f"http://127.0.0.1:{port}"
 s3 = boto3.client("s3", endpoint_url=ep, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t")
 s3.create_bucket(Bucket=BUCKET); s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
 t = time.time(); sid, body = manifest(); print(f"manifest: {len(body) / 2**20:.0f} MiB gz, {time.time() - t:.0f} s", flush=True)
