@@ -135,24 +135,9 @@ pub async fn describe(
 }
 
 /// Starts a new deployment (`UpdateService` with `forceNewDeployment`) and returns its id.
+///
+/// A service that is missing or not ACTIVE is [`Error::NotFound`] (UpdateService refuses it).
 pub async fn force_new_deployment(
-    client: &Client,
-    cluster: &str,
-    service: &str,
-) -> Result<String, Error> {
-    let out = client
-        .update_service()
-        .cluster(cluster)
-        .service(service)
-        .force_new_deployment(true)
-        .send()
-        .await
-        .map_err(|e| Error::aws("ECS", "UpdateService", e))?;
-    Ok(primary_id(&out))
-}
-
-/// [`force_new_deployment`], with a missing or inactive service as [`Error::NotFound`].
-async fn force_new_deployment_if_active(
     client: &Client,
     cluster: &str,
     service: &str,
@@ -173,12 +158,8 @@ async fn force_new_deployment_if_active(
             )),
             _ => Error::aws("ECS", "UpdateService", e),
         })?;
-    Ok(primary_id(&out))
-}
-
-/// The id of the PRIMARY deployment UpdateService reports (empty when it reports none).
-fn primary_id(out: &aws_sdk_ecs::operation::update_service::UpdateServiceOutput) -> String {
-    out.service()
+    let id = out
+        .service()
         .and_then(|s| {
             s.deployments()
                 .iter()
@@ -186,7 +167,8 @@ fn primary_id(out: &aws_sdk_ecs::operation::update_service::UpdateServiceOutput)
         })
         .and_then(|d| d.id())
         .unwrap_or_default()
-        .to_string()
+        .to_string();
+    Ok(id)
 }
 
 /// Redeploys a service unless a deployment started after `changed_at` already carries the change.
@@ -200,43 +182,37 @@ pub async fn redeploy(
 ) -> Result<Redeployed, Error> {
     // Without a change time every ACTIVE service redeploys: UpdateService alone, which refuses
     // a missing or inactive service itself (one call fewer than reading the service first).
-    let Some(changed) = changed_at else {
-        let deployment_id = force_new_deployment_if_active(client, cluster, service).await?;
-        tracing::info!(cluster, service, deployment_id, "new deployment started");
-        return Ok(Redeployed::Started {
-            cluster: cluster.to_string(),
-            service: service.to_string(),
-            deployment_id,
-        });
-    };
-    let state = describe(client, cluster, service).await?;
-    match decide(&state, Some(changed)) {
-        Decision::NotActive { status } => Err(Error::NotFound(format!(
-            "ECS service {service} in cluster {cluster} is {status}"
-        ))),
-        Decision::AlreadyRollingOut { deployment_id } => {
-            tracing::info!(
-                cluster,
-                service,
-                deployment_id,
-                "change already rolling out"
-            );
-            Ok(Redeployed::AlreadyRollingOut {
-                cluster: cluster.to_string(),
-                service: service.to_string(),
-                deployment_id,
-            })
-        }
-        Decision::Redeploy => {
-            let deployment_id = force_new_deployment(client, cluster, service).await?;
-            tracing::info!(cluster, service, deployment_id, "new deployment started");
-            Ok(Redeployed::Started {
-                cluster: cluster.to_string(),
-                service: service.to_string(),
-                deployment_id,
-            })
+    if changed_at.is_some() {
+        let state = describe(client, cluster, service).await?;
+        match decide(&state, changed_at) {
+            Decision::NotActive { status } => {
+                return Err(Error::NotFound(format!(
+                    "ECS service {service} in cluster {cluster} is {status}"
+                )));
+            }
+            Decision::AlreadyRollingOut { deployment_id } => {
+                tracing::info!(
+                    cluster,
+                    service,
+                    deployment_id,
+                    "change already rolling out"
+                );
+                return Ok(Redeployed::AlreadyRollingOut {
+                    cluster: cluster.to_string(),
+                    service: service.to_string(),
+                    deployment_id,
+                });
+            }
+            Decision::Redeploy => {}
         }
     }
+    let deployment_id = force_new_deployment(client, cluster, service).await?;
+    tracing::info!(cluster, service, deployment_id, "new deployment started");
+    Ok(Redeployed::Started {
+        cluster: cluster.to_string(),
+        service: service.to_string(),
+        deployment_id,
+    })
 }
 
 #[cfg(test)]

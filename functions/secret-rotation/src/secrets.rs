@@ -87,10 +87,18 @@ pub async fn describe(secretsmanager: &Client, secret_id: &str) -> Result<Secret
 }
 
 /// Which version a value came from, as GetSecretValue reports it beside the value.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Stamp {
     pub version_id: Option<String>,
     pub created: Option<DateTime<Utc>>,
+}
+
+impl Stamp {
+    /// The creation date, when this is version `id` (AWSCURRENT may move between two reads).
+    pub fn created_if(&self, id: &str) -> Option<DateTime<Utc>> {
+        self.created
+            .filter(|_| self.version_id.as_deref() == Some(id))
+    }
 }
 
 /// The `SecretString` of a version (by id and stage, or by stage alone) and its [`Stamp`];
@@ -139,6 +147,12 @@ pub async fn value(
         .map(|(text, _)| text))
 }
 
+/// A version's value parsed as a database secret (the error names the stage, never the value).
+fn parse(text: &Password, secret_id: &str, stage: &str) -> Result<DbSecret, Error> {
+    DbSecret::parse(text.expose())
+        .map_err(|e| e.cause.error(format!("{stage} of secret {secret_id}: {e}")))
+}
+
 /// A version's value parsed as a database secret; `None` when it has no value.
 pub async fn db_secret(
     secretsmanager: &Client,
@@ -146,12 +160,10 @@ pub async fn db_secret(
     version_id: Option<&str>,
     stage: &str,
 ) -> Result<Option<DbSecret>, Error> {
-    let Some(text) = value(secretsmanager, secret_id, version_id, stage).await? else {
-        return Ok(None);
-    };
-    DbSecret::parse(text.expose())
-        .map(Some)
-        .map_err(|e| e.cause.error(format!("{stage} of secret {secret_id}: {e}")))
+    value(secretsmanager, secret_id, version_id, stage)
+        .await?
+        .map(|text| parse(&text, secret_id, stage))
+        .transpose()
 }
 
 /// A version's value by id alone (any label or none); `None` when it has no value.
@@ -194,21 +206,15 @@ pub async fn require_stamped_db_secret(
     version_id: Option<&str>,
     stage: &str,
 ) -> Result<(DbSecret, Stamp), Error> {
-    let read = stamped_value(secretsmanager, secret_id, version_id, stage).await?;
-    let read = match read {
-        Some((text, stamp)) => Some((
-            DbSecret::parse(text.expose())
-                .map_err(|e| e.cause.error(format!("{stage} of secret {secret_id}: {e}")))?,
-            stamp,
-        )),
-        None => None,
-    };
-    read.ok_or_else(|| match stage {
-        "AWSPENDING" => Error::Rejected(format!(
-            "AWSPENDING version of secret {secret_id} has no value (createSecret has not run)"
-        )),
-        _ => Error::NotFound(format!("{stage} version of secret {secret_id}")),
-    })
+    let (text, stamp) = stamped_value(secretsmanager, secret_id, version_id, stage)
+        .await?
+        .ok_or_else(|| match stage {
+            "AWSPENDING" => Error::Rejected(format!(
+                "AWSPENDING version of secret {secret_id} has no value (createSecret has not run)"
+            )),
+            _ => Error::NotFound(format!("{stage} version of secret {secret_id}")),
+        })?;
+    Ok((parse(&text, secret_id, stage)?, stamp))
 }
 
 /// GetRandomPassword with the configured length and exclusions.
@@ -320,4 +326,29 @@ pub async fn version_ids(secretsmanager: &Client, secret_id: &str) -> Result<Vec
     }
     versions.sort_by_key(|v| std::cmp::Reverse(v.0));
     Ok(versions.into_iter().map(|(_, id)| id).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stamp_dates_only_its_own_version() {
+        let created = DateTime::from_timestamp(1_800_000_000, 0);
+        let stamp = Stamp {
+            version_id: Some("v2".into()),
+            created,
+        };
+        assert_eq!(stamp.created_if("v2"), created);
+        assert_eq!(
+            stamp.created_if("v1"),
+            None,
+            "AWSCURRENT moved: read the date again"
+        );
+        let undated = Stamp {
+            version_id: Some("v2".into()),
+            created: None,
+        };
+        assert_eq!(undated.created_if("v2"), None);
+    }
 }

@@ -202,9 +202,7 @@ async fn set(
             let retired = Retired {
                 user: &pending.username,
                 current_version: version,
-                current_created: stamp
-                    .created
-                    .filter(|_| stamp.version_id.as_deref() == Some(version.as_str())),
+                current_created: stamp.created_if(version),
             };
             set_alternating(
                 clients, settings, event, &current, &pending, retired, &options,

@@ -7,7 +7,7 @@ use aws_sdk_ecs::operation::update_service::{UpdateServiceError, UpdateServiceOu
 use aws_sdk_ecs::primitives::DateTime;
 use aws_sdk_ecs::types::error::ServiceNotActiveException;
 use aws_sdk_ecs::types::{Deployment, Service};
-use aws_smithy_mocks::{RuleMode, mock, mock_client};
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use chrono::TimeZone;
 use shared::Error;
 use shared::ecs::{Redeployed, redeploy};
@@ -25,16 +25,27 @@ fn service(created: i64) -> Service {
         .build()
 }
 
-#[tokio::test]
-async fn after_the_stage_move_update_service_goes_out_alone() {
-    let describe = mock!(aws_sdk_ecs::Client::describe_services).then_output(|| {
+/// DescribeServices reporting a PRIMARY deployment created at `primary_created`, and
+/// UpdateService (forceNewDeployment of `wiki`) starting a new one.
+fn describe_and_update(primary_created: i64) -> (Rule, Rule) {
+    let describe = mock!(aws_sdk_ecs::Client::describe_services).then_output(move || {
         DescribeServicesOutput::builder()
-            .services(service(0))
+            .services(service(primary_created))
             .build()
     });
     let update = mock!(aws_sdk_ecs::Client::update_service)
         .match_requests(|r| r.force_new_deployment() == Some(true) && r.service() == Some("wiki"))
-        .then_output(|| UpdateServiceOutput::builder().service(service(10)).build());
+        .then_output(move || {
+            UpdateServiceOutput::builder()
+                .service(service(primary_created + 100))
+                .build()
+        });
+    (describe, update)
+}
+
+#[tokio::test]
+async fn after_the_stage_move_update_service_goes_out_alone() {
+    let (describe, update) = describe_and_update(0);
     let ecs = mock_client!(aws_sdk_ecs, RuleMode::MatchAny, [&describe, &update]);
     let out = redeploy(&ecs, "cluster", "wiki", None).await.unwrap();
     assert_eq!(
@@ -70,16 +81,10 @@ async fn an_inactive_service_is_named() {
 }
 
 #[tokio::test]
-async fn a_retry_keeps_a_deployment_newer_than_the_change() {
-    let describe = mock!(aws_sdk_ecs::Client::describe_services).then_output(|| {
-        DescribeServicesOutput::builder()
-            .services(service(200))
-            .build()
-    });
-    let update = mock!(aws_sdk_ecs::Client::update_service)
-        .then_output(|| UpdateServiceOutput::builder().service(service(300)).build());
-    let ecs = mock_client!(aws_sdk_ecs, RuleMode::MatchAny, [&describe, &update]);
+async fn a_retry_reads_the_service_and_keeps_a_deployment_newer_than_the_change() {
     let changed = chrono::Utc.timestamp_opt(100, 0).unwrap();
+    let (describe, update) = describe_and_update(200);
+    let ecs = mock_client!(aws_sdk_ecs, RuleMode::MatchAny, [&describe, &update]);
     let out = redeploy(&ecs, "cluster", "wiki", Some(changed))
         .await
         .unwrap();
@@ -89,4 +94,13 @@ async fn a_retry_keeps_a_deployment_newer_than_the_change() {
     );
     assert_eq!(update.num_calls(), 0);
     assert_eq!(describe.num_calls(), 1);
+
+    // A deployment from before the change: the retry redeploys.
+    let (describe, update) = describe_and_update(0);
+    let ecs = mock_client!(aws_sdk_ecs, RuleMode::MatchAny, [&describe, &update]);
+    let out = redeploy(&ecs, "cluster", "wiki", Some(changed))
+        .await
+        .unwrap();
+    assert!(matches!(out, Redeployed::Started { .. }), "{out:?}");
+    assert_eq!((describe.num_calls(), update.num_calls()), (1, 1));
 }
