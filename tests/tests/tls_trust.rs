@@ -101,3 +101,28 @@ async fn an_unusable_aws_ca_bundle_is_one_clear_settings_error() {
         );
     }
 }
+
+/// Every cargo build in the workspace (tests, `scripts/bench`, `sam build`'s Makefile) builds
+/// aws-lc to seed its random generator from the kernel alone: the CPU jitter collection it does
+/// otherwise costs each cold start tens of milliseconds of CPU before its first TLS handshake
+/// (functions/secret-rotation/README.md, Benchmark).
+#[test]
+fn aws_lc_is_built_without_cpu_jitter_seeding() {
+    let config = std::fs::read_to_string(wikiops_tests::paths::root().join(".cargo/config.toml"))
+        .expect("read .cargo/config.toml");
+    let mut section = "";
+    let mut set = false;
+    for line in config.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line;
+        } else if section == "[env]"
+            && line.replace(' ', "") == "AWS_LC_SYS_NO_JITTER_ENTROPY=\"1\""
+        {
+            set = true;
+        }
+    }
+    assert!(
+        set,
+        ".cargo/config.toml [env] must set AWS_LC_SYS_NO_JITTER_ENTROPY = \"1\""
+    );
+}

@@ -255,6 +255,13 @@ pub struct Session {
     pub escaping: Escaping,
 }
 
+/// The accounts (host parts) of the two users of an alternating rotation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hosts {
+    pub current: Vec<String>,
+    pub pending: Vec<String>,
+}
+
 /// Logs in as `user` (to `dbname`, when given) over TLS unless the endpoint says otherwise.
 pub async fn connect(
     endpoint: &Endpoint,
@@ -343,23 +350,6 @@ impl Session {
         }
     }
 
-    /// `SELECT 1`.
-    pub async fn ping(&mut self) -> Result<(), DbError> {
-        let one: Option<i64> = self
-            .conn
-            .query_first("SELECT 1")
-            .await
-            .map_err(|e| self.err(e, None))?;
-        if one == Some(1) {
-            Ok(())
-        } else {
-            Err(DbError::Unreachable(format!(
-                "{}: SELECT 1 did not return 1",
-                self.endpoint
-            )))
-        }
-    }
-
     /// Runs one planned statement.
     pub async fn execute(&mut self, statement: &Statement) -> Result<(), DbError> {
         let sql = statement.render();
@@ -369,17 +359,28 @@ impl Session {
             .map_err(|e| self.err(e, Some(statement)))
     }
 
-    /// The host parts of every account named `user`.
-    pub async fn hosts_of(&mut self, user: &str) -> Result<Vec<String>, DbError> {
+    /// The host parts of every account named `current` and of every account named `pending`
+    /// (one query: `SELECT … WHERE User IN (?, ?)`).
+    pub async fn hosts_of(&mut self, current: &str, pending: &str) -> Result<Hosts, DbError> {
         let rows: Vec<Row> = self
             .conn
             .exec(
-                "SELECT Host FROM mysql.user WHERE User = ? ORDER BY Host",
-                (user,),
+                "SELECT User, Host FROM mysql.user WHERE User IN (?, ?) ORDER BY User, Host",
+                (current, pending),
             )
             .await
             .map_err(|e| self.err(e, None))?;
-        Ok(rows.iter().map(|r| text(r, 0)).collect())
+        let mut hosts = Hosts::default();
+        for r in &rows {
+            let (user, host) = (text(r, 0), text(r, 1));
+            if user == current {
+                hosts.current.push(host.clone());
+            }
+            if user == pending {
+                hosts.pending.push(host);
+            }
+        }
+        Ok(hosts)
     }
 
     /// The rows of `SHOW GRANTS FOR account`.

@@ -2,7 +2,7 @@
 //! downtime, then a redeploy of the ECS services that read them.
 //!
 //! - [`event`]: the rotation event; [`settings`]: the environment;
-//! - [`secret`]: the database secret JSON (values never printed);
+//! - [`secret`]: the database secret JSON (values never printed); [`password`]: new passwords;
 //! - [`failure`]: every failure cause, with its `errorType`, next step and metric;
 //! - [`plan`]: the pure rules (contract checks, user names, the SQL that copies an account);
 //! - [`sql`]: literals, statements that hide their secret, `SHOW GRANTS` rows;
@@ -14,6 +14,7 @@ pub mod db;
 pub mod event;
 pub mod failure;
 pub mod in_use;
+pub mod password;
 pub mod plan;
 pub mod secret;
 pub mod secrets;
@@ -41,23 +42,6 @@ impl Clients {
             ecs: shared::aws::LazyClient::new(config, aws_sdk_ecs::Client::new),
         }
     }
-}
-
-/// Seeds the TLS library's random generator on a thread of its own, from process start.
-///
-/// aws-lc seeds its generator once per process, on the first draw, from CPU jitter entropy: tens
-/// of milliseconds of CPU (59 ms on the bench, half the cold setSecret), which the first TLS
-/// handshake — the SDK's first HTTPS request, or the first database login — would otherwise wait
-/// for. Seeded here, it overlaps the init phase and the first invocation's waits on the network.
-/// A failure is left to the handshake that needs the generator to report.
-pub fn seed_random_in_background() {
-    let _ = std::thread::Builder::new()
-        .name("seed-random".into())
-        .spawn(|| {
-            let _ = rustls::crypto::aws_lc_rs::default_provider()
-                .secure_random
-                .fill(&mut [0u8; 1]);
-        });
 }
 
 /// Handles one rotation event; a failure also counts `RotationFailed` with its cause (the

@@ -5,7 +5,6 @@ use secret_rotation::{Clients, handler};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    secret_rotation::seed_random_in_background();
     shared::logging::init();
     shared::metrics::init("secret-rotation");
     let clients = shared::aws::DeferredClients::new(|_, config| Ok(Clients::new(config)));

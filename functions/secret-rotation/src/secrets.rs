@@ -10,15 +10,14 @@ use shared::Error;
 use crate::failure::{Cause, THROTTLING_CODES};
 use crate::plan::SecretMeta;
 use crate::secret::{DbSecret, Password};
-use crate::settings::{EmptyClasses, Settings};
 
 const SERVICE: &str = "SecretsManager";
 
 /// An SDK error as [`Error::Aws`], built only from the service's error code and message.
 ///
 /// `shared::Error::aws` falls back to the SDK's full error report, which for a response that
-/// could not be parsed includes the raw response, body and all: for GetSecretValue and
-/// GetRandomPassword that body is a secret. Here the fallback names the kind of failure only.
+/// could not be parsed includes the raw response, body and all: for GetSecretValue that body
+/// is a secret. Here the fallback names the kind of failure only.
 fn aws_error<E, R>(operation: &'static str, err: SdkError<E, R>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -215,31 +214,6 @@ pub async fn require_stamped_db_secret(
             _ => Error::NotFound(format!("{stage} version of secret {secret_id}")),
         })?;
     Ok((parse(&text, secret_id, stage)?, stamp))
-}
-
-/// GetRandomPassword with the configured length and exclusions.
-pub async fn random_password(
-    secretsmanager: &Client,
-    settings: &Settings,
-) -> Result<Password, Error> {
-    let empty = EmptyClasses::of(&settings.exclude_characters);
-    let out = secretsmanager
-        .get_random_password()
-        .password_length(i64::from(settings.password_length))
-        .exclude_characters(&settings.exclude_characters)
-        .exclude_lowercase(empty.lowercase)
-        .exclude_uppercase(empty.uppercase)
-        .exclude_numbers(empty.numbers)
-        .exclude_punctuation(empty.punctuation)
-        .include_space(false)
-        .require_each_included_type(true)
-        .send()
-        .await
-        .map_err(|e| aws_error("GetRandomPassword", e))?;
-    out.random_password()
-        .filter(|p| !p.is_empty())
-        .map(Password::new)
-        .ok_or_else(|| Error::Rejected("GetRandomPassword returned no password".into()))
 }
 
 /// PutSecretValue of the AWSPENDING version `token`, with the rotation token when given.

@@ -6,6 +6,8 @@ use std::time::Duration;
 use serde::Serialize;
 use shared::{Env, SettingsError};
 
+use crate::password::Policy;
+
 /// Which users a rotation changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -16,7 +18,7 @@ pub enum Strategy {
     Single,
 }
 
-/// Characters GetRandomPassword leaves out by default: everything that needs quoting in a
+/// Characters new passwords leave out by default: everything that needs quoting in a
 /// PHP string literal, a URL-style DSN, an `.env` file, a shell or a MySQL option file.
 /// Letters, digits, `_` and `.` remain (32 characters from 64: 192 bits).
 pub const DEFAULT_EXCLUDE_CHARACTERS: &str = "\"'`\\$@/:;%&#?!^*(){}[]<>|~=+,-";
@@ -36,6 +38,9 @@ pub struct Settings {
     pub exclude_characters: String,
     /// `PASSWORD_LENGTH`.
     pub password_length: u32,
+    /// What new passwords are drawn from (the two settings above).
+    #[serde(skip)]
+    pub password: Policy,
     /// `DB_CA_BUNDLE`: a PEM file of CA certificates trusted besides the built-in roots.
     pub ca_bundle: Option<PathBuf>,
     /// `DB_CONNECT_TIMEOUT_SECONDS`: TCP connect, TLS handshake and login.
@@ -79,10 +84,13 @@ impl Settings {
                 ),
             ));
         }
-        // Unset or blank: the default (GetRandomPassword never includes a space here).
+        // Unset or blank: the default (a password never includes a space).
         let exclude_characters = env
             .optional("EXCLUDE_CHARACTERS")
             .unwrap_or_else(|| DEFAULT_EXCLUDE_CHARACTERS.to_string());
+        let password = Policy::new(&exclude_characters, password_length).ok_or_else(|| {
+            SettingsError::malformed("EXCLUDE_CHARACTERS", "leaves no character to draw from")
+        })?;
         let timeout: u64 = env.parse_or("DB_CONNECT_TIMEOUT_SECONDS", 10)?;
         if !(1..=300).contains(&timeout) {
             return Err(SettingsError::malformed(
@@ -105,6 +113,7 @@ impl Settings {
             strategy,
             exclude_characters,
             password_length,
+            password,
             ca_bundle: env.optional("DB_CA_BUNDLE").map(PathBuf::from),
             connect_timeout: Duration::from_secs(timeout),
             db_endpoint,
@@ -155,34 +164,6 @@ impl DbEndpoint {
 impl std::fmt::Display for DbEndpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.host, self.port)
-    }
-}
-
-/// Which character classes GetRandomPassword must leave out entirely because
-/// `EXCLUDE_CHARACTERS` removes every member (with RequireEachIncludedType it would fail).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct EmptyClasses {
-    pub lowercase: bool,
-    pub uppercase: bool,
-    pub numbers: bool,
-    pub punctuation: bool,
-}
-
-impl EmptyClasses {
-    /// The classes `exclude` empties.
-    pub fn of(exclude: &str) -> EmptyClasses {
-        let all = |f: fn(&char) -> bool| {
-            (0x21u8..=0x7e)
-                .map(char::from)
-                .filter(f)
-                .all(|c| exclude.contains(c))
-        };
-        EmptyClasses {
-            lowercase: all(char::is_ascii_lowercase),
-            uppercase: all(char::is_ascii_uppercase),
-            numbers: all(char::is_ascii_digit),
-            punctuation: all(char::is_ascii_punctuation),
-        }
     }
 }
 
@@ -245,6 +226,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_variable() {
+        let everything: String = (0x21u8..=0x7e).map(char::from).collect();
         for (pairs, var) in [
             (vec![("ROTATION_STRATEGY", "both")], "ROTATION_STRATEGY"),
             (vec![("PASSWORD_LENGTH", "8")], "PASSWORD_LENGTH"),
@@ -259,26 +241,14 @@ mod tests {
             (vec![("DB_ENDPOINT", "db:x")], "DB_ENDPOINT"),
             (vec![("DB_ENDPOINT", ":3306")], "DB_ENDPOINT"),
             (vec![("ECS_CLUSTER", "wiki")], "ECS_SERVICE"),
+            (
+                vec![("EXCLUDE_CHARACTERS", &everything)],
+                "EXCLUDE_CHARACTERS",
+            ),
         ] {
             let e = Settings::from_env(&env(&pairs)).unwrap_err().to_string();
             assert!(e.contains(var), "{pairs:?}: {e}");
         }
-    }
-
-    #[test]
-    fn emptied_classes() {
-        assert_eq!(
-            EmptyClasses::of(DEFAULT_EXCLUDE_CHARACTERS),
-            EmptyClasses::default()
-        );
-        let punct: String = (0x21u8..=0x7e)
-            .map(char::from)
-            .filter(char::is_ascii_punctuation)
-            .collect();
-        let e = EmptyClasses::of(&format!("{punct}0123456789"));
-        assert!(e.punctuation && e.numbers && !e.lowercase && !e.uppercase);
-        assert!(EmptyClasses::of("abcdefghijklmnopqrstuvwxyz").lowercase);
-        assert!(!EmptyClasses::of("abcdefghijklmnopqrstuvwxy").lowercase);
     }
 
     #[test]
@@ -289,8 +259,8 @@ mod tests {
         ] {
             assert!(DEFAULT_EXCLUDE_CHARACTERS.contains(c), "{c}");
         }
-        // What is left: letters, digits, `_` and `.`, enough for GetRandomPassword to
-        // include a punctuation character.
+        // What is left: letters, digits, `_` and `.`, so a password still includes a
+        // punctuation character.
         let left: String = (0x21u8..=0x7e)
             .map(char::from)
             .filter(|c| c.is_ascii_punctuation() && !DEFAULT_EXCLUDE_CHARACTERS.contains(*c))

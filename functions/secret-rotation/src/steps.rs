@@ -8,7 +8,9 @@ use shared::Error;
 use shared::ecs::Redeployed;
 
 use crate::Clients;
-use crate::db::{self, ConnectOptions, DbError, Endpoint, MISSING_CURRENT_PASSWORD, Session};
+use crate::db::{
+    self, ConnectOptions, DbError, Endpoint, Hosts, MISSING_CURRENT_PASSWORD, Session,
+};
 use crate::event::{RotationEvent, Step};
 use crate::failure::Cause;
 use crate::in_use;
@@ -29,7 +31,7 @@ pub async fn run(
     // go out with it, and count only when it may (the gate's error comes first).
     let (meta, reads) = tokio::join!(
         secrets::describe(sm, &event.secret_id),
-        first_reads(clients, settings, event)
+        first_reads(clients, event)
     );
     let meta = meta?;
     let gate = plan::gate(&event.secret_id, &meta, &event.token)?;
@@ -70,28 +72,21 @@ enum Reads {
     Finish(Result<DbSecret, Error>),
 }
 
-/// createSecret's reads; the password is used only when AWSPENDING has no value yet
-/// (GetRandomPassword changes nothing).
+/// createSecret's reads.
 struct CreateReads {
     current: Result<DbSecret, Error>,
     pending: Result<Option<Password>, Error>,
-    password: Result<Password, Error>,
 }
 
-async fn first_reads(clients: &Clients, settings: &Settings, event: &RotationEvent) -> Reads {
+async fn first_reads(clients: &Clients, event: &RotationEvent) -> Reads {
     let sm = &clients.secretsmanager;
     match event.step {
         Step::Create => {
-            let (current, pending, password) = tokio::join!(
+            let (current, pending) = tokio::join!(
                 current(clients, event),
                 secrets::value(sm, &event.secret_id, Some(&event.token), AWSPENDING),
-                secrets::random_password(sm, settings),
             );
-            Reads::Create(CreateReads {
-                current,
-                pending,
-                password,
-            })
+            Reads::Create(CreateReads { current, pending })
         }
         Step::Set => {
             let current = secrets::require_stamped_db_secret(
@@ -162,8 +157,7 @@ async fn create(
             Ok(json!({"strategy": strategy_name(strategy), "outcome": "pending_exists"}))
         }
         CreatePlan::Generate { username } => {
-            let password = reads.password?;
-            let next = current.with_credentials(username, password);
+            let next = current.with_credentials(username, settings.password.draw());
             secrets::put_pending(
                 sm,
                 &event.secret_id,
@@ -249,10 +243,14 @@ async fn set_alternating(
     // out while the master user logs in, and count only if the retired user has an account.
     let (session, tasks) = tokio::join!(login, observe_use(clients, settings, event, &retired));
     let mut session = session?;
-    let result = match check_not_in_use(settings, &retired, &mut session, tasks).await {
-        Ok(()) => clone_accounts(&mut session, current, pending, event.dry_run).await,
-        Err(e) => Err(e),
-    };
+    let result = async {
+        let hosts = session
+            .hosts_of(&current.username, &pending.username)
+            .await?;
+        check_not_in_use(settings, &retired, &hosts.pending, tasks)?;
+        clone_accounts(&mut session, current, pending, &hosts, event.dry_run).await
+    }
+    .await;
     session.close().await;
     let (accounts, statements) = result?;
     Ok(json!({
@@ -309,16 +307,16 @@ async fn observe_use(
 /// still log in as the retired user: it has an account and a deployment or task predates the
 /// AWSCURRENT version (see [`in_use`]). A user with no account yet is used by nobody, and what
 /// [`observe_use`] found (or failed to read) does not matter then.
-async fn check_not_in_use(
+fn check_not_in_use(
     settings: &Settings,
     retired: &Retired<'_>,
-    session: &mut Session,
+    retired_hosts: &[String],
     observed: Observed,
 ) -> Result<(), Error> {
     let Some(observed) = observed else {
         return Ok(());
     };
-    if settings.cluster.is_none() || session.hosts_of(retired.user).await?.is_empty() {
+    if settings.cluster.is_none() || retired_hosts.is_empty() {
         return Ok(());
     }
     let (changed_at, services) = observed?;
@@ -347,24 +345,23 @@ async fn clone_accounts(
     session: &mut Session,
     current: &DbSecret,
     pending: &DbSecret,
+    hosts: &Hosts,
     dry_run: bool,
 ) -> Result<(Vec<String>, Vec<Statement>), Error> {
-    let hosts = session.hosts_of(&current.username).await?;
-    if hosts.is_empty() {
+    if hosts.current.is_empty() {
         return Err(Error::Rejected(format!(
             "the AWSCURRENT user {} has no account on the server",
             current.username
         )));
     }
-    let target_hosts = session.hosts_of(&pending.username).await?;
     let mut all = Vec::new();
     let mut accounts = Vec::new();
-    for host in hosts {
+    for host in &hosts.current {
         let source = session
-            .observe(&Account::new(&current.username, &host))
+            .observe(&Account::new(&current.username, host))
             .await?;
-        let target = Account::new(&pending.username, &host);
-        let target_rows = if target_hosts.contains(&host) {
+        let target = Account::new(&pending.username, host);
+        let target_rows = if hosts.pending.contains(host) {
             Some(session.grant_rows(&target).await?)
         } else {
             None
@@ -540,7 +537,7 @@ async fn test(
             json!({"outcome": "planned", "login": pending.username, "endpoint": target.to_string(), "tls": target.tls}),
         );
     }
-    let mut session = db::connect(
+    let session = db::connect(
         &target,
         &pending.username,
         &pending.password,
@@ -554,9 +551,8 @@ async fn test(
             &format!("login as {} with the AWSPENDING password", pending.username),
         )
     })?;
-    let result = session.ping().await;
+    // The login ran its first query (`SELECT VERSION(), @@SESSION.sql_mode`): the test passed.
     session.close().await;
-    result?;
     metrics::counter!("PendingSecretsTested").increment(1);
     tracing::info!(secret_id = %event.secret_id, username = %pending.username, tls = target.tls, "AWSPENDING logs in");
     Ok(json!({"outcome": "tested", "username": pending.username, "tls": target.tls}))

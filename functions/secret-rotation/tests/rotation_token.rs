@@ -3,7 +3,6 @@
 //! PutSecretValue is one clear `Throttled` error after the SDK's retries.
 
 use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput;
-use aws_sdk_secretsmanager::operation::get_random_password::GetRandomPasswordOutput;
 use aws_sdk_secretsmanager::operation::get_secret_value::{
     GetSecretValueError, GetSecretValueOutput,
 };
@@ -46,11 +45,6 @@ fn rules() -> Vec<Rule> {
                     ResourceNotFoundException::builder().build(),
                 )
             }),
-        mock!(aws_sdk_secretsmanager::Client::get_random_password).then_output(|| {
-            GetRandomPasswordOutput::builder()
-                .random_password("Generated_pw.1")
-                .build()
-        }),
     ]
 }
 
@@ -90,7 +84,13 @@ async fn create_secret_passes_the_rotation_token() {
                     && r.version_stages() == ["AWSPENDING".to_string()]
                     && r.secret_string().is_some_and(|s| {
                         let v: serde_json::Value = serde_json::from_str(s).unwrap();
-                        v["username"] == "wiki_clone" && v["password"] == "Generated_pw.1"
+                        // Drawn by the function: 32 characters of the default alphabet.
+                        v["username"] == "wiki_clone"
+                            && v["password"].as_str().is_some_and(|p| {
+                                p.len() == 32
+                                    && p.chars()
+                                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_')
+                            })
                     })
             })
             .then_output(|| PutSecretValueOutput::builder().build());
@@ -107,7 +107,18 @@ async fn create_secret_passes_the_rotation_token() {
 #[tokio::test]
 async fn throttled_put_is_one_clear_error() {
     let settings = Settings::from_env(&Env::from_pairs(Vec::<(String, String)>::new())).unwrap();
+    // The password the function drew, as sent: it must not reach the error.
+    let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = sent.clone();
     let put = mock!(aws_sdk_secretsmanager::Client::put_secret_value)
+        .match_requests(move |r| {
+            let v: serde_json::Value =
+                serde_json::from_str(r.secret_string().unwrap_or("{}")).unwrap();
+            if let Some(p) = v["password"].as_str() {
+                seen.lock().unwrap().push(p.to_string());
+            }
+            true
+        })
         .sequence()
         .http_status(
             400,
@@ -123,7 +134,11 @@ async fn throttled_put_is_one_clear_error() {
     assert_eq!(err.error_type(), "Throttled", "{err}");
     assert!(err.to_string().contains("PutSecretValue"), "{err}");
     assert!(err.to_string().contains("ThrottlingException"), "{err}");
-    assert!(!err.to_string().contains("Generated_pw.1"), "{err}");
+    let sent = sent.lock().unwrap();
+    assert!(!sent.is_empty());
+    for p in sent.iter() {
+        assert!(!err.to_string().contains(p.as_str()), "{err}");
+    }
     assert_eq!(put.num_calls(), 3, "the SDK retried");
 }
 

@@ -45,6 +45,10 @@ pub struct Figures {
     pub init_ms: Samples,
     pub cold_ms: Samples,
     pub warm_ms: Samples,
+    /// Each step's time (createSecret, setSecret, testSecret, finishSecret) in cold rotations.
+    pub cold_steps_ms: [Samples; 4],
+    /// The same in warm rotations.
+    pub warm_steps_ms: [Samples; 4],
     pub rss_kib: Samples,
     pub errors: Vec<String>,
 }
@@ -159,9 +163,27 @@ async fn prepare(moto: &Moto, db: &MariaDb, primer: &Lambda, tag: &str) -> Resul
     Ok(arn)
 }
 
+/// The four steps, in order.
+const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecret"];
+
+/// One rotation's wall time and each step's.
+struct Timed {
+    total: Duration,
+    steps: [Duration; 4],
+}
+
+impl Timed {
+    fn push(&self, total: &mut Samples, steps: &mut [Samples; 4]) {
+        total.push_ms(self.total);
+        for (s, d) in steps.iter_mut().zip(self.steps) {
+            s.push_ms(d);
+        }
+    }
+}
+
 /// One four-step rotation of `arn` by `lambda`: its wall time, checked to have moved AWSCURRENT
 /// to a new version for the other user. Starting it (RotateSecret) is not timed.
-async fn rotate(moto: &Moto, lambda: &Lambda, arn: &str) -> Result<Duration, String> {
+async fn rotate(moto: &Moto, lambda: &Lambda, arn: &str) -> Result<Timed, String> {
     let sm = moto.secretsmanager().await;
     let current = |v: aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput| {
         let user = v
@@ -199,13 +221,19 @@ async fn rotate(moto: &Moto, lambda: &Lambda, arn: &str) -> Result<Duration, Str
     let token = moto.start_rotation(arn, ROTATION_LAMBDA).await;
     let event = |step: &str| json!({"Step": step, "SecretId": arn, "ClientRequestToken": token});
     let t = Instant::now();
-    for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+    let mut steps = [Duration::ZERO; 4];
+    for (step, took) in STEPS.into_iter().zip(&mut steps) {
+        let s = Instant::now();
         lambda
             .invoke_with_deadline(event(step), Duration::from_secs(60))
             .await
             .map_err(|e| format!("{step}: {e}"))?;
+        *took = s.elapsed();
     }
-    let took = t.elapsed();
+    let took = Timed {
+        total: t.elapsed(),
+        steps,
+    };
     let after = sm
         .get_secret_value()
         .secret_id(arn)
@@ -252,10 +280,10 @@ async fn measure(
         }
     };
     f.init_ms.push_ms(init);
-    f.cold_ms.push_ms(cold);
+    cold.push(&mut f.cold_ms, &mut f.cold_steps_ms);
     for i in 0..warm {
         match rotate(moto, &lambda, &arn).await {
-            Ok(d) => f.warm_ms.push_ms(d),
+            Ok(d) => d.push(&mut f.warm_ms, &mut f.warm_steps_ms),
             Err(e) => f.errors.push(format!("{tag}: warm rotation {i}: {e}")),
         }
     }
@@ -407,9 +435,33 @@ pub fn section(o: &Outcome) -> String {
              `--rotation-anchor DIR` (`scripts/fetch-rotation-anchor DIR SNAPSHOT` makes one).\n",
         ),
     }
+    s.push_str(&steps_table(o));
     for f in std::iter::once(&o.ours).chain(o.anchor.as_ref()) {
         for e in &f.errors {
             s.push_str(&format!("- {} error: {e}\n", f.name));
+        }
+    }
+    s
+}
+
+/// Where each rotation spends its time: every step's median, cold and warm.
+fn steps_table(o: &Outcome) -> String {
+    let mut s =
+        String::from("\nEach step's median (ms), cold and warm:\n\n| function | rotation |");
+    for step in STEPS {
+        s.push_str(&format!(" {step} |"));
+    }
+    s.push_str("\n|---|---|---:|---:|---:|---:|\n");
+    for f in std::iter::once(&o.ours).chain(o.anchor.as_ref()) {
+        for (which, steps) in [("cold", &f.cold_steps_ms), ("warm", &f.warm_steps_ms)] {
+            if steps[0].0.is_empty() {
+                continue;
+            }
+            s.push_str(&format!("| {} | {which} |", f.name));
+            for step in steps {
+                s.push_str(&format!(" {:.1} |", step.median()));
+            }
+            s.push('\n');
         }
     }
     s
