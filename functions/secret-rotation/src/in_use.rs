@@ -3,9 +3,11 @@
 //! ECS hands a task the secret when the task starts, so a task started before the AWSCURRENT
 //! change still logs in as the user that change retired, the one the next rotation changes. A
 //! deployment created before the change that still has tasks, or a task started before it,
-//! blocks setSecret until the redeploy has replaced them. [`blocker`] is the pure rule;
-//! [`observe`] reads a service's deployments and tasks (DescribeServices, ListTasks,
-//! DescribeTasks).
+//! blocks setSecret until the redeploy has replaced them. A task ECS is stopping counts until its
+//! containers have stopped: after a redeploy the old tasks drain from the load balancer
+//! (desired status STOPPED, last status DEACTIVATING, then STOPPING) and still finish requests.
+//! [`blocker`] is the pure rule; [`observe`] reads a service's deployments and tasks
+//! (DescribeServices, ListTasks of desired status RUNNING and STOPPED, DescribeTasks).
 
 use aws_sdk_ecs::Client;
 use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
@@ -25,7 +27,7 @@ pub struct DeploymentUse {
     pub tasks: i64,
 }
 
-/// One task that ECS wants running.
+/// One task whose containers may still run: ECS wants it running, or is stopping it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TaskUse {
     pub arn: String,
@@ -33,6 +35,14 @@ pub struct TaskUse {
     pub started_by: Option<String>,
     /// When it started, else (still pending) when it was created.
     pub since: Option<DateTime<Utc>>,
+    /// Its last status (`RUNNING`, `DEACTIVATING`, `STOPPING`, …).
+    pub status: Option<String>,
+}
+
+/// Whether a task in this last status may still run its containers: every status before
+/// `DEPROVISIONING` (ECS's task lifecycle), an unknown one included.
+pub fn may_still_run(last_status: Option<&str>) -> bool {
+    !matches!(last_status, Some("DEPROVISIONING" | "STOPPED"))
 }
 
 /// What a service runs.
@@ -54,12 +64,13 @@ pub enum Blocker {
         created_at: Option<DateTime<Utc>>,
         tasks: i64,
     },
-    /// A task started before the change (or at an unknown time) still runs.
+    /// A task started before the change (or at an unknown time) still runs, or is stopping.
     Task {
         service: String,
         task_arn: String,
         deployment_id: Option<String>,
         since: Option<DateTime<Utc>>,
+        status: Option<String>,
     },
 }
 
@@ -85,11 +96,14 @@ impl std::fmt::Display for Blocker {
                 task_arn,
                 deployment_id,
                 since,
+                status,
             } => write!(
                 f,
-                "service {service}: task {task_arn} of deployment {}, started {}, still runs",
+                "service {service}: task {task_arn} of deployment {}, started {}, still runs \
+                 (last status {})",
                 deployment_id.as_deref().unwrap_or("(none)"),
-                time(since)
+                time(since),
+                status.as_deref().unwrap_or("unknown")
             ),
         }
     }
@@ -118,6 +132,7 @@ pub fn blocker(services: &[ServiceUse], changed_at: DateTime<Utc>) -> Option<Blo
                 task_arn: t.arn.clone(),
                 deployment_id: t.started_by.clone(),
                 since: t.since,
+                status: t.status.clone(),
             });
         }
     }
@@ -138,44 +153,21 @@ where
     }
 }
 
-/// Reads a service's deployments and the tasks ECS wants running for it.
+/// Reads a service's deployments and the tasks that may still run for it: those ECS wants
+/// running and those it is stopping (ListTasks of each desired status; a stopped task stays
+/// listed for about an hour and is left out by its last status).
 pub async fn observe(ecs: &Client, cluster: &str, service: &str) -> Result<ServiceUse, Error> {
-    let out = ecs
-        .describe_services()
-        .cluster(cluster)
-        .services(service)
-        .send()
-        .await
-        .map_err(|e| ecs_error("DescribeServices", e))?;
-    let svc = out
-        .services()
-        .first()
-        .ok_or_else(|| Error::NotFound(format!("ECS service {service} in cluster {cluster}")))?;
-    let deployments = svc
-        .deployments()
-        .iter()
-        .map(|d| DeploymentUse {
-            id: d.id().unwrap_or_default().to_string(),
-            created_at: d.created_at().and_then(to_utc),
-            tasks: i64::from(d.running_count()) + i64::from(d.pending_count()),
-        })
-        .collect();
-    let mut arns = Vec::new();
-    let mut next: Option<String> = None;
-    loop {
-        let page = ecs
-            .list_tasks()
-            .cluster(cluster)
-            .service_name(service)
-            .desired_status(aws_sdk_ecs::types::DesiredStatus::Running)
-            .set_next_token(next.take())
-            .send()
-            .await
-            .map_err(|e| ecs_error("ListTasks", e))?;
-        arns.extend(page.task_arns().iter().cloned());
-        match page.next_token().filter(|t| !t.is_empty()) {
-            Some(t) => next = Some(t.to_string()),
-            None => break,
+    use aws_sdk_ecs::types::DesiredStatus;
+    let (deployments, running, stopping) = tokio::join!(
+        deployments(ecs, cluster, service),
+        task_arns(ecs, cluster, service, DesiredStatus::Running),
+        task_arns(ecs, cluster, service, DesiredStatus::Stopped),
+    );
+    let deployments = deployments?;
+    let mut arns = running?;
+    for arn in stopping? {
+        if !arns.contains(&arn) {
+            arns.push(arn);
         }
     }
     let mut tasks = Vec::new();
@@ -187,17 +179,78 @@ pub async fn observe(ecs: &Client, cluster: &str, service: &str) -> Result<Servi
             .send()
             .await
             .map_err(|e| ecs_error("DescribeTasks", e))?;
-        tasks.extend(out.tasks().iter().map(|t| TaskUse {
-            arn: t.task_arn().unwrap_or_default().to_string(),
-            started_by: t.started_by().map(str::to_string),
-            since: t.started_at().or(t.created_at()).and_then(to_utc),
-        }));
+        tasks.extend(
+            out.tasks()
+                .iter()
+                .filter(|t| may_still_run(t.last_status()))
+                .map(|t| TaskUse {
+                    arn: t.task_arn().unwrap_or_default().to_string(),
+                    started_by: t.started_by().map(str::to_string),
+                    since: t.started_at().or(t.created_at()).and_then(to_utc),
+                    status: t.last_status().map(str::to_string),
+                }),
+        );
     }
     Ok(ServiceUse {
         service: service.to_string(),
         deployments,
         tasks,
     })
+}
+
+/// A service's deployments and how many tasks each has (DescribeServices).
+async fn deployments(
+    ecs: &Client,
+    cluster: &str,
+    service: &str,
+) -> Result<Vec<DeploymentUse>, Error> {
+    let out = ecs
+        .describe_services()
+        .cluster(cluster)
+        .services(service)
+        .send()
+        .await
+        .map_err(|e| ecs_error("DescribeServices", e))?;
+    let svc = out
+        .services()
+        .first()
+        .ok_or_else(|| Error::NotFound(format!("ECS service {service} in cluster {cluster}")))?;
+    Ok(svc
+        .deployments()
+        .iter()
+        .map(|d| DeploymentUse {
+            id: d.id().unwrap_or_default().to_string(),
+            created_at: d.created_at().and_then(to_utc),
+            tasks: i64::from(d.running_count()) + i64::from(d.pending_count()),
+        })
+        .collect())
+}
+
+/// Every page of a service's tasks with this desired status (ListTasks).
+async fn task_arns(
+    ecs: &Client,
+    cluster: &str,
+    service: &str,
+    desired: aws_sdk_ecs::types::DesiredStatus,
+) -> Result<Vec<String>, Error> {
+    let mut arns = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let page = ecs
+            .list_tasks()
+            .cluster(cluster)
+            .service_name(service)
+            .desired_status(desired.clone())
+            .set_next_token(next.take())
+            .send()
+            .await
+            .map_err(|e| ecs_error("ListTasks", e))?;
+        arns.extend(page.task_arns().iter().cloned());
+        match page.next_token().filter(|t| !t.is_empty()) {
+            Some(t) => next = Some(t.to_string()),
+            None => return Ok(arns),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -228,6 +281,7 @@ mod tests {
                     arn: format!("task/{i}"),
                     started_by: Some("ecs-svc/1".into()),
                     since: s.and_then(at),
+                    status: Some("RUNNING".into()),
                 })
                 .collect(),
         }
@@ -269,6 +323,23 @@ mod tests {
             &[],
         );
         assert_eq!(blocker(&[drained], changed), None);
+    }
+
+    #[test]
+    fn a_task_may_still_run_until_its_containers_have_stopped() {
+        for s in [
+            "PROVISIONING",
+            "PENDING",
+            "ACTIVATING",
+            "RUNNING",
+            "DEACTIVATING",
+            "STOPPING",
+        ] {
+            assert!(may_still_run(Some(s)), "{s}");
+        }
+        assert!(may_still_run(None), "unknown counts as running");
+        assert!(!may_still_run(Some("DEPROVISIONING")));
+        assert!(!may_still_run(Some("STOPPED")));
     }
 
     proptest! {
