@@ -233,24 +233,19 @@ async fn task_arns(
     service: &str,
     desired: aws_sdk_ecs::types::DesiredStatus,
 ) -> Result<Vec<String>, Error> {
+    let mut pages = ecs
+        .list_tasks()
+        .cluster(cluster)
+        .service_name(service)
+        .desired_status(desired)
+        .into_paginator()
+        .send();
     let mut arns = Vec::new();
-    let mut next: Option<String> = None;
-    loop {
-        let page = ecs
-            .list_tasks()
-            .cluster(cluster)
-            .service_name(service)
-            .desired_status(desired.clone())
-            .set_next_token(next.take())
-            .send()
-            .await
-            .map_err(|e| ecs_error("ListTasks", e))?;
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| ecs_error("ListTasks", e))?;
         arns.extend(page.task_arns().iter().cloned());
-        match page.next_token().filter(|t| !t.is_empty()) {
-            Some(t) => next = Some(t.to_string()),
-            None => return Ok(arns),
-        }
     }
+    Ok(arns)
 }
 
 #[cfg(test)]

@@ -13,8 +13,9 @@ use secret_rotation::in_use::{Blocker, blocker, observe};
 
 const CHANGED: i64 = 1_800_000_000;
 
-fn client(task_started: i64) -> aws_sdk_ecs::Client {
-    let services = mock!(aws_sdk_ecs::Client::describe_services).then_output(|| {
+/// DescribeServices: one PRIMARY deployment, created after the change, with `running` tasks.
+fn services(running: i32) -> aws_smithy_mocks::Rule {
+    mock!(aws_sdk_ecs::Client::describe_services).then_output(move || {
         DescribeServicesOutput::builder()
             .services(
                 Service::builder()
@@ -24,13 +25,17 @@ fn client(task_started: i64) -> aws_sdk_ecs::Client {
                             .id("ecs-svc/new")
                             .status("PRIMARY")
                             .created_at(DateTime::from_secs(CHANGED + 60))
-                            .running_count(2)
+                            .running_count(running)
                             .build(),
                     )
                     .build(),
             )
             .build()
-    });
+    })
+}
+
+fn client(task_started: i64) -> aws_sdk_ecs::Client {
+    let services = services(2);
     let pages = mock!(aws_sdk_ecs::Client::list_tasks)
         .match_requests(|r| {
             r.service_name() == Some("wiki")
@@ -93,23 +98,7 @@ fn stopping_tasks(arns: &[&'static str]) -> aws_smithy_mocks::Rule {
 async fn a_task_being_stopped_blocks_until_its_containers_stop() {
     let changed = chrono::Utc.timestamp_opt(CHANGED, 0).unwrap();
     let observed = |last_status: &'static str| {
-        let services = mock!(aws_sdk_ecs::Client::describe_services).then_output(|| {
-            DescribeServicesOutput::builder()
-                .services(
-                    Service::builder()
-                        .service_name("wiki")
-                        .deployments(
-                            Deployment::builder()
-                                .id("ecs-svc/new")
-                                .status("PRIMARY")
-                                .created_at(DateTime::from_secs(CHANGED + 60))
-                                .running_count(1)
-                                .build(),
-                        )
-                        .build(),
-                )
-                .build()
-        });
+        let services = services(1);
         let running = mock!(aws_sdk_ecs::Client::list_tasks)
             .match_requests(|r| {
                 r.desired_status() == Some(&aws_sdk_ecs::types::DesiredStatus::Running)
