@@ -1444,16 +1444,17 @@ fn wiki_tasks_get_credentials_through_secrets_and_uploads_through_efs_iam() {
         serde_json::json!({"Enable": true, "Rollback": true})
     );
     // Bake on alarms: 5xx and unhealthy targets fail a deployment (and roll it back) like a
-    // failed health check; both alarms exist and watch the wiki's load balancer.
+    // failed health check; both alarms exist and watch the wiki's target group
+    // (deployment_alarms_watch_only_the_wikis_target_group).
     assert_eq!(
         service["DeploymentConfiguration"]["Alarms"],
         serde_json::json!({
-            "AlarmNames": [{"Ref": "Alb5xxAlarm"}, {"Ref": "UnhealthyHostsAlarm"}],
+            "AlarmNames": [{"Ref": "WikiTarget5xxAlarm"}, {"Ref": "UnhealthyHostsAlarm"}],
             "Enable": true,
             "Rollback": true
         })
     );
-    for alarm in ["Alb5xxAlarm", "UnhealthyHostsAlarm"] {
+    for alarm in ["WikiTarget5xxAlarm", "UnhealthyHostsAlarm"] {
         let a = raw(alarm);
         assert_eq!(a["Type"], "AWS::CloudWatch::Alarm", "{alarm}");
         assert!(
@@ -1560,6 +1561,17 @@ fn readable_secrets(role_id: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The README from `heading` up to the next `until` (a heading of the level that ends it).
+fn readme_section(heading: &str, until: &str) -> String {
+    let readme = std::fs::read_to_string(paths::root().join("README.md")).unwrap();
+    readme
+        .split(heading)
+        .nth(1)
+        .and_then(|s| s.split(until).next())
+        .unwrap_or_else(|| panic!("README has no {heading:?} section"))
+        .to_string()
+}
+
 #[test]
 fn one_deploy_and_no_saved_parameter_scales_the_wiki_to_zero() {
     let t = &rendered().template;
@@ -1575,8 +1587,9 @@ fn one_deploy_and_no_saved_parameter_scales_the_wiki_to_zero() {
             "{p} cannot be 0"
         );
     }
+    let target = &raw("WikiScalableTarget")["Properties"];
     assert_eq!(
-        raw("WikiService")["Properties"]["DesiredCount"],
+        target["MinCapacity"],
         serde_json::json!({"Ref": "MinTasks"})
     );
     let samconfig = std::fs::read_to_string(paths::root().join("samconfig.toml")).unwrap();
@@ -1584,12 +1597,7 @@ fn one_deploy_and_no_saved_parameter_scales_the_wiki_to_zero() {
         assert!(!samconfig.contains(word), "samconfig.toml mentions {word}");
     }
     // The README's deploy steps: build, deploy, nothing by hand in between.
-    let readme = std::fs::read_to_string(paths::root().join("README.md")).unwrap();
-    let deploy = readme
-        .split("\n## Deploy")
-        .nth(1)
-        .and_then(|s| s.split("\n### ").next())
-        .expect("README has a Deploy section");
+    let deploy = readme_section("\n## Deploy", "\n### ");
     for manual in ["aws s3 cp", "DesiredTasks=0", "publish-layer-version"] {
         assert!(
             !deploy.contains(manual),
@@ -1663,7 +1671,7 @@ fn every_task_runs_its_schema_step_before_it_serves() {
     // No schema task started from elsewhere (an EventBridge rule races the web tasks).
     for (id, r) in resources(&rendered().template) {
         assert_ne!(
-            r["Properties"]["Family"]["Fn::Sub"], "${AWS::StackName}-wiki-schema",
+            r["Properties"]["Family"]["Fn::Sub"], "${AWS::StackName}_wiki-schema",
             "{id}"
         );
         for target in as_list(&r["Properties"]["Targets"]) {
@@ -1820,7 +1828,7 @@ fn failed_schema_steps_and_jobs_runs_alert() {
     assert_eq!(detail["lastStatus"], serde_json::json!(["STOPPED"]));
     assert_eq!(
         detail["group"][0]["Fn::Sub"],
-        "family:${AWS::StackName}-wiki-jobs"
+        "family:${AWS::StackName}_wiki-jobs"
     );
     assert_eq!(
         detail["containers"]["exitCode"],
@@ -1852,12 +1860,12 @@ fn alerts_and_janitor_are_scoped_to_this_stack() {
     assert!(
         choice[2]["Fn::Sub"]
             .as_str()
-            .is_some_and(|s| s.ends_with("task-definition/${AWS::StackName}-*:*")),
+            .is_some_and(|s| s.ends_with("task-definition/${AWS::StackName}_*:*")),
         "without JanitorFamilyPrefixes, only this stack's families: {choice}"
     );
     assert_eq!(
         janitor["Properties"]["Environment"]["Variables"]["FAMILY_PREFIXES"]["Fn::If"][2]["Fn::Sub"],
-        "${AWS::StackName}-"
+        "${AWS::StackName}_"
     );
 }
 
@@ -1909,6 +1917,373 @@ fn a_certificate_needs_a_host_name() {
         rule["Assertions"][0]["Assert"],
         serde_json::json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "WikiHostname"}, ""]}]})
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every update, every delete, every stack name (issue 26)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_deploy_leaves_the_task_count_to_autoscaling() {
+    // A DesiredCount in the template is applied by every update that touches the service,
+    // scaling a busy wiki back in; without one, CloudFormation omits it from updates.
+    let service = &raw("WikiService")["Properties"];
+    assert!(
+        service["DesiredCount"].is_null(),
+        "WikiService sets DesiredCount: every deploy would reset the task count"
+    );
+    // A new service starts with 1 task; registering the scalable target moves it to MinTasks.
+    let target = &raw("WikiScalableTarget")["Properties"];
+    assert_eq!(target["ScalableDimension"], "ecs:service:DesiredCount");
+    assert_eq!(
+        target["MinCapacity"],
+        serde_json::json!({"Ref": "MinTasks"})
+    );
+    assert_eq!(
+        target["MaxCapacity"],
+        serde_json::json!({"Ref": "MaxTasks"})
+    );
+    assert_eq!(
+        target["ResourceId"]["Fn::Sub"],
+        "service/${Cluster}/${WikiService.Name}"
+    );
+}
+
+/// `GenerateSecretString` of every generated secret, as deployed stacks hold them.
+///
+/// Change none of these. CloudFormation makes a new secret version whenever this property
+/// changes (AWS::SecretsManager::Secret, GenerateSecretString: "When you make a change to this
+/// property, a new secret version is created"): a new random password that RDS (the master
+/// user's, set once through MasterUserPassword) and MySQL (the wiki's user, created by the first
+/// schema step, then rotated by secret-rotation) do not have, the wiki's user name set back to
+/// `wiki` whichever user rotation made current, and `$wgSecretKey` replaced (every session
+/// ends). DbSecret's template also carries the database endpoint: only a new database (replaced,
+/// so empty, and its user created anew by the schema step) changes it. To change a password's
+/// shape, rotate it; to change a generator, make a new secret.
+fn frozen_secret_generators() -> BTreeMap<&'static str, Value> {
+    let exclude = "\"'`\\/@$:;&|<>(){}[]%#?!*~^,=+ ";
+    BTreeMap::from([
+        (
+            "DbMasterSecret",
+            serde_json::json!({
+                "SecretStringTemplate": "{\"username\":\"wikiadmin\"}",
+                "GenerateStringKey": "password",
+                "PasswordLength": 32,
+                "ExcludeCharacters": exclude,
+            }),
+        ),
+        (
+            "DbSecret",
+            serde_json::json!({
+                "SecretStringTemplate": {"Fn::Sub": [
+                    "{\"engine\":\"mysql\",\"host\":\"${Host}\",\"port\":${Port},\"username\":\"wiki\",\"dbname\":\"wiki\",\"ssl\":true,\"masterarn\":\"${DbMasterSecret}\"}",
+                    {
+                        "Host": {"Fn::GetAtt": ["Database", "Endpoint.Address"]},
+                        "Port": {"Fn::GetAtt": ["Database", "Endpoint.Port"]},
+                    },
+                ]},
+                "GenerateStringKey": "password",
+                "PasswordLength": 32,
+                "ExcludeCharacters": exclude,
+            }),
+        ),
+        (
+            "WikiSecretKey",
+            serde_json::json!({"PasswordLength": 64, "ExcludePunctuation": true}),
+        ),
+        (
+            "WikiAdminPassword",
+            serde_json::json!({"PasswordLength": 24, "ExcludeCharacters": exclude}),
+        ),
+    ])
+}
+
+#[test]
+fn secret_generators_are_frozen() {
+    let frozen = frozen_secret_generators();
+    let mut seen = BTreeSet::new();
+    for (id, r) in resources(&rendered().template) {
+        let generator = &r["Properties"]["GenerateSecretString"];
+        if generator.is_null() {
+            continue;
+        }
+        let want = frozen.get(id.as_str()).unwrap_or_else(|| {
+            panic!("{id}: a new generated secret gets its snapshot in frozen_secret_generators")
+        });
+        assert_eq!(
+            generator, want,
+            "{id}: GenerateSecretString changed, which would generate a new value that its users \
+             do not have (see frozen_secret_generators)"
+        );
+        seen.insert(id.as_str());
+    }
+    assert_eq!(
+        seen,
+        frozen.keys().copied().collect(),
+        "a frozen secret left the template"
+    );
+}
+
+#[test]
+fn the_slow_query_log_is_on_and_written_to_a_file() {
+    let exported: Vec<Value> =
+        as_list(&raw("Database")["Properties"]["EnableCloudwatchLogsExports"]);
+    assert!(exported.iter().any(|l| l == "slowquery"));
+    let params = &raw("DbParameterGroup")["Properties"]["Parameters"];
+    assert_eq!(params["slow_query_log"], "1");
+    assert_eq!(
+        params["log_output"], "FILE",
+        "RDS exports the log files only"
+    );
+    let long: f64 = params["long_query_time"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("long_query_time");
+    assert!(long > 0.0 && long <= 10.0, "long_query_time {long}");
+}
+
+#[test]
+fn every_allowed_storage_size_leaves_autoscaling_ten_percent() {
+    let p = &rendered().template["Parameters"]["DbAllocatedStorage"];
+    let (min, max) = (
+        p["MinValue"].as_u64().unwrap(),
+        p["MaxValue"].as_u64().unwrap(),
+    );
+    let ceiling = raw("Database")["Properties"]["MaxAllocatedStorage"]
+        .as_u64()
+        .expect("MaxAllocatedStorage, a number");
+    assert!(min >= 20, "RDS MySQL gp3 takes 20 GiB or more");
+    for allocated in min..=max {
+        // RDS: the maximum storage threshold is at least 10% above the allocated storage.
+        assert!(
+            ceiling * 10 >= allocated * 11,
+            "DbAllocatedStorage {allocated}: MaxAllocatedStorage {ceiling} is less than 10% above"
+        );
+    }
+    let default = p["Default"].as_u64().unwrap();
+    assert!((min..=max).contains(&default));
+}
+
+/// Name properties the template may build from the stack name: `(type, property, limit)`
+/// (each resource type's CloudFormation schema).
+const NAME_LIMITS: [(&str, &str, usize); 12] = [
+    ("AWS::Lambda::Function", "FunctionName", 64),
+    ("AWS::Scheduler::Schedule", "Name", 64),
+    ("AWS::StepFunctions::StateMachine", "StateMachineName", 80),
+    ("AWS::ECS::TaskDefinition", "Family", 255),
+    ("AWS::Logs::LogGroup", "LogGroupName", 512),
+    ("AWS::CloudWatch::Dashboard", "DashboardName", 255),
+    (
+        "AWS::ApplicationAutoScaling::ScalingPolicy",
+        "PolicyName",
+        256,
+    ),
+    ("AWS::RDS::DBInstance", "DBInstanceIdentifier", 63),
+    ("AWS::IAM::Role", "RoleName", 64),
+    ("AWS::Events::Rule", "Name", 64),
+    ("AWS::SNS::Topic", "TopicName", 256),
+    ("AWS::S3::Bucket", "BucketName", 63),
+];
+
+/// Properties ending in "Name" that are labels, not names with a documented limit.
+const NAME_LABELS: [(&str, &str); 1] = [("AWS::SNS::Topic", "DisplayName")];
+
+/// The longest value a `Fn::Sub` string can take: 128 characters of stack name (CloudFormation's
+/// limit), the longest account id, region and stack UUID.
+fn longest_sub(text: &str) -> usize {
+    let mut rest = text;
+    let mut len = 0;
+    while let Some(start) = rest.find("${") {
+        len += start;
+        let end = rest[start..].find('}').expect("a closed ${") + start;
+        len += match &rest[start + 2..end] {
+            "AWS::StackName" => 128,
+            "AWS::AccountId" => 12,
+            "AWS::Region" => 20, // longer than any region's name
+            "StackUuid" => 36,
+            other => panic!("no known length for ${{{other}}} in {text}"),
+        };
+        rest = &rest[end + 1..];
+    }
+    len + rest.len()
+}
+
+#[test]
+fn names_built_from_the_stack_name_fit_for_every_stack_name() {
+    // Stack names over 48 characters pushed "<stack>-taskdef-janitor" past 64.
+    for (id, r) in resources(&rendered().transformed) {
+        let ty = r["Type"].as_str().unwrap_or_default();
+        let Some(props) = r["Properties"].as_object() else {
+            continue;
+        };
+        for (key, value) in props {
+            if !key.ends_with("Name") && key != "Family" && key != "DBInstanceIdentifier" {
+                continue;
+            }
+            let text = match (&value["Fn::Sub"], value.as_str()) {
+                (Value::String(s), _) => s.clone(),
+                (Value::Array(a), _) => a[0].as_str().unwrap_or_default().to_string(),
+                (_, Some(s)) => s.to_string(),
+                _ => continue,
+            };
+            if !text.contains("${AWS::StackName}") {
+                continue;
+            }
+            if NAME_LABELS.contains(&(ty, key.as_str())) {
+                continue;
+            }
+            let limit = NAME_LIMITS
+                .iter()
+                .find(|(t, k, _)| *t == ty && k == key)
+                .map(|(_, _, n)| *n)
+                .unwrap_or_else(|| {
+                    panic!("{id}.{key} ({ty}): add its length limit to NAME_LIMITS")
+                });
+            let longest = longest_sub(&text);
+            assert!(
+                longest <= limit,
+                "{id}.{key} = {text:?} is {longest} characters with a 128-character stack name (limit {limit})"
+            );
+        }
+    }
+    assert_eq!(longest_sub("${AWS::StackName}-taskdef-janitor"), 144);
+}
+
+#[test]
+fn this_stacks_family_prefix_starts_no_other_stacks_family() {
+    let families: Vec<String> = resources(&rendered().template)
+        .values()
+        .filter(|r| r["Type"] == "AWS::ECS::TaskDefinition")
+        .map(|r| {
+            r["Properties"]["Family"]["Fn::Sub"]
+                .as_str()
+                .expect("Family: !Sub")
+                .to_string()
+        })
+        .collect();
+    assert!(!families.is_empty());
+    let janitor = raw(&template_functions()["taskdef-janitor"]);
+    let prefix = janitor["Properties"]["Environment"]["Variables"]["FAMILY_PREFIXES"]["Fn::If"][2]
+        ["Fn::Sub"]
+        .as_str()
+        .expect("the default prefix");
+    // A stack name holds letters, digits and "-" only, so no stack name's family but this one's
+    // starts with "<name>_". Checked for names that share a beginning.
+    let stacks = ["wikiops", "wikiops-staging", "wikiops-wiki", "wiki", "w"];
+    for this in stacks {
+        let prefix = prefix.replace("${AWS::StackName}", this);
+        for other in stacks {
+            for family in &families {
+                assert!(family.starts_with("${AWS::StackName}_"), "{family}");
+                let family = family.replace("${AWS::StackName}", other);
+                assert_eq!(
+                    family.starts_with(&prefix),
+                    this == other,
+                    "stack {this}'s prefix {prefix:?} and stack {other}'s family {family}"
+                );
+            }
+        }
+    }
+    // The delete permission names the same families.
+    let statements = as_list(&janitor["Properties"]["Policies"][0]["Statement"]);
+    let delete = statements
+        .iter()
+        .find(|st| st["Sid"] == "Delete")
+        .expect("the Delete statement");
+    assert!(
+        delete["Resource"]["Fn::If"][2]["Fn::Sub"]
+            .as_str()
+            .is_some_and(|s| s.ends_with(&format!("task-definition/{prefix}*:*")))
+    );
+}
+
+/// The `(Name, Value)` dimensions of an alarm's single metric.
+fn alarm_dimensions(alarm: &Value) -> BTreeMap<String, Value> {
+    as_list(&alarm["Properties"]["Dimensions"])
+        .iter()
+        .map(|d| (d["Name"].as_str().unwrap().to_string(), d["Value"].clone()))
+        .collect()
+}
+
+fn the_wikis_target_group() -> BTreeMap<String, Value> {
+    BTreeMap::from([
+        (
+            "LoadBalancer".to_string(),
+            serde_json::json!({"Fn::GetAtt": ["LoadBalancer", "LoadBalancerFullName"]}),
+        ),
+        (
+            "TargetGroup".to_string(),
+            serde_json::json!({"Fn::GetAtt": ["WikiTargetGroup", "TargetGroupFullName"]}),
+        ),
+    ])
+}
+
+#[test]
+fn deployment_alarms_watch_only_the_wikis_target_group() {
+    let alarms = as_list(
+        &raw("WikiService")["Properties"]["DeploymentConfiguration"]["Alarms"]["AlarmNames"],
+    );
+    assert!(!alarms.is_empty());
+    for name in alarms {
+        let id = name["Ref"].as_str().expect("an alarm of this template");
+        let alarm = raw(id);
+        assert!(
+            alarm["Properties"]["Metrics"].is_null(),
+            "{id}: one metric, no math over load-balancer-wide ones"
+        );
+        assert_eq!(
+            alarm["Properties"]["Namespace"], "AWS/ApplicationELB",
+            "{id}"
+        );
+        assert_eq!(
+            alarm_dimensions(alarm),
+            the_wikis_target_group(),
+            "{id}: the wiki's target group only"
+        );
+    }
+}
+
+#[test]
+fn no_healthy_task_alerts_and_missing_data_breaches() {
+    let alarm = raw("NoHealthyHostAlarm");
+    let p = &alarm["Properties"];
+    assert_eq!(p["MetricName"], "HealthyHostCount");
+    assert_eq!(alarm_dimensions(alarm), the_wikis_target_group());
+    assert_eq!(p["ComparisonOperator"], "LessThanThreshold");
+    assert_eq!(p["Threshold"], 1);
+    assert_eq!(p["TreatMissingData"], "breaching");
+    assert_eq!(p["AlarmActions"][0]["Ref"], "AlertTopic");
+    assert_eq!(
+        alarm["DependsOn"], "WikiService",
+        "created once the service is healthy"
+    );
+}
+
+#[test]
+fn the_jobs_schedule_turns_off_before_a_delete() {
+    let rule = &raw("JobsRule")["Properties"];
+    assert_eq!(
+        rule["State"],
+        serde_json::json!({"Fn::If": ["JobsOn", "ENABLED", "DISABLED"]})
+    );
+    let t = &rendered().template;
+    assert_eq!(t["Parameters"]["JobsEnabled"]["Default"], "true");
+    assert_eq!(
+        t["Conditions"]["JobsOn"],
+        serde_json::json!({"Fn::Equals": [{"Ref": "JobsEnabled"}, "true"]})
+    );
+    // The README's delete steps: the schedule off, the last run ended, then what stays.
+    let delete = readme_section("\n### Deleting the stack", "\n## ");
+    for step in [
+        "JobsEnabled=false",
+        "DbDeletionProtection=false",
+        "list-tasks",
+        "snapshot",
+        "EFS",
+        "bucket",
+    ] {
+        assert!(delete.contains(step), "README delete steps: {step}");
+    }
 }
 
 /// Variables the platform sets: Lambda's runtime environment, ECS's task metadata and credentials.
