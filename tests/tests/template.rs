@@ -2286,6 +2286,57 @@ fn the_jobs_schedule_turns_off_before_a_delete() {
     }
 }
 
+#[test]
+fn wiki_boot_is_cross_compiled_without_emulation() {
+    let dockerfile = std::fs::read_to_string(paths::root().join("wiki/Dockerfile")).unwrap();
+    let boot = dockerfile
+        .split("\nFROM ")
+        .find(|stage| stage.contains(" AS boot"))
+        .expect("the boot stage");
+    assert!(
+        boot.starts_with("--platform=$BUILDPLATFORM "),
+        "the boot stage runs on the build machine's platform: {}",
+        boot.lines().next().unwrap_or_default()
+    );
+    // Each image architecture (push-image's --arch) maps to a Rust target and a cross linker.
+    for (arch, triple) in [
+        ("amd64", "x86_64-unknown-linux-gnu"),
+        ("arm64", "aarch64-unknown-linux-gnu"),
+    ] {
+        assert!(
+            boot.contains(&format!("{arch}) triple={triple};")),
+            "TARGETARCH {arch}"
+        );
+        let env = triple.to_uppercase().replace('-', "_");
+        assert!(
+            boot.contains(&format!("CARGO_TARGET_{env}_LINKER=")),
+            "{triple}: a linker for the target"
+        );
+        assert!(boot.contains(&format!("CC_{}=", triple.replace('-', "_"))));
+    }
+    assert!(boot.contains("cargo build --release --locked -p wiki-boot --target \"$triple\""));
+    assert!(boot.contains("install -m 0755 \"target/$triple/release/wiki-boot\""));
+}
+
+#[test]
+fn a_rebuild_of_the_same_commit_reuses_its_immutable_tag() {
+    let script = std::fs::read_to_string(paths::root().join("scripts/push-image")).unwrap();
+    assert!(script.contains("--image-tag-mutability IMMUTABLE"));
+    // The default tag names the architecture: one commit, two images.
+    assert!(script.contains("tag=\"$mediawiki-$commit-${platform#linux/}\""));
+    // The tag is looked up before anything is built; a default tag found is reused, a given
+    // one refused.
+    let lookup = script
+        .find("aws ecr describe-images")
+        .expect("push-image looks the tag up");
+    let build = script.find("\"$engine\" build").expect("the build");
+    assert!(lookup < build, "the lookup comes before the build");
+    let found = &script[lookup..build];
+    assert!(found.contains("--image-ids imageTag=\"$tag\""));
+    assert!(found.contains("if [ -n \"$explicit_tag\" ]; then\n    die "));
+    assert!(found.contains("echo \"$uri\"\n  exit 0"));
+}
+
 /// Variables the platform sets: Lambda's runtime environment, ECS's task metadata and credentials.
 const LAMBDA_SETS: [&str; 4] = [
     "AWS_REGION",
