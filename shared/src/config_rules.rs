@@ -2,8 +2,12 @@
 //! rules, used by config-redeploy (before it makes a release) and wiki-boot (before it installs
 //! a file). All pure.
 //!
-//! Not empty, at most `max` bytes, and a `.php` file begins with `<?php` (any case, then
-//! whitespace or the end: a BOM or a blank line before it is output and breaks MediaWiki's headers).
+//! Keys first ([`classify`]): a folder marker (`dir/`) and anything in a `.wikiops/` folder (at
+//! any depth: config-redeploy's records) are not configuration; a key with an empty, `.` or `..`
+//! segment, a backslash or a NUL is refused (a task could not install it where it belongs). Then
+//! objects ([`check`]): not empty, at most `max` bytes, and a `.php` file begins with `<?php` (any
+//! case, then whitespace or the end: a BOM or a blank line before it is output and breaks
+//! MediaWiki's headers). [`KEY_CASES`] is the one table both users test their adapters against.
 
 use serde::Serialize;
 
@@ -23,6 +27,8 @@ pub enum Problem {
     TooLarge { size: u64, max: u64 },
     /// A `.php` file that does not begin with `<?php` (PHP would print it, or a BOM, as output).
     NotPhp,
+    /// A key no task can install: an empty, `.` or `..` segment, a backslash or a NUL.
+    UnsafeKey,
 }
 
 impl std::fmt::Display for Problem {
@@ -36,9 +42,93 @@ impl std::fmt::Display for Problem {
                 )
             }
             Problem::NotPhp => write!(f, "a .php file that does not begin with <?php"),
+            Problem::UnsafeKey => write!(
+                f,
+                "the key has an empty, `.` or `..` segment, a backslash or a NUL: no task could install it (rename the object)"
+            ),
         }
     }
 }
+
+/// The folder name that holds config-redeploy's records, at any depth of a configuration prefix.
+pub const RESERVED_FOLDER: &str = ".wikiops";
+
+/// What a key under a configuration prefix is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyClass {
+    /// A configuration object: released and installed.
+    Config,
+    /// `dir/`: no task reads it.
+    FolderMarker,
+    /// In a `.wikiops/` folder: config-redeploy's records, never configuration.
+    Reserved,
+    /// A key no task could install ([`Problem::UnsafeKey`]): refused, never skipped in silence.
+    Unsafe,
+}
+
+/// Whether `key` lies in a `.wikiops/` folder, at the bucket root or at any depth.
+pub fn is_reserved(key: &str) -> bool {
+    key.split('/').rev().skip(1).any(|c| c == RESERVED_FOLDER)
+}
+
+/// Whether `key` has an empty, `.` or `..` segment (a leading `/` included), a backslash or a NUL.
+pub fn is_unsafe_key(key: &str) -> bool {
+    let name = key.strip_suffix('/').unwrap_or(key);
+    key.contains('\\')
+        || key.contains('\0')
+        || name
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+}
+
+/// Classifies a whole key (the prefix included: a clean prefix changes nothing).
+pub fn classify(key: &str) -> KeyClass {
+    if is_reserved(key) {
+        KeyClass::Reserved
+    } else if key.ends_with('/') {
+        KeyClass::FolderMarker
+    } else if is_unsafe_key(key) {
+        KeyClass::Unsafe
+    } else {
+        KeyClass::Config
+    }
+}
+
+/// One case of the key rules, with the configuration prefix `config/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyCase {
+    pub key: &'static str,
+    pub class: KeyClass,
+}
+
+const fn case(key: &'static str, class: KeyClass) -> KeyCase {
+    KeyCase { key, class }
+}
+
+/// The one table of key cases (prefix `config/`): config-redeploy's routing and release, and
+/// wiki-boot's install plan, are each tested against it.
+pub const KEY_CASES: &[KeyCase] = &[
+    case("config/LocalSettings.php", KeyClass::Config),
+    case("config/extensions/Foo.php", KeyClass::Config),
+    case("config/logo.png", KeyClass::Config),
+    case("config/x.wikiops/a.php", KeyClass::Config),
+    case("config/wikiops/a.php", KeyClass::Config),
+    case("config/.wikiops.php", KeyClass::Config),
+    case("config/extensions/", KeyClass::FolderMarker),
+    case("config/extensions//", KeyClass::FolderMarker),
+    case("config/.wikiops/release.json", KeyClass::Reserved),
+    case("config/.wikiops/", KeyClass::Reserved),
+    case("config/extensions/.wikiops/x.json", KeyClass::Reserved),
+    case("config/a/b/.wikiops/c/d.php", KeyClass::Reserved),
+    case("config/extensions//Foo.php", KeyClass::Unsafe),
+    case("config//LocalSettings.php", KeyClass::Unsafe),
+    case("config/./LocalSettings.php", KeyClass::Unsafe),
+    case("config/a/../LocalSettings.php", KeyClass::Unsafe),
+    case("config/..", KeyClass::Unsafe),
+    case("config/a\\..\\b.php", KeyClass::Unsafe),
+    case("config/nul\0.php", KeyClass::Unsafe),
+];
 
 /// Whether `key` names a PHP file (its opening bytes are checked).
 pub fn is_php(key: &str) -> bool {
@@ -57,6 +147,9 @@ pub fn opens_php(header: &[u8]) -> bool {
 
 /// Checks one object from its size and, for `.php` files, its first bytes (`header`, when read).
 pub fn check(key: &str, size: u64, header: Option<&[u8]>, max: u64) -> Option<Problem> {
+    if is_unsafe_key(key) {
+        return Some(Problem::UnsafeKey);
+    }
     if size == 0 {
         return Some(Problem::Empty);
     }
@@ -79,6 +172,27 @@ pub fn check_body(key: &str, body: &[u8], max: u64) -> Option<Problem> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_key_table() {
+        for c in KEY_CASES {
+            assert_eq!(classify(c.key), c.class, "{:?}", c.key);
+            let relative = c.key.strip_prefix("config/").unwrap_or(c.key);
+            if c.class != KeyClass::Unsafe {
+                assert_eq!(
+                    classify(relative),
+                    c.class,
+                    "the prefix changes nothing: {relative:?}"
+                );
+            }
+        }
+        assert!(is_reserved(".wikiops/release.json"));
+        assert!(!is_reserved(".wikiops"));
+        assert_eq!(
+            check("a//b.php", 6, Some(b"<?php\n"), 10),
+            Some(Problem::UnsafeKey)
+        );
+    }
 
     #[test]
     fn php_detection() {

@@ -9,15 +9,11 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+pub use shared::config_rules::is_reserved;
 pub use shared::release::RESERVED_PREFIX;
 use shared::release::Release;
 
 use crate::settings::Target;
-
-/// Whether `key` lies in a `.wikiops/` folder (at the bucket root or under any prefix).
-pub fn is_reserved(key: &str) -> bool {
-    key.starts_with(RESERVED_PREFIX) || key.contains("/.wikiops/")
-}
 
 /// The ledger key of a deployment of `target`, whose configuration lives under `prefix`.
 pub fn key(prefix: &str, target: &Target, deployment_id: &str) -> String {

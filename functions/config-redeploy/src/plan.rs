@@ -14,12 +14,12 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use shared::config_rules::{self as validate, Problem};
+use shared::config_rules::{self as validate, KeyClass, Problem};
 use shared::ecs::{self, Decision, ServiceState};
 use shared::release::{Pointer, Release};
 
 use crate::event::{Change, ObjectEvent};
-use crate::ledger::{Ledger, RESERVED_PREFIX, Rolled, is_reserved};
+use crate::ledger::{Ledger, RESERVED_PREFIX, Rolled};
 use crate::settings::{Settings, Target};
 
 /// An event or deployment that needs nothing, and why.
@@ -51,22 +51,17 @@ pub struct Routed {
     pub work: BTreeMap<Target, Vec<ObjectEvent>>,
 }
 
-/// Whether `key` is a folder marker (`dir/`), which no task reads.
-pub fn is_folder_marker(key: &str) -> bool {
-    key.ends_with('/')
-}
-
 /// Sorts object events into skipped ones and per-service work.
 pub fn route(events: &[ObjectEvent], settings: &Settings) -> Routed {
     let mut out = Routed::default();
     for e in events {
         let reason = if e.bucket != settings.bucket {
             Some(format!("bucket {} is not CONFIG_BUCKET", e.bucket))
-        } else if is_reserved(&e.key) {
+        } else if validate::classify(&e.key) == KeyClass::Reserved {
             Some(format!(
                 "{RESERVED_PREFIX} folders hold config-redeploy's own records"
             ))
-        } else if is_folder_marker(&e.key) {
+        } else if validate::classify(&e.key) == KeyClass::FolderMarker {
             Some("folder marker".to_string())
         } else if let Change::Other(name) = &e.change {
             Some(format!("{name} does not change the content"))
@@ -190,10 +185,9 @@ pub enum TargetPlan {
     Unavailable { status: String },
 }
 
-/// Whether `key` is one of `target`'s configuration objects.
+/// Whether `key` is one of `target`'s configuration objects (an unsafe key is one, to be refused).
 pub fn owned_by(key: &str, target: &Target, settings: &Settings) -> bool {
-    !is_reserved(key)
-        && !is_folder_marker(key)
+    matches!(validate::classify(key), KeyClass::Config | KeyClass::Unsafe)
         && settings.route_for(key).is_some_and(|r| &r.target == target)
 }
 
@@ -537,6 +531,51 @@ mod tests {
         assert!(r.work.is_empty());
     }
 
+    /// The shared table of key cases: what is routed and released, skipped, or refused.
+    #[test]
+    fn keys_follow_the_shared_table() {
+        use shared::config_rules::{KEY_CASES, KeyClass};
+        let s = Settings::from_env(&Env::from_pairs([
+            ("CONFIG_BUCKET", "cfg"),
+            ("CONFIG_PREFIX", "config/"),
+            ("ECS_CLUSTER", "wiki"),
+            ("ECS_SERVICE", "web"),
+        ]))
+        .unwrap();
+        for c in KEY_CASES {
+            let routed = route(&[put(c.key, "v1")], &s);
+            let is_work = routed.work.get(&web()).is_some_and(|w| w.len() == 1);
+            let wanted = matches!(c.class, KeyClass::Config | KeyClass::Unsafe);
+            assert_eq!(is_work, wanted, "routing of {:?} ({:?})", c.key, c.class);
+            assert_eq!(owned_by(c.key, &web(), &s), wanted, "owned_by {:?}", c.key);
+            if !wanted {
+                continue;
+            }
+            let o = observed(
+                1_000,
+                None,
+                vec![
+                    obj("config/LocalSettings.php", "l1", PHP),
+                    obj(c.key, "v1", PHP),
+                ],
+            );
+            let plan = plan_target(&web(), &[put(c.key, "v1")], &o, &s);
+            match (c.class, &plan) {
+                (KeyClass::Config, TargetPlan::Release { release, .. }) => {
+                    assert_eq!(release.objects.get(c.key).map(String::as_str), Some("v1"))
+                }
+                (KeyClass::Unsafe, TargetPlan::Rejected { rejections }) => assert_eq!(
+                    rejections[0],
+                    Rejection {
+                        key: c.key.to_string(),
+                        problem: Refusal::Invalid(Problem::UnsafeKey)
+                    }
+                ),
+                _ => panic!("{:?} ({:?}): {plan:?}", c.key, c.class),
+            }
+        }
+    }
+
     #[test]
     fn a_new_change_becomes_a_release_of_every_object() {
         let s = settings();
@@ -773,7 +812,9 @@ mod tests {
                     r.work.get(&rt.target).is_some_and(|w| w.iter().any(|x| x.key == e.key))
                 });
                 prop_assert!(skipped || routed, "{e:?} lost");
-                if e.bucket != "cfg" || is_reserved(&e.key) || is_folder_marker(&e.key) {
+                if e.bucket != "cfg"
+                    || matches!(validate::classify(&e.key), KeyClass::Reserved | KeyClass::FolderMarker)
+                {
                     prop_assert!(skipped);
                 }
             }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use shared::Error;
-use shared::config_rules;
+use shared::config_rules::{self, KeyClass};
 use shared::release::{self, Pointer};
 
 use crate::settings::ConfigSource;
@@ -59,24 +59,20 @@ impl From<Refusal> for Error {
 }
 
 /// The path of `key` relative to the prefix: `None` for what is skipped (other prefixes,
-/// folder markers, the bookkeeping folder), `Err` for a key that escapes the web root.
+/// folder markers, `.wikiops/` folders at any depth), `Err` for a key no task can install
+/// (`shared::config_rules`, the rules config-redeploy releases by).
 pub fn relative_path<'k>(prefix: &str, key: &'k str) -> Result<Option<&'k str>, Refusal> {
     let Some(rel) = key.strip_prefix(prefix) else {
         return Ok(None);
     };
-    if rel.is_empty() || rel.ends_with('/') || rel.starts_with(BOOKKEEPING) {
+    if rel.is_empty() {
         return Ok(None);
     }
-    let escapes = rel.starts_with('/')
-        || rel.contains('\\')
-        || rel.contains('\0')
-        || rel
-            .split('/')
-            .any(|c| c.is_empty() || c == "." || c == "..");
-    if escapes {
-        return Err(Refusal::Escapes(key.to_string()));
+    match config_rules::classify(key) {
+        KeyClass::Config => Ok(Some(rel)),
+        KeyClass::FolderMarker | KeyClass::Reserved => Ok(None),
+        KeyClass::Unsafe => Err(Refusal::Escapes(key.to_string())),
     }
-    Ok(Some(rel))
 }
 
 /// Decides which objects to write where. Keys are refused before anything is downloaded.
@@ -378,6 +374,26 @@ mod tests {
         let e: Error = err.into();
         assert_eq!(e.error_type(), "NotFound");
         assert!(e.to_string().contains("wiki/LocalSettings.php"), "{e}");
+    }
+
+    /// The shared table of key cases: installed, skipped, or refused before any download.
+    #[test]
+    fn keys_follow_the_shared_table() {
+        use shared::config_rules::{KEY_CASES, KeyClass};
+        for c in KEY_CASES {
+            let got = relative_path("config/", c.key);
+            match c.class {
+                KeyClass::Config => {
+                    assert_eq!(got, Ok(c.key.strip_prefix("config/")), "{:?}", c.key)
+                }
+                KeyClass::FolderMarker | KeyClass::Reserved => {
+                    assert_eq!(got, Ok(None), "{:?}", c.key)
+                }
+                KeyClass::Unsafe => {
+                    assert_eq!(got, Err(Refusal::Escapes(c.key.into())), "{:?}", c.key)
+                }
+            }
+        }
     }
 
     #[test]

@@ -20,7 +20,6 @@ use std::path::{Path, PathBuf};
 
 use shared::Error;
 
-use crate::config::BOOKKEEPING;
 use crate::settings::ConfigSource;
 
 /// One example file: its path relative to the example directory (and to the prefix).
@@ -52,7 +51,7 @@ pub struct Upload {
 pub fn decide(prefix: &str, history: &[String], examples: &[Example]) -> Decision {
     let held = history.iter().find(|key| {
         key.strip_prefix(prefix)
-            .is_some_and(|rel| !rel.is_empty() && !rel.starts_with(BOOKKEEPING))
+            .is_some_and(|rel| !rel.is_empty() && !shared::config_rules::is_reserved(key))
     });
     if let Some(key) = held {
         return Decision::AlreadyConfigured { key: key.clone() };
