@@ -16,6 +16,7 @@ use std::time::Duration;
 use aws_sdk_secretsmanager::types::RotationRulesType;
 use mysql_async::prelude::Queryable;
 use serde_json::{Value, json};
+use wikiops_tests::listener::PlaintextMySql;
 use wikiops_tests::{FunctionError, Lambda, MariaDb, Moto, events};
 
 const EXAMPLE_ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:wiki/db-AbCdEf";
@@ -244,6 +245,26 @@ impl Bench {
             .version_id()
             .unwrap()
             .to_string()
+    }
+
+    /// Makes `value` the AWSCURRENT version (a new version, then the label moved to it, off
+    /// every other version: moto's PutSecretValue with AWSCURRENT leaves it on the old one too).
+    async fn replace_current(&self, value: &Value) -> String {
+        let new = self.put_version(value, "EDITED").await;
+        for (v, stages) in self.stages().await {
+            if v != new && stages.iter().any(|s| s == "AWSCURRENT") {
+                self.sm
+                    .update_secret_version_stage()
+                    .secret_id(&self.secret_arn)
+                    .version_stage("AWSCURRENT")
+                    .remove_from_version_id(&v)
+                    .move_to_version_id(&new)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+        new
     }
 
     /// Replaces the master secret's value.
@@ -764,48 +785,6 @@ async fn single_user_crash_after_each_step_then_retry_converges() {
     crash_after_each_step_then_retry_converges(Strategy::Single).await;
 }
 
-/// A MySQL server that greets without the CLIENT_SSL capability and records what the client
-/// sends back.
-async fn plaintext_only_server() -> (u16, Arc<std::sync::Mutex<Vec<u8>>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = received.clone();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            // Protocol 10; capabilities: LONG_PASSWORD, CONNECT_WITH_DB, PROTOCOL_41,
-            // SECURE_CONNECTION, PLUGIN_AUTH - and no SSL (0x0800).
-            let caps: u32 = 0x0001 | 0x0008 | 0x0200 | 0x8000 | 0x0008_0000;
-            let mut p = vec![10u8];
-            p.extend_from_slice(b"8.0.36-fake\0");
-            p.extend_from_slice(&7u32.to_le_bytes());
-            p.extend_from_slice(b"abcdefgh\0");
-            p.extend_from_slice(&(caps as u16).to_le_bytes());
-            p.push(45);
-            p.extend_from_slice(&2u16.to_le_bytes());
-            p.extend_from_slice(&((caps >> 16) as u16).to_le_bytes());
-            p.push(21);
-            p.extend_from_slice(&[0; 10]);
-            p.extend_from_slice(b"ijklmnopqrst\0");
-            p.extend_from_slice(b"mysql_native_password\0");
-            let len = (p.len() as u32).to_le_bytes();
-            let mut packet = vec![len[0], len[1], len[2], 0];
-            packet.extend_from_slice(&p);
-            if sock.write_all(&packet).await.is_err() {
-                continue;
-            }
-            let mut buf = vec![0u8; 4096];
-            if let Ok(Ok(n)) =
-                tokio::time::timeout(Duration::from_secs(2), sock.read(&mut buf)).await
-            {
-                sink.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        }
-    });
-    (port, received)
-}
-
 async fn assert_failed_safely(
     b: &Bench,
     lambda: &Lambda,
@@ -905,25 +884,25 @@ async fn failures_are_clear_and_leave_awscurrent_working() {
     }
 
     // A server that does not offer TLS: an error, and the password never goes out in clear.
-    let (port, received) = plaintext_only_server().await;
-    b.put_master(json!({"username": "admin", "password": b.db.admin_password, "host": "127.0.0.1", "port": port})).await;
+    let server = PlaintextMySql::start().await;
+    b.put_master(json!({"username": "admin", "password": b.db.admin_password, "host": "127.0.0.1", "port": server.port})).await;
     let err = lambda.invoke(b.event("set", &t)).await.unwrap_err();
     assert_eq!(err.error_type, "TlsNotOffered", "{err}");
     assert!(err.error_message.contains("does not offer TLS"), "{err}");
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let sent = received.lock().unwrap().clone();
+    let sent = server.received();
     assert!(
         !String::from_utf8_lossy(&sent).contains("admin"),
         "a login was sent in clear: {sent:?}"
     );
     assert_failed_safely(&b, &lambda, &err, &current).await;
     // Only `"ssl": false` in the secret allows plaintext: then the login does go out.
-    let (port, received) = plaintext_only_server().await;
-    b.put_master(json!({"username": "admin", "password": b.db.admin_password, "host": "127.0.0.1", "port": port, "ssl": false})).await;
+    let server = PlaintextMySql::start().await;
+    b.put_master(json!({"username": "admin", "password": b.db.admin_password, "host": "127.0.0.1", "port": server.port, "ssl": false})).await;
     let err = lambda.invoke(b.event("set", &t)).await.unwrap_err();
     assert_eq!(err.error_type, "Unreachable", "{err}");
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let sent = received.lock().unwrap().clone();
+    let sent = server.received();
     assert!(
         String::from_utf8_lossy(&sent).contains("admin"),
         "no plaintext login with ssl false: {sent:?} ({err})"
@@ -1088,6 +1067,111 @@ async fn the_master_password_goes_only_to_the_pinned_endpoint() {
             .is_empty()
     );
     b.assert_logs_clean(&[&lambda, &unpinned]).await;
+}
+
+/// The wiki's secret points at `DB_ENDPOINT` (as the template pins it) and says `"ssl": false`;
+/// the master secret is RDS-managed (no host, no `ssl`). A server there that offers no TLS
+/// receives no login: the master login requires TLS whatever the wiki's secret says.
+#[tokio::test]
+async fn the_wikis_secret_never_turns_off_tls_for_the_master_login() {
+    let b = bench(Strategy::Alternating).await;
+    let fake = PlaintextMySql::start().await;
+    let pinned = format!("127.0.0.1:{}", fake.port);
+    let lambda = b.lambda_with(&[("DB_ENDPOINT", Some(&pinned))]).await;
+    let (_, mut current) = b.version("AWSCURRENT").await;
+    current["host"] = json!("127.0.0.1");
+    current["port"] = json!(fake.port);
+    current["ssl"] = json!(false);
+    b.replace_current(&current).await;
+    let t = token();
+    b.start_rotation(&t).await;
+    b.step(&lambda, "create", &t).await;
+    for ssl in [json!(false), json!("false")] {
+        current["ssl"] = ssl.clone();
+        let version = b.replace_current(&current).await;
+        let connections = fake.accepted();
+        let err = lambda.invoke(b.event("set", &t)).await.unwrap_err();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            fake.accepted() > connections,
+            "ssl {ssl}: the login never reached DB_ENDPOINT ({err})"
+        );
+        let sent = String::from_utf8_lossy(&fake.received()).into_owned();
+        assert!(
+            !sent.contains(b.db.admin_user.as_str()),
+            "ssl {ssl}: the master login went out in clear: {sent:?} ({err})"
+        );
+        assert_eq!(err.error_type, "TlsNotOffered", "ssl {ssl}: {err}");
+        assert!(err.error_message.contains("login as master user"), "{err}");
+        assert_eq!(b.version("AWSCURRENT").await.0, version);
+    }
+    assert!(
+        b.admin_query("SELECT User FROM mysql.user WHERE User = 'wiki_clone'")
+            .await
+            .is_empty()
+    );
+    b.assert_logs_clean(&[&lambda]).await;
+}
+
+/// A clone account on a host the current user has no account on (`wiki_clone@10.%` beside
+/// `wiki_clone@%`, with an old password and other grants) does not outlive setSecret: the
+/// other user's accounts end up exactly the current user's.
+#[tokio::test]
+async fn stale_clone_accounts_on_other_hosts_are_dropped() {
+    let b = bench(Strategy::Alternating).await;
+    let mut admin = b.db.admin().await;
+    for host in ["%", "10.%"] {
+        admin
+            .query_drop(format!(
+                "CREATE USER 'wiki_clone'@'{host}' IDENTIFIED BY 'Stale_pw.1'"
+            ))
+            .await
+            .unwrap();
+        admin
+            .query_drop(format!("GRANT ALL ON wiki.* TO 'wiki_clone'@'{host}'"))
+            .await
+            .unwrap();
+    }
+    admin.disconnect().await.unwrap();
+    // (The in-use check is proven elsewhere; moto's deployments may share the secret's second.)
+    let lambda = b
+        .lambda_with(&[("ECS_CLUSTER", None), ("ECS_SERVICE", None)])
+        .await;
+    let t = token();
+    b.start_rotation(&t).await;
+    b.step(&lambda, "create", &t).await;
+    let mut dry = b.event("set", &t);
+    dry["DryRun"] = json!(true);
+    let plan = lambda.invoke(dry).await.unwrap();
+    assert!(
+        plan["statements"]
+            .to_string()
+            .contains("DROP USER IF EXISTS `wiki_clone`@`10.%`"),
+        "{plan}"
+    );
+    assert_eq!(
+        b.admin_query("SELECT Host FROM mysql.user WHERE User = 'wiki_clone' ORDER BY Host")
+            .await,
+        ["%", "10.%"],
+        "a dry run changes nothing"
+    );
+    let out = b.step(&lambda, "set", &t).await;
+    assert_eq!(out["outcome"], "password_set", "{out}");
+    assert_eq!(out["dropped"], json!(["'wiki_clone'@'10.%'"]), "{out}");
+    assert_eq!(
+        b.admin_query("SELECT Host FROM mysql.user WHERE User = 'wiki_clone' ORDER BY Host")
+            .await,
+        b.admin_query("SELECT Host FROM mysql.user WHERE User = 'wiki' ORDER BY Host")
+            .await,
+        "the clone's accounts are the current user's"
+    );
+    assert_eq!(b.grants("wiki_clone").await, b.grants("wiki").await);
+    // A second run changes nothing more and still converges.
+    let again = b.step(&lambda, "set", &t).await;
+    assert_eq!(again["dropped"], json!([]), "{again}");
+    b.steps(&lambda, &t, &["test", "finish"]).await;
+    b.login(&b.version("AWSCURRENT").await.1).await.unwrap();
+    b.assert_logs_clean(&[&lambda]).await;
 }
 
 #[tokio::test]

@@ -43,7 +43,8 @@ pub const PRIVILEGE_REFUSED: [u16; 6] = [1044, 1045, 1142, 1143, 1227, 1410];
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
-    /// `false` only when the secret says `"ssl": false`.
+    /// `false` only when the secret says `"ssl": false` (for the master login: the master's
+    /// own secret).
     pub tls: bool,
 }
 
@@ -164,7 +165,10 @@ fn privilege_cause(code: u16, statement: &Statement) -> Option<Cause> {
         return None;
     }
     let sql = statement.to_string();
-    if sql.starts_with("CREATE USER") || sql.starts_with("ALTER USER") {
+    if sql.starts_with("CREATE USER")
+        || sql.starts_with("ALTER USER")
+        || sql.starts_with("DROP USER")
+    {
         Some(Cause::MissingCreateUser)
     } else if sql.starts_with("GRANT") || sql.starts_with("REVOKE") {
         Some(Cause::MissingGrantOption)

@@ -6,8 +6,11 @@
 //! blocks setSecret until the redeploy has replaced them. A task ECS is stopping counts until its
 //! containers have stopped: after a redeploy the old tasks drain from the load balancer
 //! (desired status STOPPED, last status DEACTIVATING, then STOPPING) and still finish requests.
-//! [`blocker`] is the pure rule; [`observe`] reads a service's deployments and tasks
-//! (DescribeServices, ListTasks of desired status RUNNING and STOPPED, DescribeTasks).
+//! The standalone tasks of a task-definition family (RunTask: the scheduled jobs, which run for
+//! minutes holding the same user) count the same way.
+//! [`blocker`] is the pure rule; [`observe`] reads each service's deployments and tasks
+//! (DescribeServices, ListTasks of desired status RUNNING and STOPPED), each family's running
+//! tasks (ListTasks), and all those tasks in one DescribeTasks.
 
 use aws_sdk_ecs::Client;
 use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
@@ -53,6 +56,20 @@ pub struct ServiceUse {
     pub tasks: Vec<TaskUse>,
 }
 
+/// The standalone tasks of a task-definition family (`ECS_TASK_FAMILY`) that may still run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FamilyUse {
+    pub family: String,
+    pub tasks: Vec<TaskUse>,
+}
+
+/// What the in-use check read: every `ECS_SERVICE` and every `ECS_TASK_FAMILY`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct InUse {
+    pub services: Vec<ServiceUse>,
+    pub families: Vec<FamilyUse>,
+}
+
 /// Why setSecret must wait.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "blocker", rename_all = "snake_case")]
@@ -69,6 +86,14 @@ pub enum Blocker {
         service: String,
         task_arn: String,
         deployment_id: Option<String>,
+        since: Option<DateTime<Utc>>,
+        status: Option<String>,
+    },
+    /// A standalone task of a family (a jobs run) started before the change still runs.
+    FamilyTask {
+        family: String,
+        task_arn: String,
+        started_by: Option<String>,
         since: Option<DateTime<Utc>>,
         status: Option<String>,
     },
@@ -105,15 +130,40 @@ impl std::fmt::Display for Blocker {
                 time(since),
                 status.as_deref().unwrap_or("unknown")
             ),
+            Blocker::FamilyTask {
+                family,
+                task_arn,
+                started_by,
+                since,
+                status,
+            } => write!(
+                f,
+                "task family {family}: task {task_arn}, started by {}, started {}, still runs \
+                 (last status {})",
+                started_by.as_deref().unwrap_or("(unknown)"),
+                time(since),
+                status.as_deref().unwrap_or("unknown")
+            ),
         }
     }
 }
 
 /// The first deployment or task that may still hold credentials from before `changed_at`
 /// (a time not known counts as before); `None`: setSecret may change the retired user.
-pub fn blocker(services: &[ServiceUse], changed_at: DateTime<Utc>) -> Option<Blocker> {
+pub fn blocker(observed: &InUse, changed_at: DateTime<Utc>) -> Option<Blocker> {
     let before = |t: &Option<DateTime<Utc>>| t.is_none_or(|t| t <= changed_at);
-    for s in services {
+    for f in &observed.families {
+        if let Some(t) = f.tasks.iter().find(|t| before(&t.since)) {
+            return Some(Blocker::FamilyTask {
+                family: f.family.clone(),
+                task_arn: t.arn.clone(),
+                started_by: t.started_by.clone(),
+                since: t.since,
+                status: t.status.clone(),
+            });
+        }
+    }
+    for s in &observed.services {
         if let Some(d) = s
             .deployments
             .iter()
@@ -153,23 +203,100 @@ where
     }
 }
 
-/// Reads a service's deployments and the tasks that may still run for it: those ECS wants
-/// running and those it is stopping (ListTasks of each desired status; a stopped task stays
-/// listed for about an hour and is left out by its last status).
-pub async fn observe(ecs: &Client, cluster: &str, service: &str) -> Result<ServiceUse, Error> {
+/// Reads what may still use the retired user: each service's deployments and the tasks ECS
+/// wants running or is stopping (ListTasks of each desired status; a stopped task stays listed
+/// for about an hour and is left out by its last status), and each family's running standalone
+/// tasks; all tasks in one DescribeTasks (per 100).
+pub async fn observe(
+    ecs: &Client,
+    cluster: &str,
+    services: &[String],
+    families: &[String],
+) -> Result<InUse, Error> {
     use aws_sdk_ecs::types::DesiredStatus;
-    let (deployments, running, stopping) = tokio::join!(
-        deployments(ecs, cluster, service),
-        task_arns(ecs, cluster, service, DesiredStatus::Running),
-        task_arns(ecs, cluster, service, DesiredStatus::Stopped),
-    );
-    let deployments = deployments?;
-    let mut arns = running?;
-    for arn in stopping? {
-        if !arns.contains(&arn) {
-            arns.push(arn);
+    let services = async {
+        let mut out = Vec::new();
+        for service in services {
+            let list = |desired| {
+                all_pages(
+                    ecs.list_tasks()
+                        .cluster(cluster)
+                        .service_name(service)
+                        .desired_status(desired),
+                )
+            };
+            let (deployments, running, stopping) = tokio::join!(
+                deployments(ecs, cluster, service),
+                list(DesiredStatus::Running),
+                list(DesiredStatus::Stopped),
+            );
+            let mut arns = running?;
+            for arn in stopping? {
+                if !arns.contains(&arn) {
+                    arns.push(arn);
+                }
+            }
+            out.push((service.clone(), deployments?, arns));
+        }
+        Ok::<_, Error>(out)
+    };
+    let families = async {
+        let mut out = Vec::new();
+        for family in families {
+            let arns = all_pages(
+                ecs.list_tasks()
+                    .cluster(cluster)
+                    .family(family)
+                    .desired_status(DesiredStatus::Running),
+            )
+            .await?;
+            out.push((family.clone(), arns));
+        }
+        Ok::<_, Error>(out)
+    };
+    let (services, families) = tokio::join!(services, families);
+    let (services, families) = (services?, families?);
+    let mut arns: Vec<String> = Vec::new();
+    for arn in services
+        .iter()
+        .flat_map(|(_, _, a)| a)
+        .chain(families.iter().flat_map(|(_, a)| a))
+    {
+        if !arns.contains(arn) {
+            arns.push(arn.clone());
         }
     }
+    let described = describe_tasks(ecs, cluster, &arns).await?;
+    let tasks_of = |arns: &[String]| -> Vec<TaskUse> {
+        arns.iter()
+            .filter_map(|a| described.iter().find(|t| &t.arn == a).cloned())
+            .collect()
+    };
+    Ok(InUse {
+        services: services
+            .iter()
+            .map(|(service, deployments, arns)| ServiceUse {
+                service: service.clone(),
+                deployments: deployments.clone(),
+                tasks: tasks_of(arns),
+            })
+            .collect(),
+        families: families
+            .iter()
+            .map(|(family, arns)| FamilyUse {
+                family: family.clone(),
+                tasks: tasks_of(arns),
+            })
+            .collect(),
+    })
+}
+
+/// The tasks among `arns` whose containers may still run (DescribeTasks, 100 at a time).
+async fn describe_tasks(
+    ecs: &Client,
+    cluster: &str,
+    arns: &[String],
+) -> Result<Vec<TaskUse>, Error> {
     let mut tasks = Vec::new();
     for chunk in arns.chunks(100) {
         let out = ecs
@@ -191,11 +318,7 @@ pub async fn observe(ecs: &Client, cluster: &str, service: &str) -> Result<Servi
                 }),
         );
     }
-    Ok(ServiceUse {
-        service: service.to_string(),
-        deployments,
-        tasks,
-    })
+    Ok(tasks)
 }
 
 /// A service's deployments and how many tasks each has (DescribeServices).
@@ -226,20 +349,11 @@ async fn deployments(
         .collect())
 }
 
-/// Every page of a service's tasks with this desired status (ListTasks).
-async fn task_arns(
-    ecs: &Client,
-    cluster: &str,
-    service: &str,
-    desired: aws_sdk_ecs::types::DesiredStatus,
+/// Every page of a ListTasks request.
+async fn all_pages(
+    request: aws_sdk_ecs::operation::list_tasks::builders::ListTasksFluentBuilder,
 ) -> Result<Vec<String>, Error> {
-    let mut pages = ecs
-        .list_tasks()
-        .cluster(cluster)
-        .service_name(service)
-        .desired_status(desired)
-        .into_paginator()
-        .send();
+    let mut pages = request.into_paginator().send();
     let mut arns = Vec::new();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| ecs_error("ListTasks", e))?;
@@ -256,6 +370,13 @@ mod tests {
 
     fn at(s: i64) -> Option<DateTime<Utc>> {
         Utc.timestamp_opt(1_800_000_000 + s, 0).single()
+    }
+
+    fn only(s: ServiceUse) -> InUse {
+        InUse {
+            services: vec![s],
+            families: vec![],
+        }
     }
 
     fn service(deployments: &[(&str, Option<i64>, i64)], tasks: &[Option<i64>]) -> ServiceUse {
@@ -286,7 +407,7 @@ mod tests {
     fn a_completed_redeploy_after_the_change_frees_the_user() {
         let changed = at(0).unwrap();
         let done = service(&[("ecs-svc/2", Some(10), 2)], &[Some(20), Some(25)]);
-        assert_eq!(blocker(&[done], changed), None);
+        assert_eq!(blocker(&only(done), changed), None);
     }
 
     #[test]
@@ -297,7 +418,7 @@ mod tests {
             &[("ecs-svc/2", Some(10), 2), ("ecs-svc/1", Some(-100), 1)],
             &[Some(20), Some(-50)],
         );
-        let b = blocker(&[rolling], changed).unwrap();
+        let b = blocker(&only(rolling), changed).unwrap();
         assert!(
             matches!(&b, Blocker::Deployment { deployment_id, tasks: 1, .. } if deployment_id == "ecs-svc/1"),
             "{b:?}"
@@ -306,7 +427,7 @@ mod tests {
         // A task older than the change, or of unknown age, blocks even in a new deployment.
         for t in [Some(-1), Some(0), None] {
             let s = service(&[("ecs-svc/2", Some(10), 2)], &[Some(20), t]);
-            let b = blocker(&[s], changed).unwrap();
+            let b = blocker(&only(s), changed).unwrap();
             assert!(
                 matches!(&b, Blocker::Task { task_arn, .. } if task_arn == "task/1"),
                 "{b:?}"
@@ -317,7 +438,39 @@ mod tests {
             &[("ecs-svc/2", Some(10), 2), ("ecs-svc/1", Some(-100), 0)],
             &[],
         );
-        assert_eq!(blocker(&[drained], changed), None);
+        assert_eq!(blocker(&only(drained), changed), None);
+    }
+
+    #[test]
+    fn a_standalone_task_of_a_family_from_before_the_change_blocks() {
+        let changed = at(0).unwrap();
+        let jobs = |since: Option<i64>| FamilyUse {
+            family: "wiki-jobs".into(),
+            tasks: vec![TaskUse {
+                arn: "task/jobs".into(),
+                started_by: Some("events-rule/jobs".into()),
+                since: since.and_then(at),
+                status: Some("RUNNING".into()),
+            }],
+        };
+        let web = service(&[("ecs-svc/2", Some(10), 2)], &[Some(20)]);
+        for started in [Some(-30), Some(0), None] {
+            let observed = InUse {
+                services: vec![web.clone()],
+                families: vec![jobs(started)],
+            };
+            let b = blocker(&observed, changed).unwrap();
+            assert!(
+                matches!(&b, Blocker::FamilyTask { family, task_arn, .. } if family == "wiki-jobs" && task_arn == "task/jobs"),
+                "{b:?}"
+            );
+            assert!(b.to_string().contains("task family wiki-jobs"), "{b}");
+        }
+        let after = InUse {
+            services: vec![web],
+            families: vec![jobs(Some(30))],
+        };
+        assert_eq!(blocker(&after, changed), None);
     }
 
     #[test]
@@ -352,7 +505,7 @@ mod tests {
             let old = |t: &Option<DateTime<Utc>>| t.is_none_or(|t| t <= changed);
             let predates = s.deployments.iter().any(|d| d.tasks > 0 && old(&d.created_at))
                 || s.tasks.iter().any(|t| old(&t.since));
-            prop_assert!(blocker(std::slice::from_ref(&s), changed).is_some() == predates);
+            prop_assert!(blocker(&only(s.clone()), changed).is_some() == predates);
         }
     }
 }

@@ -176,13 +176,16 @@ pub fn check_pending(
 /// secret's — and then only when they are the pinned `DB_ENDPOINT`. A master secret with a host
 /// must agree with `DB_ENDPOINT` too, when it is set. Anything else is refused before connecting:
 /// whoever can write the rotated secret must not be able to point the master login elsewhere.
+/// The login requires verified TLS unless the master's own secret says `"ssl": false`; the
+/// rotated secret's `ssl` never decides it (it would let its writer receive the master
+/// password in clear).
 pub fn master_endpoint(
     pinned: Option<&DbEndpoint>,
     master: &DbSecret,
     current: &DbSecret,
 ) -> Result<Endpoint, Error> {
-    let (source, host, port, tls) = match &master.host {
-        Some(h) => ("the master secret", h, master.port, master.ssl),
+    let (source, host, port) = match &master.host {
+        Some(h) => ("the master secret", h, master.port),
         None => (
             "the rotated secret",
             current
@@ -190,7 +193,6 @@ pub fn master_endpoint(
                 .as_ref()
                 .ok_or_else(|| Cause::SecretMissingKey.error("the rotated secret has no `host`"))?,
             current.port,
-            master.ssl.or(current.ssl),
         ),
     };
     match pinned {
@@ -211,7 +213,7 @@ pub fn master_endpoint(
     Ok(Endpoint {
         host: host.clone(),
         port,
-        tls: tls != Some(false),
+        tls: master.ssl != Some(false),
     })
 }
 
@@ -388,6 +390,28 @@ pub fn plan_clone(
         .map_err(|_| Error::Rejected("the AWSPENDING password has a control character".into()))?,
     );
     Ok(out)
+}
+
+/// The other user's accounts on hosts where the current user has none (`wiki_clone@10.%` beside
+/// `wiki_clone@%` when only `wiki@%` exists). setSecret copies the current user host by host,
+/// so these would keep their old password and grants; they are dropped instead, and the other
+/// user's accounts become exactly the current user's (a host removed from the user in use stays
+/// removed, as a revoked privilege does).
+pub fn stale_accounts(
+    other: &str,
+    current_hosts: &[String],
+    other_hosts: &[String],
+) -> Vec<Account> {
+    other_hosts
+        .iter()
+        .filter(|h| !current_hosts.contains(h))
+        .map(|h| Account::new(other, h.as_str()))
+        .collect()
+}
+
+/// `DROP USER IF EXISTS` for a stale account (a re-run finds nothing to drop).
+pub fn plan_drop(account: &Account) -> Statement {
+    Statement::text(format!("DROP USER IF EXISTS {}", account.sql()))
 }
 
 /// The statement a user runs to change its own password.
@@ -702,6 +726,29 @@ mod tests {
     }
 
     #[test]
+    fn the_other_users_accounts_on_hosts_the_current_user_lacks_are_dropped() {
+        let hosts = |h: &[&str]| h.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let stale = stale_accounts(
+            "wiki_clone",
+            &hosts(&["%", "10.0.%"]),
+            &hosts(&["%", "10.%", "localhost"]),
+        );
+        assert_eq!(
+            stale,
+            [
+                Account::new("wiki_clone", "10.%"),
+                Account::new("wiki_clone", "localhost")
+            ]
+        );
+        assert_eq!(
+            plan_drop(&stale[0]).to_string(),
+            "DROP USER IF EXISTS `wiki_clone`@`10.%`"
+        );
+        assert!(stale_accounts("wiki_clone", &hosts(&["%"]), &hosts(&["%"])).is_empty());
+        assert!(stale_accounts("wiki_clone", &hosts(&["%"]), &[]).is_empty());
+    }
+
+    #[test]
     fn require_clauses() {
         let mut p = AccountProps::default();
         assert_eq!(
@@ -790,14 +837,20 @@ mod tests {
         );
     }
 
-    fn with_endpoint(host: Option<&str>, port: u16) -> DbSecret {
+    /// A secret with `host`, `port` and `ssl` (a JSON value: `false`, `"false"`, `true`).
+    fn with_endpoint_ssl(host: Option<&str>, port: u16, ssl: Option<&str>) -> DbSecret {
         let host = host
             .map(|h| format!(r#","host":"{h}""#))
             .unwrap_or_default();
+        let ssl = ssl.map(|v| format!(r#","ssl":{v}"#)).unwrap_or_default();
         DbSecret::parse(&format!(
-            r#"{{"username":"admin","password":"p","port":{port}{host}}}"#
+            r#"{{"username":"admin","password":"p","port":{port}{host}{ssl}}}"#
         ))
         .unwrap()
+    }
+
+    fn with_endpoint(host: Option<&str>, port: u16) -> DbSecret {
+        with_endpoint_ssl(host, port, None)
     }
 
     #[test]
@@ -834,6 +887,33 @@ mod tests {
         assert_eq!(e.host, "db.rds.example");
         let e = master_endpoint(Some(&pinned), &bare_master, &with_endpoint(None, 3306));
         assert_eq!(e.unwrap_err().error_type(), "SecretMissingKey");
+    }
+
+    fn with_tls(host: Option<&str>, ssl: Option<&str>) -> DbSecret {
+        with_endpoint_ssl(host, 3306, ssl)
+    }
+
+    #[test]
+    fn the_wikis_secret_never_turns_off_tls_for_the_master_login() {
+        let pinned = DbEndpoint::parse("db.rds.example:3306").unwrap();
+        let rds_managed = with_tls(None, None);
+        for ssl in [None, Some("false"), Some(r#""false""#), Some("true")] {
+            let app = with_tls(Some("db.rds.example"), ssl);
+            let e = master_endpoint(Some(&pinned), &rds_managed, &app).unwrap();
+            assert!(
+                e.tls,
+                "the wiki's ssl {ssl:?} decided the master login's TLS"
+            );
+        }
+        // The master's own secret may relax it (a proxy), with or without a host of its own.
+        for master in [
+            with_tls(None, Some("false")),
+            with_tls(Some("db.rds.example"), Some(r#""false""#)),
+        ] {
+            let app = with_tls(Some("db.rds.example"), Some("true"));
+            let e = master_endpoint(Some(&pinned), &master, &app).unwrap();
+            assert!(!e.tls, "{master:?}");
+        }
     }
 
     #[test]
@@ -880,6 +960,22 @@ mod tests {
                 let is_pinned = pinned.as_ref().is_some_and(|p| p.is(&e.host, e.port));
                 prop_assert!(is_pinned || (own && pinned.is_none()));
             }
+        }
+
+        /// Whatever the two secrets say about `ssl`, the master login goes without TLS only
+        /// when the master's own secret says `"ssl": false`.
+        #[test]
+        fn only_the_master_secret_relaxes_the_master_logins_tls(
+            master_host in any::<bool>(),
+            master_ssl in proptest::option::of(0usize..4),
+            app_ssl in proptest::option::of(0usize..4),
+        ) {
+            let values = ["false", r#""false""#, "true", r#""true""#];
+            let pinned = DbEndpoint::parse("db.rds.example:3306").unwrap();
+            let master = with_tls(master_host.then_some("db.rds.example"), master_ssl.map(|i| values[i]));
+            let app = with_tls(Some("db.rds.example"), app_ssl.map(|i| values[i]));
+            let e = master_endpoint(Some(&pinned), &master, &app).unwrap();
+            prop_assert_eq!(e.tls, master.ssl != Some(false));
         }
 
         /// Whatever the names, setSecret never targets the master user or its clone.

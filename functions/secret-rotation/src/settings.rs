@@ -52,6 +52,9 @@ pub struct Settings {
     pub cluster: Option<String>,
     /// `ECS_SERVICE`: comma-separated service names or ARNs.
     pub services: Vec<String>,
+    /// `ECS_TASK_FAMILY`: comma-separated task-definition families whose standalone tasks
+    /// (RunTask: the scheduled jobs) hold the secret.
+    pub task_families: Vec<String>,
 }
 
 impl Settings {
@@ -104,9 +107,13 @@ impl Settings {
             .transpose()?;
         let cluster = env.optional("ECS_CLUSTER");
         let services = env.list("ECS_SERVICE");
+        let task_families = env.list("ECS_TASK_FAMILY");
         match (&cluster, services.is_empty()) {
             (None, false) => return Err(SettingsError::Missing("ECS_CLUSTER".into())),
             (Some(_), true) => return Err(SettingsError::Missing("ECS_SERVICE".into())),
+            (None, true) if !task_families.is_empty() => {
+                return Err(SettingsError::Missing("ECS_CLUSTER".into()));
+            }
             _ => {}
         }
         Ok(Settings {
@@ -119,6 +126,7 @@ impl Settings {
             db_endpoint,
             cluster,
             services,
+            task_families,
         })
     }
 }
@@ -186,6 +194,7 @@ mod tests {
         assert_eq!(s.db_endpoint, None);
         assert_eq!(s.cluster, None);
         assert!(s.services.is_empty());
+        assert!(s.task_families.is_empty());
     }
 
     #[test]
@@ -198,6 +207,7 @@ mod tests {
             ("DB_CONNECT_TIMEOUT_SECONDS", "3"),
             ("ECS_CLUSTER", "wiki"),
             ("ECS_SERVICE", "web, jobs"),
+            ("ECS_TASK_FAMILY", "wiki-jobs"),
             ("DB_ENDPOINT", "wiki.abc.eu-west-1.rds.amazonaws.com:3307"),
         ]))
         .unwrap();
@@ -220,6 +230,7 @@ mod tests {
         assert_eq!(s.connect_timeout, Duration::from_secs(3));
         assert_eq!(s.cluster.as_deref(), Some("wiki"));
         assert_eq!(s.services, ["web", "jobs"]);
+        assert_eq!(s.task_families, ["wiki-jobs"]);
         let s = Settings::from_env(&env(&[("ROTATION_STRATEGY", "alternating")])).unwrap();
         assert_eq!(s.strategy, Some(Strategy::Alternating));
     }
@@ -237,6 +248,7 @@ mod tests {
                 "DB_CONNECT_TIMEOUT_SECONDS",
             ),
             (vec![("ECS_SERVICE", "web")], "ECS_CLUSTER"),
+            (vec![("ECS_TASK_FAMILY", "wiki-jobs")], "ECS_CLUSTER"),
             (vec![("DB_ENDPOINT", "db:0")], "DB_ENDPOINT"),
             (vec![("DB_ENDPOINT", "db:x")], "DB_ENDPOINT"),
             (vec![("DB_ENDPOINT", ":3306")], "DB_ENDPOINT"),

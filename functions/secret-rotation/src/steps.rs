@@ -252,21 +252,22 @@ async fn set_alternating(
     }
     .await;
     session.close().await;
-    let (accounts, statements) = result?;
+    let cloned = result?;
     Ok(json!({
         "strategy": "alternating",
         "outcome": if event.dry_run { "planned" } else { "password_set" },
         "username": pending.username,
-        "accounts": accounts,
-        "statements": statements,
+        "accounts": cloned.accounts,
+        "dropped": cloned.dropped,
+        "statements": cloned.statements,
     }))
 }
 
-/// What [`observe_use`] read: the AWSCURRENT version's creation and each service's use.
-type Observed = Option<Result<(DateTime<Utc>, Vec<in_use::ServiceUse>), Error>>;
+/// What [`observe_use`] read: the AWSCURRENT version's creation and what the tasks use.
+type Observed = Option<Result<(DateTime<Utc>, in_use::InUse), Error>>;
 
 /// What the in-use check compares: when the AWSCURRENT version was created, and what each
-/// `ECS_SERVICE` runs. `None` without `ECS_CLUSTER` (no check).
+/// `ECS_SERVICE` and `ECS_TASK_FAMILY` runs. `None` without `ECS_CLUSTER` (no check).
 async fn observe_use(
     clients: &Clients,
     settings: &Settings,
@@ -285,13 +286,12 @@ async fn observe_use(
                 }
             }
         };
-        let services = async {
-            let mut services = Vec::new();
-            for service in &settings.services {
-                services.push(in_use::observe(clients.ecs.get(), cluster, service).await?);
-            }
-            Ok::<_, Error>(services)
-        };
+        let services = in_use::observe(
+            clients.ecs.get(),
+            cluster,
+            &settings.services,
+            &settings.task_families,
+        );
         let (created, services) = tokio::join!(created, services);
         let changed_at = created?.ok_or_else(|| {
             Cause::UserStillInUse.error(format!(
@@ -303,9 +303,9 @@ async fn observe_use(
     Some(observe.await)
 }
 
-/// Fails with `UserStillInUse`, changing nothing, when a task of the `ECS_SERVICE` services may
-/// still log in as the retired user: it has an account and a deployment or task predates the
-/// AWSCURRENT version (see [`in_use`]). A user with no account yet is used by nobody, and what
+/// Fails with `UserStillInUse`, changing nothing, when a task of the `ECS_SERVICE` services or
+/// the `ECS_TASK_FAMILY` families may still log in as the retired user: it has an account and
+/// a deployment or task predates the AWSCURRENT version (see [`in_use`]). A user with no account yet is used by nobody, and what
 /// [`observe_use`] found (or failed to read) does not matter then.
 fn check_not_in_use(
     settings: &Settings,
@@ -319,13 +319,14 @@ fn check_not_in_use(
     if settings.cluster.is_none() || retired_hosts.is_empty() {
         return Ok(());
     }
-    let (changed_at, services) = observed?;
+    let (changed_at, observed) = observed?;
     let version = retired.current_version;
-    let found = in_use::blocker(&services, changed_at);
+    let found = in_use::blocker(&observed, changed_at);
     tracing::info!(
         user = retired.user,
         changed_at = %changed_at,
-        services = %serde_json::to_string(&services).unwrap_or_default(),
+        services = %serde_json::to_string(&observed.services).unwrap_or_default(),
+        families = %serde_json::to_string(&observed.families).unwrap_or_default(),
         blocked = found.is_some(),
         "checked the tasks that may still use the retired user"
     );
@@ -341,13 +342,24 @@ fn check_not_in_use(
     }
 }
 
+/// What setSecret did to the other user's accounts.
+struct Cloned {
+    /// Set from the current user's account on the same host.
+    accounts: Vec<String>,
+    /// Dropped: on a host where the current user has no account.
+    dropped: Vec<String>,
+    statements: Vec<Statement>,
+}
+
+/// Makes the other user's accounts the current user's, host for host, with the AWSPENDING
+/// password: stale accounts dropped first, then each host's account cloned.
 async fn clone_accounts(
     session: &mut Session,
     current: &DbSecret,
     pending: &DbSecret,
     hosts: &Hosts,
     dry_run: bool,
-) -> Result<(Vec<String>, Vec<Statement>), Error> {
+) -> Result<Cloned, Error> {
     if hosts.current.is_empty() {
         return Err(Error::Rejected(format!(
             "the AWSCURRENT user {} has no account on the server",
@@ -356,6 +368,19 @@ async fn clone_accounts(
     }
     let mut all = Vec::new();
     let mut accounts = Vec::new();
+    let mut dropped = Vec::new();
+    for stale in plan::stale_accounts(&pending.username, &hosts.current, &hosts.pending) {
+        let statement = plan::plan_drop(&stale);
+        if !dry_run {
+            session
+                .execute(&statement)
+                .await
+                .map_err(|e| with_context(e, &statement.to_string()))?;
+            tracing::info!(account = %stale, "stale account dropped: the current user has no account on its host");
+        }
+        dropped.push(stale.to_string());
+        all.push(statement);
+    }
     for host in &hosts.current {
         let source = session
             .observe(&Account::new(&current.username, host))
@@ -388,7 +413,11 @@ async fn clone_accounts(
     if !dry_run {
         metrics::counter!("PasswordsSet").increment(1);
     }
-    Ok((accounts, all))
+    Ok(Cloned {
+        accounts,
+        dropped,
+        statements: all,
+    })
 }
 
 /// Adds what was being done to a database error, keeping the server's code and message.

@@ -1,6 +1,7 @@
 //! What moto's ECS cannot produce: tasks with start times (moto reports none, and ignores
-//! ListTasks' service filter) and throttled ECS calls. `in_use::observe` reads them as ECS
-//! reports them, and `in_use::blocker` decides.
+//! ListTasks' service filter, so a family's tasks cannot be told from a service's there) and
+//! throttled ECS calls. `in_use::observe` reads them as ECS reports them, and
+//! `in_use::blocker` decides.
 
 use aws_sdk_ecs::operation::describe_services::DescribeServicesOutput;
 use aws_sdk_ecs::operation::describe_tasks::DescribeTasksOutput;
@@ -9,9 +10,32 @@ use aws_sdk_ecs::primitives::DateTime;
 use aws_sdk_ecs::types::{Deployment, Service, Task};
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use chrono::TimeZone;
-use secret_rotation::in_use::{Blocker, blocker, observe};
+use secret_rotation::in_use::{Blocker, InUse, ServiceUse, blocker, observe};
 
 const CHANGED: i64 = 1_800_000_000;
+
+/// A task as DescribeTasks reports it.
+fn task(arn: &str, started_by: &str, started_at: i64, last_status: &str) -> Task {
+    Task::builder()
+        .task_arn(arn)
+        .started_by(started_by)
+        .started_at(DateTime::from_secs(started_at))
+        .last_status(last_status)
+        .build()
+}
+
+/// The one service `wiki`, no family.
+async fn observe_one(ecs: &aws_sdk_ecs::Client) -> Result<ServiceUse, shared::Error> {
+    let mut observed = observe(ecs, "cluster", &["wiki".to_string()], &[]).await?;
+    Ok(observed.services.remove(0))
+}
+
+fn only(s: ServiceUse) -> InUse {
+    InUse {
+        services: vec![s],
+        families: vec![],
+    }
+}
 
 /// DescribeServices: one PRIMARY deployment, created after the change, with `running` tasks.
 fn services(running: i32) -> aws_smithy_mocks::Rule {
@@ -109,22 +133,8 @@ async fn a_task_being_stopped_blocks_until_its_containers_stop() {
             .match_requests(|r| r.tasks() == ["task/new".to_string(), "task/old".to_string()])
             .then_output(move || {
                 DescribeTasksOutput::builder()
-                    .tasks(
-                        Task::builder()
-                            .task_arn("task/new")
-                            .started_by("ecs-svc/new")
-                            .started_at(DateTime::from_secs(CHANGED + 90))
-                            .last_status("RUNNING")
-                            .build(),
-                    )
-                    .tasks(
-                        Task::builder()
-                            .task_arn("task/old")
-                            .started_by("ecs-svc/old")
-                            .started_at(DateTime::from_secs(CHANGED - 3600))
-                            .last_status(last_status)
-                            .build(),
-                    )
+                    .tasks(task("task/new", "ecs-svc/new", CHANGED + 90, "RUNNING"))
+                    .tasks(task("task/old", "ecs-svc/old", CHANGED - 3600, last_status))
                     .build()
             });
         async move {
@@ -133,13 +143,13 @@ async fn a_task_being_stopped_blocks_until_its_containers_stop() {
                 RuleMode::MatchAny,
                 [&services, &running, &stopping, &tasks]
             );
-            let use_ = observe(&ecs, "cluster", "wiki").await.unwrap();
+            let use_ = observe_one(&ecs).await.unwrap();
             assert_eq!(tasks.num_calls(), 1, "one DescribeTasks for both lists");
             use_
         }
     };
     for draining in ["DEACTIVATING", "STOPPING"] {
-        match blocker(&[observed(draining).await], changed) {
+        match blocker(&only(observed(draining).await), changed) {
             Some(b @ Blocker::Task { .. }) => {
                 let Blocker::Task {
                     ref task_arn,
@@ -159,18 +169,16 @@ async fn a_task_being_stopped_blocks_until_its_containers_stop() {
     for stopped in ["DEPROVISIONING", "STOPPED"] {
         let use_ = observed(stopped).await;
         assert_eq!(use_.tasks.len(), 1, "{stopped}: {use_:?}");
-        assert_eq!(blocker(&[use_], changed), None, "{stopped}");
+        assert_eq!(blocker(&only(use_), changed), None, "{stopped}");
     }
 }
 
 #[tokio::test]
 async fn a_task_from_before_the_change_blocks_and_is_named() {
     let changed = chrono::Utc.timestamp_opt(CHANGED, 0).unwrap();
-    let old = observe(&client(CHANGED - 3600), "cluster", "wiki")
-        .await
-        .unwrap();
+    let old = observe_one(&client(CHANGED - 3600)).await.unwrap();
     assert_eq!(old.tasks.len(), 2, "both pages read");
-    match blocker(&[old], changed) {
+    match blocker(&only(old), changed) {
         Some(Blocker::Task {
             task_arn,
             deployment_id,
@@ -181,10 +189,8 @@ async fn a_task_from_before_the_change_blocks_and_is_named() {
         }
         other => panic!("{other:?}"),
     }
-    let new = observe(&client(CHANGED + 120), "cluster", "wiki")
-        .await
-        .unwrap();
-    assert_eq!(blocker(&[new], changed), None);
+    let new = observe_one(&client(CHANGED + 120)).await.unwrap();
+    assert_eq!(blocker(&only(new), changed), None);
 }
 
 #[tokio::test]
@@ -204,7 +210,75 @@ async fn throttled_ecs_is_its_own_cause() {
         .retry_config(
             aws_sdk_ecs::config::retry::RetryConfig::standard().with_max_attempts(2)
         ));
-    let err = observe(&ecs, "cluster", "wiki").await.unwrap_err();
+    let err = observe_one(&ecs).await.unwrap_err();
     assert_eq!(err.error_type(), "Throttled", "{err}");
     assert!(err.to_string().contains("DescribeServices"), "{err}");
+}
+
+/// A scheduled jobs task (RunTask of the jobs family, no deployment) started before the change
+/// holds the retired user for minutes: it blocks, named, until it ends; one that started after
+/// the change does not. The family costs one ListTasks; its tasks share the services'
+/// DescribeTasks.
+#[tokio::test]
+async fn a_jobs_task_from_before_the_change_blocks_and_is_named() {
+    let changed = chrono::Utc.timestamp_opt(CHANGED, 0).unwrap();
+    let observed = |jobs_started: i64| {
+        let services = services(1);
+        let web = mock!(aws_sdk_ecs::Client::list_tasks)
+            .match_requests(|r| r.service_name() == Some("wiki") && r.family().is_none())
+            .then_output(|| ListTasksOutput::builder().task_arns("task/web").build());
+        let jobs = mock!(aws_sdk_ecs::Client::list_tasks)
+            .match_requests(|r| {
+                r.family() == Some("wiki-jobs")
+                    && r.service_name().is_none()
+                    && r.desired_status() == Some(&aws_sdk_ecs::types::DesiredStatus::Running)
+            })
+            .then_output(|| ListTasksOutput::builder().task_arns("task/jobs").build());
+        let tasks = mock!(aws_sdk_ecs::Client::describe_tasks)
+            .match_requests(|r| r.tasks() == ["task/web".to_string(), "task/jobs".to_string()])
+            .then_output(move || {
+                DescribeTasksOutput::builder()
+                    .tasks(task("task/web", "ecs-svc/new", CHANGED + 90, "RUNNING"))
+                    .tasks(task(
+                        "task/jobs",
+                        "events-rule/wiki-JobsRule",
+                        jobs_started,
+                        "RUNNING",
+                    ))
+                    .build()
+            });
+        async move {
+            let ecs = mock_client!(
+                aws_sdk_ecs,
+                RuleMode::MatchAny,
+                [&services, &web, &jobs, &tasks]
+            );
+            let observed = observe(
+                &ecs,
+                "cluster",
+                &["wiki".to_string()],
+                &["wiki-jobs".to_string()],
+            )
+            .await
+            .unwrap();
+            assert_eq!(jobs.num_calls(), 1, "one ListTasks for the family");
+            assert_eq!(tasks.num_calls(), 1, "one DescribeTasks for all tasks");
+            observed
+        }
+    };
+    let old = observed(CHANGED - 120).await;
+    assert_eq!(old.families.len(), 1);
+    assert_eq!(old.families[0].tasks.len(), 1, "{old:?}");
+    assert_eq!(old.services[0].tasks.len(), 1, "{old:?}");
+    match blocker(&old, changed) {
+        Some(b @ Blocker::FamilyTask { .. }) => {
+            let text = b.to_string();
+            assert!(text.contains("task family wiki-jobs"), "{text}");
+            assert!(text.contains("task/jobs"), "{text}");
+            assert!(text.contains("events-rule/wiki-JobsRule"), "{text}");
+        }
+        other => panic!("the jobs task was not counted: {other:?}"),
+    }
+    let new = observed(CHANGED + 120).await;
+    assert_eq!(blocker(&new, changed), None);
 }
