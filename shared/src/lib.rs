@@ -5,6 +5,7 @@
 //! - [`logging`]: tracing that follows Lambda's `LoggingConfig` (JSON or text);
 //! - [`settings`]: typed settings read from the environment, with errors that name the variable;
 //! - [`error`]: the error type every handler returns, mapped to a stable Lambda `errorType`;
+//! - [`lease`]: one holder at a time, by S3 conditional writes (config-redeploy, efs-backup);
 //! - [`ecs`]: the "redeploy an ECS service" operation, deduplicated against running deployments;
 //! - [`metrics`]: CloudWatch Embedded Metric Format, flushed once per invocation;
 //! - [`release`]: configuration releases, the exact S3 versions a wiki task boots;
@@ -16,6 +17,7 @@ pub mod aws;
 pub mod config_rules;
 pub mod ecs;
 pub mod error;
+pub mod lease;
 pub mod logging;
 pub mod metrics;
 pub mod release;

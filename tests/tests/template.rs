@@ -7,7 +7,7 @@
 //!    (`s3:ListObjectsV2`, `events:ListRules`): every `<client>.<operation>(` whose client is
 //!    named after its service (`ecs`, `s3`, `secretsmanager`, `eventbridge` → `events`,
 //!    `scheduler`) and whose method is an operation of that SDK crate, plus the calls made
-//!    through `shared::ecs` ([`SHARED_ECS`]);
+//!    through `shared::ecs` and `shared::lease` ([`SHARED_CALLS`]);
 //! 2. the IAM role the template gives the function (after the SAM transform, so with every
 //!    policy SAM adds) grants exactly the IAM actions those calls need ([`iam_actions_for`]: S3's
 //!    data plane maps through a table, e.g. `ListObjectsV2` → `s3:ListBucket`, `GetObject` with a
@@ -32,19 +32,28 @@ use wikiops_tests::{env_reads, paths, taskdef};
 // ---------------------------------------------------------------------------------------------
 
 /// SDK client variable name → (IAM service prefix, SDK crate).
-const CLIENTS: [(&str, &str, &str); 5] = [
+const CLIENTS: [(&str, &str, &str); 7] = [
     ("ecs", "ecs", "aws-sdk-ecs"),
     ("s3", "s3", "aws-sdk-s3"),
     ("secretsmanager", "secretsmanager", "aws-sdk-secretsmanager"),
     ("eventbridge", "events", "aws-sdk-eventbridge"),
     ("scheduler", "scheduler", "aws-sdk-scheduler"),
+    ("sfn", "states", "aws-sdk-sfn"),
+    ("pipes", "pipes", "aws-sdk-pipes"),
 ];
 
 /// `shared::ecs` functions → the ECS calls they make.
-const SHARED_ECS: [(&str, &[&str]); 3] = [
-    ("redeploy", &["ecs:DescribeServices", "ecs:UpdateService"]),
-    ("describe", &["ecs:DescribeServices"]),
-    ("force_new_deployment", &["ecs:UpdateService"]),
+const SHARED_CALLS: [(&str, &str, &[&str]); 5] = [
+    (
+        "ecs",
+        "redeploy",
+        &["ecs:DescribeServices", "ecs:UpdateService"],
+    ),
+    ("ecs", "describe", &["ecs:DescribeServices"]),
+    ("ecs", "force_new_deployment", &["ecs:UpdateService"]),
+    // `Lease::confirm` rewrites the lease `acquire` wrote: PutObject again.
+    ("lease", "acquire", &["s3:PutObject", "s3:GetObject"]),
+    ("lease", "release", &["s3:DeleteObject"]),
 ];
 
 /// Actions a function's role may hold without its code calling them: what Lambda itself does
@@ -392,16 +401,18 @@ fn skip_ws(b: &[char], mut i: usize) -> usize {
     i
 }
 
-/// `shared::ecs::<f>` (or `ecs::<f>` after `use shared::ecs`) calls and imports in `code`.
-fn shared_ecs_actions(code: &str) -> BTreeSet<String> {
+/// `shared::ecs::<f>` (or `ecs::<f>` after `use shared::ecs`) calls and imports in `code`, and
+/// likewise `shared::lease`'s.
+fn shared_actions(code: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    for (f, actions) in SHARED_ECS {
-        let needle = format!("ecs::{f}");
+    for (module, f, actions) in SHARED_CALLS {
+        let needle = format!("{module}::{f}");
         let hit = code.match_indices(&needle).any(|(pos, _)| {
             let after = code[pos + needle.len()..].chars().next();
             let before = code[..pos].chars().next_back();
             !after.is_some_and(is_ident) && !before.is_some_and(is_ident)
-        }) || code.contains("ecs::{") && shared_ecs_group_imports(code, f);
+        }) || code.contains(&format!("{module}::{{"))
+            && shared_group_imports(code, module, f);
         if hit {
             out.extend(actions.iter().map(|a| a.to_string()));
         }
@@ -409,13 +420,14 @@ fn shared_ecs_actions(code: &str) -> BTreeSet<String> {
     out
 }
 
-/// `use shared::ecs::{redeploy, …}`: does the group name `f`?
-fn shared_ecs_group_imports(code: &str, f: &str) -> bool {
-    code.match_indices("ecs::{").any(|(pos, m)| {
-        let group = &code[pos + m.len()..];
-        let group = &group[..group.find('}').unwrap_or(group.len())];
-        group.split(',').any(|item| item.trim() == f)
-    })
+/// `use shared::<module>::{redeploy, …}`: does the group name `f`?
+fn shared_group_imports(code: &str, module: &str, f: &str) -> bool {
+    code.match_indices(&format!("{module}::{{"))
+        .any(|(pos, m)| {
+            let group = &code[pos + m.len()..];
+            let group = &group[..group.find('}').unwrap_or(group.len())];
+            group.split(',').any(|item| item.trim() == f)
+        })
 }
 
 /// Operation module name → operation name (e.g. `list_objects_v2` → `ListObjectsV2`), per
@@ -504,8 +516,8 @@ fn scan_source(src: &str, kind: Kind) -> BTreeMap<String, String> {
                 .or_insert_with(|| format!("{}.{}()", call.client, call.method));
         }
     }
-    // shared::ecs makes DescribeServices and UpdateService calls: operation = IAM action.
-    for action in shared_ecs_actions(&code) {
+    // shared::ecs and shared::lease make these calls: operation = IAM action.
+    for action in shared_actions(&code) {
         out.entry(action)
             .or_insert_with(|| "shared::ecs".to_string());
     }
@@ -1139,6 +1151,14 @@ fn scanner_counts_calls_through_shared_ecs() {
         set(&["ecs:UpdateService"])
     );
     assert_eq!(scan("use shared::ecs::decide; fn f() {}"), set(&[]));
+    assert_eq!(
+        scan("fn f() { shared::lease::acquire(&s3, b, k, h, t).await; }"),
+        set(&["s3:PutObject", "s3:GetObject"])
+    );
+    assert_eq!(
+        scan("pub use shared::lease::{Lease, release};"),
+        set(&["s3:DeleteObject"])
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1383,6 +1403,65 @@ fn backup_lifecycle_outlives_every_kept_snapshot() {
         raw("BackupBucket")["Properties"]["VersioningConfiguration"]["Status"],
         "Enabled"
     );
+}
+
+/// Whether a Step Functions Choice rule matches `input` (the operators the template uses).
+fn choice_matches(rule: &Value, input: &Value) -> bool {
+    if let Some(all) = rule["And"].as_array() {
+        return all.iter().all(|r| choice_matches(r, input));
+    }
+    if let Some(any) = rule["Or"].as_array() {
+        return any.iter().any(|r| choice_matches(r, input));
+    }
+    let path = rule["Variable"].as_str().expect("a Variable");
+    let value = input
+        .pointer(&path.trim_start_matches('$').replace('.', "/"))
+        .unwrap_or(&Value::Null);
+    if let Some(s) = rule["StringEquals"].as_str() {
+        return value.as_str() == Some(s);
+    }
+    if let Some(n) = rule["NumericLessThan"].as_f64() {
+        return value.as_f64().is_some_and(|v| v < n);
+    }
+    panic!("unsupported choice rule {rule}");
+}
+
+#[test]
+fn the_backup_loop_waits_for_a_held_lease_and_stops_on_every_other_status() {
+    let states = &raw("BackupStateMachine")["Properties"]["Definition"]["States"];
+    let choice = &states["Complete?"];
+    let next = |status: &str, iteration: u64| -> String {
+        let input =
+            serde_json::json!({"result": {"status": status}, "loop": {"iteration": iteration}});
+        let rules = choice["Choices"].as_array().expect("choices");
+        rules
+            .iter()
+            .find(|r| choice_matches(r, &input))
+            .map_or(&choice["Default"], |r| &r["Next"])
+            .as_str()
+            .expect("a next state")
+            .to_string()
+    };
+    assert_eq!(next("incomplete", 1), "Backup");
+    assert_eq!(next("busy", 1), "WaitForLease");
+    assert_eq!(states["WaitForLease"]["Type"], "Wait");
+    assert_eq!(states["WaitForLease"]["Next"], "Backup");
+    assert!(
+        states["WaitForLease"]["Seconds"]
+            .as_u64()
+            .is_some_and(|s| s >= 10)
+    );
+    for status in ["incomplete", "busy"] {
+        assert_eq!(
+            next(status, 96),
+            "TooManyRounds",
+            "{status} at the last round"
+        );
+    }
+    for status in ["complete", "partial", "dry_run"] {
+        assert_eq!(next(status, 1), "Done", "{status}");
+    }
+    assert_eq!(states["TooManyRounds"]["Type"], "Fail");
 }
 
 #[test]

@@ -12,6 +12,7 @@ use shared::Error;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::lease::RunLease;
 use crate::manifest::{self, Entry, Header, Kind};
 use crate::plan::{BackupPlan, Known, Upload, plan_backup};
 use crate::retention::{RetentionPlan, plan_retention};
@@ -27,6 +28,8 @@ pub struct BackupOptions {
     pub dry_run: bool,
     /// Allow a snapshot of an empty source when the previous one had files.
     pub allow_empty: bool,
+    /// Start over without the checkpoint, checking every stored version before reuse.
+    pub rescan: bool,
 }
 
 /// The answer to a backup invocation.
@@ -34,8 +37,8 @@ pub struct BackupOptions {
 pub struct BackupOutput {
     pub action: &'static str,
     /// `complete`, `partial` (a snapshot was written, but some paths could not be read or
-    /// were refused by S3: `unreadable`, `refused`), `incomplete` (invoke again to resume) or
-    /// `dry_run`.
+    /// were refused by S3: `unreadable`, `refused`), `incomplete` (invoke again to resume),
+    /// `busy` (another run holds the lease: nothing was done) or `dry_run`.
     pub status: &'static str,
     pub snapshot_id: String,
     pub previous_snapshot: Option<String>,
@@ -72,6 +75,9 @@ pub struct BackupOutput {
     pub restore_temps_removed: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionPlan>,
+    /// With status `busy`: the lease another run holds (who, and until when).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub busy: Option<shared::lease::Body>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<PlanSummary>,
     pub duration_ms: u64,
@@ -91,17 +97,58 @@ pub struct PlanSummary {
 
 const MAX_LISTED: usize = 100;
 
-/// Runs (or resumes) a backup until done or until the deadline is near.
+/// Runs (or resumes) a backup until done or until the deadline is near, holding the backup
+/// lease ([`crate::lease`]); answers `busy`, having changed nothing, when another run holds it.
 pub async fn run(
     store: &Store,
     settings: &Settings,
     deadline: Instant,
     opts: &BackupOptions,
 ) -> Result<BackupOutput, Error> {
-    let started = Instant::now();
-    let stop_at = deadline
+    if opts.dry_run {
+        return backup(store, settings, deadline, opts, None).await;
+    }
+    let stop_at = stop_time(settings, deadline);
+    let mut lease = match RunLease::take(store, deadline, stop_at, settings.lease_grace).await? {
+        Ok(lease) => lease,
+        Err(holder) => return Ok(busy(holder)),
+    };
+    let result = backup(store, settings, deadline, opts, Some(&mut lease)).await;
+    lease.release(store).await;
+    result
+}
+
+/// When uploads stop: `DEADLINE_MARGIN_MS` before the deadline.
+fn stop_time(settings: &Settings, deadline: Instant) -> Instant {
+    deadline
         .checked_sub(settings.deadline_margin)
-        .unwrap_or(started);
+        .unwrap_or_else(Instant::now)
+}
+
+/// The answer when another run holds the lease.
+fn busy(holder: Option<shared::lease::Body>) -> BackupOutput {
+    tracing::info!(?holder, "another backup run holds the lease; nothing done");
+    BackupOutput {
+        action: "backup",
+        status: "busy",
+        busy: Some(holder.unwrap_or(shared::lease::Body {
+            holder: String::new(),
+            expires_at: Utc::now(),
+        })),
+        ..Default::default()
+    }
+}
+
+/// The backup itself; `lease` is held unless this is a dry run.
+async fn backup(
+    store: &Store,
+    settings: &Settings,
+    deadline: Instant,
+    opts: &BackupOptions,
+    lease: Option<&mut RunLease>,
+) -> Result<BackupOutput, Error> {
+    let started = Instant::now();
+    let stop_at = stop_time(settings, deadline);
 
     let latest = store.latest().await?;
     // Kept compressed (about 15 bytes an entry) and read as a stream, in path order.
@@ -120,7 +167,12 @@ pub async fn run(
         None => None,
     };
     let previous_id = previous.as_ref().map(|m| m.header.snapshot_id.clone());
-    let checkpoint = store.checkpoint().await?;
+    // A rescan replaces the checkpoint (readable or not): every path then counts as pending.
+    let checkpoint = if opts.rescan {
+        None
+    } else {
+        store.checkpoint().await?
+    };
     let resumed = checkpoint.is_some();
     let (ck_header, mut done) = match checkpoint {
         Some((h, d)) => {
@@ -136,6 +188,7 @@ pub async fn run(
                     created_at: now,
                     previous: previous_id.clone(),
                     pending: Default::default(),
+                    rescan: opts.rescan,
                 },
                 Vec::new(),
             )
@@ -165,6 +218,7 @@ pub async fn run(
             done: &done,
             pending: &ck_header.pending,
             unreadable: &unreadable_paths,
+            rescan: ck_header.rescan,
         },
         previous.iter().flat_map(StoredManifest::entries),
         walked.entries,
@@ -325,7 +379,7 @@ pub async fn run(
         });
         if last_checkpoint.elapsed() >= settings.checkpoint_interval {
             store
-                .put_checkpoint(&ck_header, &progress.stored_entries())
+                .put_checkpoint(&ck_header, progress.stored.values())
                 .await?;
             last_checkpoint = Instant::now();
         }
@@ -342,15 +396,11 @@ pub async fn run(
 
     if let Some(e) = failure {
         // Save what was stored so a retry does not upload it again.
-        store
-            .put_checkpoint(&ck_header, &stored.values().cloned().collect::<Vec<_>>())
-            .await?;
+        store.put_checkpoint(&ck_header, stored.values()).await?;
         return Err(e);
     }
     if !remaining.is_empty() {
-        store
-            .put_checkpoint(&ck_header, &stored.values().cloned().collect::<Vec<_>>())
-            .await?;
+        store.put_checkpoint(&ck_header, stored.values()).await?;
         out.status = "incomplete";
         out.files_remaining = remaining.len() as u64;
         out.bytes_remaining = remaining.iter().map(|u| u.entry.size).sum();
@@ -413,7 +463,10 @@ pub async fn run(
     }
     out.files_deleted = deletes_total as u64;
 
-    // The manifest, written last: the snapshot exists once it does.
+    // The manifest, written last: the snapshot exists once it does; only by the lease's holder.
+    if let Some(lease) = lease {
+        lease.confirm(store).await?;
+    }
     let (files, dirs, symlinks, bytes) = manifest::counts(snapshot_entries(&carried, &stored));
     let header = Header {
         format: manifest::FORMAT.into(),
@@ -458,6 +511,26 @@ pub async fn run(
     Ok(out)
 }
 
+/// The `prune` action: applies the retention rule under the backup lease (`None`: another
+/// run holds it), or only plans it.
+pub async fn prune_now(
+    store: &Store,
+    settings: &Settings,
+    deadline: Instant,
+    dry_run: bool,
+) -> Result<Option<RetentionPlan>, Error> {
+    if dry_run {
+        return prune(store, settings, true).await.map(Some);
+    }
+    let stop_at = stop_time(settings, deadline);
+    let Ok(lease) = RunLease::take(store, deadline, stop_at, settings.lease_grace).await? else {
+        return Ok(None);
+    };
+    let result = prune(store, settings, false).await;
+    lease.release(store).await;
+    result.map(Some)
+}
+
 /// Applies the retention rule now (or only plans it).
 pub async fn prune(
     store: &Store,
@@ -465,11 +538,15 @@ pub async fn prune(
     dry_run: bool,
 ) -> Result<RetentionPlan, Error> {
     let snapshots = store.list_snapshots().await?;
+    // `latest` is read after the listing: a run finishing meanwhile names a snapshot the
+    // listing does not hold, which is then not deleted either.
+    let latest = store.latest().await?.map(|l| l.snapshot_id);
     let plan = plan_retention(
         &snapshots,
         settings.keep_snapshots,
         settings.retention_days,
         Utc::now(),
+        &latest.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     if !dry_run {
         for id in &plan.delete {
@@ -560,10 +637,6 @@ impl Progress {
         if let Some(e) = self.superseded.remove(path) {
             self.stored.insert(e.path.clone(), e);
         }
-    }
-
-    fn stored_entries(&self) -> Vec<Entry> {
-        self.stored.values().cloned().collect()
     }
 }
 
@@ -796,8 +869,8 @@ mod tests {
         assert!(out.refused[0].reason.contains("AccessDenied"), "{out:?}");
         assert_eq!(out.files_total, 1);
         assert_eq!(out.files_uploaded, 1);
-        // The run's start, ok.png, the manifest and latest.
-        assert_eq!(put.num_calls(), 4);
+        // The lease, the run's start, ok.png, the manifest and latest.
+        assert_eq!(put.num_calls(), 5);
     }
 
     #[tokio::test]
@@ -840,10 +913,13 @@ mod tests {
             .then_output(|| CompleteMultipartUploadOutput::builder().build());
         let abort = mock!(Client::abort_multipart_upload)
             .then_output(|| AbortMultipartUploadOutput::builder().build());
+        let release = mock!(Client::delete_object).then_output(|| {
+            aws_sdk_s3::operation::delete_object::DeleteObjectOutput::builder().build()
+        });
         let s3 = mock_client!(
             aws_sdk_s3,
             RuleMode::MatchAny,
-            [&get, &put, &create, &part, &complete, &abort]
+            [&get, &put, &create, &part, &complete, &abort, &release]
         );
         let settings = Settings::from_env(&Env::from_pairs([
             ("SOURCE_DIR", dir.path().to_str().unwrap()),
@@ -865,7 +941,9 @@ mod tests {
         assert!(err.to_string().contains("UploadPart"), "{err}");
         assert_eq!(abort.num_calls(), 1, "the multipart upload was not aborted");
         assert_eq!(complete.num_calls(), 0, "a failed upload was completed");
-        // The run's start, the small file and the checkpoint saved on failure; no manifest.
-        assert_eq!(put.num_calls(), 3);
+        // The lease, the run's start, the small file and the checkpoint saved on failure; no
+        // manifest; the lease given back.
+        assert_eq!(put.num_calls(), 4);
+        assert_eq!(release.num_calls(), 1);
     }
 }

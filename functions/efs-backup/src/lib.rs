@@ -10,6 +10,7 @@
 //! - `prune`: applies the retention rule ([`retention::plan_retention`]) now.
 
 pub mod backup;
+pub mod lease;
 pub mod manifest;
 pub mod plan;
 pub mod restore;
@@ -45,6 +46,8 @@ pub enum Request {
         dry_run: bool,
         #[serde(default)]
         allow_empty: bool,
+        #[serde(default)]
+        rescan: bool,
     },
     Restore {
         #[serde(default = "latest")]
@@ -87,6 +90,7 @@ impl Request {
             return Ok(Request::Backup {
                 dry_run: false,
                 allow_empty: false,
+                rescan: false,
             });
         }
         if event.get("action").is_none() {
@@ -145,10 +149,12 @@ pub async fn handler(clients: &Clients, event: LambdaEvent<Value>) -> Result<Val
         Request::Backup {
             dry_run,
             allow_empty,
+            rescan,
         } => {
             let opts = backup::BackupOptions {
                 dry_run,
                 allow_empty,
+                rescan,
             };
             to_json(Box::pin(backup::run(&store, &settings, deadline, &opts)).await?)
         }
@@ -194,13 +200,15 @@ pub async fn handler(clients: &Clients, event: LambdaEvent<Value>) -> Result<Val
             )
         }
         Request::Prune { dry_run } => {
-            let plan = backup::prune(&store, &settings, dry_run).await?;
-            serde_json::json!({
-                "action": "prune",
-                "status": if dry_run { "dry_run" } else { "complete" },
-                "keep": plan.keep,
-                "delete": plan.delete,
-            })
+            match backup::prune_now(&store, &settings, deadline, dry_run).await? {
+                Some(plan) => serde_json::json!({
+                    "action": "prune",
+                    "status": if dry_run { "dry_run" } else { "complete" },
+                    "keep": plan.keep,
+                    "delete": plan.delete,
+                }),
+                None => serde_json::json!({"action": "prune", "status": "busy"}),
+            }
         }
     };
     tracing::info!(result = %out, "done");
@@ -260,7 +268,8 @@ mod tests {
             Request::parse(&sched).unwrap(),
             Request::Backup {
                 dry_run: false,
-                allow_empty: false
+                allow_empty: false,
+                rescan: false
             }
         );
         assert_eq!(

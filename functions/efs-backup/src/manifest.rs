@@ -305,6 +305,10 @@ impl Layout {
     pub fn checkpoint_key(&self) -> String {
         format!("{}checkpoint.jsonl.gz", self.prefix)
     }
+    /// The lease of the run that may write (one at a time).
+    pub fn lease_key(&self) -> String {
+        format!("{}lease.json", self.prefix)
+    }
 }
 
 #[cfg(test)]

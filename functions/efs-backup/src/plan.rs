@@ -67,6 +67,8 @@ pub struct Known<'a> {
     pub pending: &'a BTreeSet<String>,
     /// Folders and files the walk could not read (`""`: it is not known what was missed).
     pub unreadable: &'a [String],
+    /// Every path counts as pending (a rescan: what the run may have written is not known).
+    pub rescan: bool,
 }
 
 fn same_content(stored: &Entry, seen: &Entry) -> bool {
@@ -234,7 +236,9 @@ pub fn plan_backup<E>(
                 true
             }
             (None, Some(s))
-                if same_content(s, seen) && !known.pending.contains(seen.path.as_str()) =>
+                if same_content(s, seen)
+                    && !known.rescan
+                    && !known.pending.contains(seen.path.as_str()) =>
             {
                 // Moved, not copied: the previous snapshot's entry is dropped here.
                 seen.sha256 = s.sha256.take();
@@ -331,6 +335,7 @@ mod tests {
             done,
             pending: &BTreeSet::new(),
             unreadable: &[],
+            rescan: false,
         };
         plan_with(known, previous, walked)
     }
@@ -431,6 +436,7 @@ mod tests {
             done: &[],
             pending: &pending,
             unreadable: &[],
+            rescan: false,
         };
         let p = plan_with(known, &prev, vec![file("a", 1, 1), file("b", 1, 1)]);
         assert_eq!(paths(&p.uploads), ["a"]);
@@ -448,6 +454,16 @@ mod tests {
         );
         assert!(p.uploads.is_empty());
         assert_eq!(p.carried, done);
+        // A rescan (the checkpoint was unreadable): every stored version is checked again.
+        let rescan = Known {
+            pending: &BTreeSet::new(),
+            rescan: true,
+            ..known
+        };
+        let p = plan_with(rescan, &prev, vec![file("a", 1, 1), file("b", 1, 1)]);
+        assert_eq!(paths(&p.uploads), ["a", "b"]);
+        assert!(p.uploads.iter().all(|u| u.candidate.is_some()));
+        assert!(p.carried.is_empty());
     }
 
     #[test]
@@ -466,6 +482,7 @@ mod tests {
             done: &[],
             pending: &BTreeSet::new(),
             unreadable: &unreadable,
+            rescan: false,
         };
         // The folder `a` was seen (its stat worked) but not listed; `f` could not be stat-ed.
         let p = plan_with(known, &prev, vec![dir("a"), file("ab", 1, 1)]);
@@ -545,7 +562,7 @@ mod tests {
             let pending: BTreeSet<String> = pending.iter().map(|n| format!("d/{n}")).collect();
             let unreadable: Vec<String> = unreadable.iter().map(|n| format!("d/{n}")).collect();
             let walked = to_entries(&now);
-            let known = Known { done: &done, pending: &pending, unreadable: &unreadable };
+            let known = Known { done: &done, pending: &pending, unreadable: &unreadable, rescan: false };
             let p = plan_with(known, &prev, walked.clone());
             let walked_paths: BTreeSet<&str> = walked.iter().map(|e| e.path.as_str()).collect();
             for e in &p.carried {
@@ -709,7 +726,7 @@ mod tests {
                 (a, Some(b)) => format!("{a}/{b}"),
                 (a, None) => a.to_string(),
             }).collect();
-            let known = Known { done: &done, pending: &pending, unreadable: &unreadable };
+            let known = Known { done: &done, pending: &pending, unreadable: &unreadable, rescan: false };
             let merged = plan_with(known, &prev, walked.clone());
             let expected = reference_plan(&prev, &done, &pending, &unreadable, walked);
             prop_assert_eq!(merged, expected);
@@ -723,6 +740,7 @@ mod tests {
             done: &[],
             pending: &BTreeSet::new(),
             unreadable: &[],
+            rescan: false,
         };
         let r = plan_backup(known, prev, vec![file("a", 1, 1), file("b", 1, 1)]);
         assert_eq!(r, Err("truncated"));

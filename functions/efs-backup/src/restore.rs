@@ -312,10 +312,16 @@ pub async fn run(
     for s in &plan.symlinks {
         let p = root.join(&s.path);
         let target = s.target.clone().unwrap_or_default();
-        let _ = tokio::fs::remove_file(&p).await;
-        tokio::fs::symlink(&target, &p)
-            .await
-            .map_err(|e| Error::io(format!("creating symlink {}", p.display()), e))?;
+        match place_symlink(&target, &p, req.overwrite) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::Rejected(format!(
+                    "{} appeared while restoring and was left as it is (send \"overwrite\":true to replace it)",
+                    p.display()
+                )));
+            }
+            Err(e) => return Err(Error::io(format!("creating symlink {}", p.display()), e)),
+        }
         if !set_owner(&p, s, true) {
             out.ownership_not_restored += 1;
         }
@@ -402,6 +408,30 @@ fn set_owner(p: &Path, e: &Entry, symlink: bool) -> bool {
     }
 }
 
+/// A temporary name in `target`'s folder: `.efs-restore-<32 hex>`, 45 bytes whatever the
+/// target's name, so a target up to NAME_MAX (255 bytes) still has one.
+pub fn temp_beside(target: &Path) -> PathBuf {
+    target.with_file_name(format!(
+        "{}{}",
+        crate::walk::RESTORE_TEMP_MARK,
+        uuid::Uuid::new_v4().simple()
+    ))
+}
+
+/// Creates the symlink `p` → `target`. With `replace`, whatever file or symlink is at `p` is
+/// replaced in one rename (a directory never is); without, nothing that exists is touched:
+/// `AlreadyExists` when something appeared at `p` since the plan.
+pub fn place_symlink(target: &str, p: &Path, replace: bool) -> std::io::Result<()> {
+    if !replace {
+        return std::os::unix::fs::symlink(target, p);
+    }
+    let tmp = temp_beside(p);
+    std::os::unix::fs::symlink(target, &tmp)?;
+    std::fs::rename(&tmp, p).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
 /// Downloads one file version into a temporary file beside its target, checks its SHA-256,
 /// applies mode, owner and mtime, then renames it into place (`replace`), or else links it
 /// there only if nothing appeared at the target since the plan.
@@ -413,15 +443,7 @@ async fn restore_file(
 ) -> Result<(u64, bool), Error> {
     let target = root.join(&e.path);
     let key = store.layout.file_key(&e.path);
-    let tmp = target.with_file_name(format!(
-        ".{}{}{}",
-        target
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("file"),
-        crate::walk::RESTORE_TEMP_MARK,
-        uuid::Uuid::new_v4().simple()
-    ));
+    let tmp = temp_beside(&target);
     let res = async {
         let obj = store
             .s3
@@ -619,6 +641,43 @@ mod tests {
         assert_eq!(p.files.len(), 1, "unreadable content is not in place");
         let p = plan_restore(&[&f], at(Some("x")), true);
         assert_eq!(p.in_place, ["f"]);
+    }
+
+    #[test]
+    fn a_symlink_never_replaces_what_appeared_meanwhile_unless_overwrite() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("Logo.png");
+        std::fs::write(&p, b"uploaded after the plan").unwrap();
+        let err = place_symlink("a/ab/Logo.png", &p, false).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&p).unwrap(), b"uploaded after the plan");
+        place_symlink("a/ab/Logo.png", &p, true).unwrap();
+        assert_eq!(std::fs::read_link(&p).unwrap(), Path::new("a/ab/Logo.png"));
+        let dir = d.path().join("dir");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("x"), b"x").unwrap();
+        assert!(
+            place_symlink("t", &dir, true).is_err(),
+            "a directory is never replaced"
+        );
+        assert!(dir.join("x").exists());
+        let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
+        assert_eq!(left.len(), 2, "no temporary name is left behind");
+    }
+
+    #[test]
+    fn a_name_of_255_bytes_has_a_temporary_name_that_fits() {
+        let d = tempfile::tempdir().unwrap();
+        let name = format!("20261201000000!{}.png", "A".repeat(255 - 19));
+        assert_eq!(name.len(), 255);
+        let target = d.path().join(&name);
+        let tmp = temp_beside(&target);
+        let tmp_name = tmp.file_name().unwrap().to_str().unwrap();
+        assert!(tmp_name.len() <= 255, "{}", tmp_name.len());
+        assert!(crate::walk::is_restore_temp(tmp_name));
+        std::fs::write(&tmp, b"x").unwrap();
+        place_new(&tmp, &target).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"x");
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //! noncurrent no earlier than S was taken: it cannot expire before S is
 //! `RETENTION_DAYS + 1` days old. Hence a snapshot is kept only if it is among the newest
 //! `KEEP_SNAPSHOTS` **and** younger than `RETENTION_DAYS` days, except the newest complete
-//! snapshot, which is always kept (its versions are all current).
+//! snapshot, which is always kept (its versions are all current). Ids are start times, but
+//! `latest` follows the order runs finished in: a run started on a skewed clock can finish
+//! last with an id older than another's. So the snapshots named in `protect` (the one `latest`
+//! names, those a kept recovery point references) are kept too, whatever their rank or age.
 //!
 //! The same rule decides which snapshots `list`, `restore` and `verify` offer, so a snapshot
 //! that outlived `RETENTION_DAYS` because backups stopped running is never used after its
@@ -35,6 +38,7 @@ pub fn plan_retention(
     keep_snapshots: usize,
     retention_days: u32,
     now: DateTime<Utc>,
+    protect: &[&str],
 ) -> RetentionPlan {
     let mut sorted: Vec<&SnapshotRef> = snapshots.iter().collect();
     sorted.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
@@ -42,7 +46,7 @@ pub fn plan_retention(
     let mut plan = RetentionPlan::default();
     for (rank, s) in sorted.into_iter().enumerate() {
         let young = now.signed_duration_since(s.created_at) < max_age;
-        if rank == 0 || (rank < keep_snapshots && young) {
+        if rank == 0 || (rank < keep_snapshots && young) || protect.contains(&s.id.as_str()) {
             plan.keep.push(s.id.clone());
         } else {
             plan.delete.push(s.id.clone());
@@ -73,21 +77,52 @@ mod tests {
     #[test]
     fn keeps_newest_n_within_the_age_limit() {
         let s = snaps(&[0.0, 1.0, 2.0, 3.0, 4.0]);
-        let p = plan_retention(&s, 3, 30, at(4.5));
+        let p = plan_retention(&s, 3, 30, at(4.5), &[]);
         assert_eq!(p.keep, ["s4", "s3", "s2"]);
         assert_eq!(p.delete, ["s1", "s0"]);
         // Age limit: only snapshots younger than 2 days (plus the newest).
-        let p = plan_retention(&s, 10, 2, at(4.5));
+        let p = plan_retention(&s, 10, 2, at(4.5), &[]);
         assert_eq!(p.keep, ["s4", "s3"]);
     }
 
     #[test]
     fn newest_is_kept_however_old() {
         let s = snaps(&[0.0, 1.0]);
-        let p = plan_retention(&s, 5, 7, at(100.0));
+        let p = plan_retention(&s, 5, 7, at(100.0), &[]);
         assert_eq!(p.keep, ["s1"]);
         assert_eq!(p.delete, ["s0"]);
-        assert_eq!(plan_retention(&[], 1, 1, at(0.0)), RetentionPlan::default());
+        assert_eq!(
+            plan_retention(&[], 1, 1, at(0.0), &[]),
+            RetentionPlan::default()
+        );
+    }
+
+    #[test]
+    fn the_snapshot_latest_names_is_kept_when_a_skewed_clock_gave_it_an_older_id() {
+        // s2 was started on a clock running ahead; s1's run finished last and `latest` names it.
+        let s = snaps(&[1.0, 2.0]);
+        let p = plan_retention(&s, 1, 30, at(2.5), &["s1"]);
+        assert_eq!(p.keep, ["s2", "s1"]);
+        assert!(p.delete.is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn a_protected_snapshot_is_never_deleted(
+            days in prop::collection::vec(0.0f64..100.0, 1..12),
+            pick in prop::collection::vec(any::<prop::sample::Index>(), 0..3),
+            keep in 1usize..5,
+            retention in 1u32..40,
+            now in 0.0f64..200.0,
+        ) {
+            let s = snaps(&days);
+            let protect: Vec<&str> = pick.iter().map(|i| s[i.index(s.len())].id.as_str()).collect();
+            let p = plan_retention(&s, keep, retention, at(now), &protect);
+            for id in &protect {
+                prop_assert!(p.keep.iter().any(|k| k == id), "{} deleted", id);
+            }
+            prop_assert_eq!(p.keep.len() + p.delete.len(), s.len());
+        }
     }
 
     /// A model of the bucket: versions per path, each with the time it became noncurrent.
@@ -159,7 +194,7 @@ mod tests {
                 let refs: Vec<SnapshotRef> = manifests.iter()
                     .map(|(id, (t, _))| SnapshotRef { id: id.clone(), created_at: *t })
                     .collect();
-                let plan = plan_retention(&refs, keep, days, at(now));
+                let plan = plan_retention(&refs, keep, days, at(now), &[]);
                 for d in plan.delete {
                     manifests.remove(&d);
                 }
@@ -173,7 +208,7 @@ mod tests {
                     let refs: Vec<SnapshotRef> = manifests.iter()
                         .map(|(id, (c, _))| SnapshotRef { id: id.clone(), created_at: *c })
                         .collect();
-                    for id in plan_retention(&refs, keep, days, at(t)).keep {
+                    for id in plan_retention(&refs, keep, days, at(t), &[]).keep {
                         for v in &manifests[&id].1 {
                             prop_assert!(b.exists(*v), "snapshot {} lost version {} at {}", id, v, t);
                         }

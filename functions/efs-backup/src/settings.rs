@@ -37,6 +37,9 @@ pub struct Settings {
     /// `ALLOW_UNVERSIONED_BUCKET`: accept a store without versioning (S3-compatible servers in
     /// benchmarks); only the newest snapshot is then restorable.
     pub allow_unversioned: bool,
+    /// `LEASE_GRACE_SECONDS`: how long after a run's invocation deadline its lease still holds
+    /// (a margin for clocks; a run killed before its deadline blocks others until then).
+    pub lease_grace: Duration,
 }
 
 impl Settings {
@@ -100,6 +103,7 @@ impl Settings {
                 (v > 0).then_some(v)
             }
         };
+        let lease_grace_s: u64 = env.parse_or("LEASE_GRACE_SECONDS", 60)?;
         Ok(Settings {
             source_dir: source_dir.trim_end_matches('/').to_string(),
             bucket,
@@ -113,6 +117,7 @@ impl Settings {
             checkpoint_interval: Duration::from_secs(checkpoint_s),
             max_read_mib_per_second: max_read,
             allow_unversioned: env.flag("ALLOW_UNVERSIONED_BUCKET", false)?,
+            lease_grace: Duration::from_secs(lease_grace_s),
         })
     }
 

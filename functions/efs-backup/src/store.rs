@@ -34,6 +34,9 @@ pub struct CheckpointHeader {
     /// it planned, saved before any is made): a stored version there may no longer be current.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub pending: BTreeSet<String>,
+    /// The run was started as a rescan: every stored version is checked before reuse.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rescan: bool,
 }
 
 /// A manifest as stored: see [`Store::manifest_stream`].
@@ -253,21 +256,25 @@ impl Store {
         let Some(bytes) = self.get(&key, None).await? else {
             return Ok(None);
         };
-        match manifest::decode(&bytes) {
-            Ok(c) => Ok(Some(c)),
-            Err(e) => {
-                // A checkpoint only saves work; an unreadable one is started over.
-                tracing::warn!(error = %e, key, "ignoring unreadable checkpoint");
-                Ok(None)
-            }
-        }
+        // The checkpoint also lists the paths an interrupted run may have written: without
+        // it no stored version can be trusted, so an unreadable one stops the run.
+        manifest::decode(&bytes).map(Some).map_err(|e| {
+            metrics::counter!("CheckpointUnreadable").increment(1);
+            Error::Rejected(format!(
+                "the checkpoint s3://{}/{key} is unreadable ({e}); it lists the files an interrupted \
+                 run may have replaced, so nothing is backed up without it. Invoke \
+                 {{\"action\":\"backup\",\"rescan\":true}} to re-read every file and check every stored \
+                 version before reusing it (this replaces the checkpoint)",
+                self.bucket
+            ))
+        })
     }
 
     /// Saves the progress of a run; returns the checkpoint's version id.
-    pub async fn put_checkpoint(
+    pub async fn put_checkpoint<'a>(
         &self,
         header: &CheckpointHeader,
-        done: &[Entry],
+        done: impl IntoIterator<Item = &'a Entry>,
     ) -> Result<Option<String>, Error> {
         let bytes = manifest::encode(header, done)
             .map_err(|e| Error::io("compressing the checkpoint", e))?;

@@ -17,11 +17,13 @@ use crate::store::Store;
 /// The snapshots the retention rule offers now (newest first).
 pub async fn offered(store: &Store, settings: &Settings) -> Result<Vec<SnapshotRef>, Error> {
     let all = store.list_snapshots().await?;
+    let latest = store.latest().await?.map(|l| l.snapshot_id);
     let plan = plan_retention(
         &all,
         settings.keep_snapshots,
         settings.retention_days,
         Utc::now(),
+        &latest.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     let mut kept: Vec<SnapshotRef> = all
         .into_iter()
