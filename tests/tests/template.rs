@@ -1269,6 +1269,7 @@ fn functions_get_the_settings_their_code_reads() {
                 "DB_ENDPOINT",
                 "ECS_CLUSTER",
                 "ECS_SERVICE",
+                "ECS_TASK_FAMILY",
             ],
         ),
         (
@@ -1582,6 +1583,24 @@ fn database_requires_tls_and_rotates_through_secret_rotation() {
     assert_eq!(
         pinned,
         "${Database.Endpoint.Address}:${Database.Endpoint.Port}"
+    );
+    // The in-use check counts the scheduled jobs tasks: ECS_TASK_FAMILY is the jobs task
+    // definition's family, and the ListTasks grant covers the cluster they run in.
+    let rotation_env =
+        &raw(&functions["secret-rotation"])["Properties"]["Environment"]["Variables"];
+    assert_eq!(
+        rotation_env["ECS_TASK_FAMILY"],
+        raw("JobsTaskDefinition")["Properties"]["Family"],
+        "secret-rotation's ECS_TASK_FAMILY is the jobs family"
+    );
+    assert_eq!(
+        rotation_env["ECS_CLUSTER"],
+        serde_json::json!({"Ref": "Cluster"})
+    );
+    let jobs_cluster = &raw("JobsRule")["Properties"]["Targets"][0]["Arn"];
+    assert_eq!(
+        jobs_cluster,
+        &serde_json::json!({"Fn::GetAtt": ["Cluster", "Arn"]})
     );
     // The RDS CAs ship with the function: no CA layer or bundle parameter.
     for gone in ["DbCaLayerArn", "DbCaBundle"] {
