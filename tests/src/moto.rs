@@ -20,11 +20,13 @@ pub const REGION: &str = "us-east-1";
 pub const ACCOUNT: &str = "123456789012";
 
 impl Moto {
-    /// Starts `moto_server` (from `.venv`, else `PATH`) and waits until it answers.
+    /// Starts `moto_server` (the venv's, through `tests/moto/server.py`, which adds ECS's
+    /// deployment circuit breaker: [`Moto::trip_circuit_breaker`]) and waits until it answers.
     pub async fn start() -> Moto {
         let port = crate::free_port();
-        let mut cmd = Command::new(crate::paths::venv_bin("moto_server"));
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let mut cmd = Command::new(crate::paths::venv_bin("python3"));
+        cmd.arg(crate::paths::root().join("tests/moto/server.py"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true);
@@ -104,6 +106,29 @@ impl Moto {
     /// An EventBridge Scheduler client for this server.
     pub async fn scheduler(&self) -> aws_sdk_scheduler::Client {
         aws_sdk_scheduler::Client::new(&self.sdk_config().await)
+    }
+
+    /// What ECS's deployment circuit breaker (rollback on) does to a service: its PRIMARY
+    /// deployment is listed as ACTIVE with the rollout state FAILED and a new PRIMARY starts.
+    /// Returns the new PRIMARY's id.
+    pub async fn trip_circuit_breaker(&self, cluster: &str, service: &str) -> String {
+        let ecs = self.ecs().await;
+        let arn = format!("arn:aws:ecs:{REGION}:{ACCOUNT}:service/{cluster}/{service}");
+        ecs.tag_resource()
+            .resource_arn(&arn)
+            .tags(
+                aws_sdk_ecs::types::Tag::builder()
+                    .key("wikiops-test:circuit-breaker")
+                    .value("trip")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("trip the circuit breaker (tests/moto/server.py)");
+        let state = shared::ecs::describe(&ecs, cluster, service)
+            .await
+            .expect("describe the service");
+        state.primary().map(|d| d.id.clone()).unwrap_or_default()
     }
 
     /// Registers a revision of `family` (one `wiki` container) and returns its ARN.

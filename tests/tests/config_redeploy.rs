@@ -121,9 +121,15 @@ impl Bench {
             .count()
     }
 
-    /// What ECS's own circuit breaker does when a deployment fails: a new PRIMARY deployment
-    /// (the same task definition), so the failed one is no longer reported healthy.
+    /// What ECS's own circuit breaker does when a deployment fails: the failed PRIMARY is
+    /// listed as FAILED and a new PRIMARY (the same task definition) starts.
     async fn ecs_rolls_back_by_itself(&self) -> String {
+        self.moto.trip_circuit_breaker("wiki", "web").await
+    }
+
+    /// A deployment that is not a configuration change (a rotation's redeploy, say): the
+    /// PRIMARY it replaces is no longer listed.
+    async fn other_deployment(&self) -> String {
         self.ecs
             .update_service()
             .cluster("wiki")
@@ -623,6 +629,29 @@ async fn a_failed_deployment_points_back_to_the_previous_release_exactly() {
         !lambda.logs().contains(SECRET),
         "file content reached the logs"
     );
+}
+
+/// A failure event for a deployment ECS no longer lists (superseded by a rotation's deployment,
+/// then replayed or forged) rolls nothing back: only ECS's FAILED for that very deployment does.
+#[tokio::test]
+async fn a_stale_failure_for_a_superseded_deployment_rolls_nothing_back() {
+    let b = Bench::start().await;
+    let lambda = b.lambda(&[]).await;
+    for body in [GOOD, "<?php\n$wgSitename = 'Two';\n"] {
+        let v = b.put("LocalSettings.php", body).await;
+        lambda
+            .invoke(s3_put("LocalSettings.php", &v, &now()))
+            .await
+            .unwrap();
+    }
+    let d2 = b.primary("web").await;
+    let r2 = b.release().await.unwrap();
+    let later = b.other_deployment().await;
+    let out = lambda.invoke(deployment_failed(&d2)).await.unwrap();
+    assert_eq!(out["rolled_back"], json!([]), "{out}");
+    assert!(reasons(&out)[0].contains("no longer lists"), "{out}");
+    assert_eq!(b.release().await.unwrap(), r2, "the pointer is unchanged");
+    assert_eq!(b.primary("web").await, later, "no deployment started");
 }
 
 #[tokio::test]

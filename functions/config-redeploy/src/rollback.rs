@@ -2,7 +2,7 @@
 //!
 //! Only a `SERVICE_DEPLOYMENT_FAILED` of a routed service, for a deployment this function
 //! started for a configuration change (it has a ledger of kind `config`), not yet rolled back,
-//! and that ECS itself does not report `COMPLETED` or `IN_PROGRESS`, is rolled back: the
+//! and that ECS itself lists with the rollout state `FAILED`, is rolled back: the
 //! release pointer goes back to the last good release recorded in the ledger (the exact
 //! versions, no object copied) and the service is redeployed. A rollback is never rolled back,
 //! and a release made after the failed one is left alone.
@@ -55,6 +55,9 @@ pub fn precheck(
     Ok(())
 }
 
+/// ECS's rollout state of a failed deployment.
+pub const FAILED: &str = "FAILED";
+
 /// Decides how to roll back the failed deployment `failed` (its ledger passed [`precheck`]).
 ///
 /// `service` is what ECS reports now, `pointer` the current release, `primary_ledger` the
@@ -68,18 +71,8 @@ pub fn plan(
 ) -> RollbackPlan {
     let skip = |reason: String| RollbackPlan::Skip { reason };
     let id = &failed.deployment_id;
-    // ECS's word first: an event for a deployment it reports healthy is stale or forged.
-    if let Some(state) = service
-        .deployments
-        .iter()
-        .find(|d| &d.id == id)
-        .and_then(|d| d.rollout_state.as_deref())
-        .filter(|s| matches!(*s, "COMPLETED" | "IN_PROGRESS"))
-    {
-        return skip(format!(
-            "ECS reports deployment {id} as {state}: the failure event is stale or forged; nothing rolled back"
-        ));
-    }
+    // A previous run pointed back (after ECS said FAILED) but stopped before redeploying:
+    // finish it, whatever ECS lists now (the redeploy changes no configuration).
     if let Some(p) = pointer.filter(|p| p.rollback_of.as_deref() == Some(id.as_str())) {
         let running = service.primary().zip(primary_ledger).is_some_and(|(d, l)| {
             l.deployment_id == d.id
@@ -92,6 +85,24 @@ pub fn plan(
         } else {
             RollbackPlan::Redeploy
         };
+    }
+    // ECS's word: only a deployment it lists as FAILED is rolled back. One it no longer lists
+    // (superseded, the event replayed or forged) or reports otherwise changes nothing.
+    match service.deployments.iter().find(|d| &d.id == id) {
+        None => {
+            return skip(format!(
+                "ECS no longer lists deployment {id}: the failure event is stale or forged; nothing rolled back"
+            ));
+        }
+        Some(d) if d.rollout_state.as_deref() != Some(FAILED) => {
+            return skip(format!(
+                "ECS reports deployment {id} as {}: the failure event is stale or forged; nothing rolled back",
+                d.rollout_state
+                    .as_deref()
+                    .unwrap_or("without a rollout state")
+            ));
+        }
+        Some(_) => {}
     }
     let Some(previous) = &failed.previous else {
         return skip(format!(
@@ -243,13 +254,13 @@ mod tests {
     fn points_back_to_the_previous_release_exactly() {
         let l = ledger(Kind::Config, vec![]);
         let p = current(l.release.clone());
-        // ECS rolled back by itself (a new PRIMARY) and reports the failed one FAILED, or no longer lists it.
+        // ECS rolled back by itself (a new PRIMARY) and reports the failed one FAILED.
         for s in [
             service(&[
                 ("ecs-svc/3", "PRIMARY", "IN_PROGRESS"),
                 ("ecs-svc/2", "ACTIVE", "FAILED"),
             ]),
-            service(&[("ecs-svc/3", "PRIMARY", "IN_PROGRESS")]),
+            service(&[("ecs-svc/2", "PRIMARY", "FAILED")]),
         ] {
             let RollbackPlan::Restore { pointer } = plan(&l, &s, Some(&p), None, t(9)) else {
                 panic!()
@@ -297,7 +308,10 @@ mod tests {
     #[test]
     fn newer_releases_first_releases_and_finished_rollbacks_are_left_alone() {
         let l = ledger(Kind::Config, vec![]);
-        let s = service(&[("ecs-svc/3", "PRIMARY", "IN_PROGRESS")]);
+        let s = service(&[
+            ("ecs-svc/3", "PRIMARY", "IN_PROGRESS"),
+            ("ecs-svc/2", "ACTIVE", "FAILED"),
+        ]);
         let newer = current(release(7, &[("LocalSettings.php", "v3")]));
         assert!(
             matches!(plan(&l, &s, Some(&newer), None, t(9)), RollbackPlan::Skip { reason } if reason.contains("after"))
@@ -325,9 +339,46 @@ mod tests {
         );
     }
 
+    /// A failure event for a deployment ECS no longer lists (superseded, then replayed or
+    /// forged), or one it does not report FAILED, rolls nothing back.
+    #[test]
+    fn only_a_deployment_ecs_reports_failed_is_rolled_back() {
+        let l = ledger(Kind::Config, vec![]);
+        let p = current(l.release.clone());
+        for (s, why) in [
+            (
+                service(&[("ecs-svc/3", "PRIMARY", "COMPLETED")]),
+                "no longer lists",
+            ),
+            (service(&[]), "no longer lists"),
+            (
+                service(&[
+                    ("ecs-svc/3", "PRIMARY", "IN_PROGRESS"),
+                    ("ecs-svc/2", "ACTIVE", "DRAINING"),
+                ]),
+                "DRAINING",
+            ),
+        ] {
+            let got = plan(&l, &s, Some(&p), None, t(9));
+            let RollbackPlan::Skip { reason } = &got else {
+                panic!("{got:?}")
+            };
+            assert!(
+                reason.contains(why) && reason.contains("ecs-svc/2"),
+                "{reason}"
+            );
+        }
+        let mut unknown = service(&[("ecs-svc/2", "ACTIVE", "FAILED")]);
+        unknown.deployments[0].rollout_state = None;
+        assert!(matches!(
+            plan(&l, &unknown, Some(&p), None, t(9)),
+            RollbackPlan::Skip { .. }
+        ));
+    }
+
     proptest! {
         /// A restore always points at exactly the previous release, and only when the failed
-        /// release is current and ECS does not report the deployment healthy.
+        /// release is current and ECS lists the deployment FAILED.
         #[test]
         fn restores_only_the_previous_release_over_the_failed_one(
             prev in proptest::collection::btree_map("[a-c]", "v[0-2]", 0..3),
@@ -343,7 +394,7 @@ mod tests {
             if let RollbackPlan::Restore { pointer } = plan(&l, &s, Some(&p), None, t(9)) {
                 prop_assert_eq!(&pointer.release.objects, &prev);
                 prop_assert_eq!(&cur, &bad);
-                prop_assert!(state == "FAILED" || state == "gone");
+                prop_assert_eq!(state, "FAILED");
                 for (k, v) in &pointer.withdrawn {
                     prop_assert_eq!(bad.get(k), v.as_ref());
                     prop_assert!(prev.get(k) != bad.get(k));

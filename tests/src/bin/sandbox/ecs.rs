@@ -444,14 +444,11 @@ impl Service {
         Ok(port)
     }
 
-    /// What ECS's circuit breaker does to a failed deployment: it starts its own rollback
-    /// deployment (the same task definition), so ECS no longer reports the failed one as the
-    /// PRIMARY in progress. Its tasks are not started here: config-redeploy's answer supersedes it.
+    /// What ECS's circuit breaker does to a failed deployment: it lists it as FAILED and starts
+    /// its own rollback deployment (the same task definition). Its tasks are not started here:
+    /// config-redeploy's answer supersedes it.
     pub async fn circuit_breaker_rollback(&mut self, world: &World) -> Result<String, String> {
-        let ecs = world.moto.ecs().await;
-        let id = shared::ecs::force_new_deployment(&ecs, CLUSTER, SERVICE)
-            .await
-            .map_err(|e| e.to_string())?;
+        let id = world.moto.trip_circuit_breaker(CLUSTER, SERVICE).await;
         self.seen = Some(id.clone());
         Ok(id)
     }
