@@ -2520,3 +2520,137 @@ fn every_variable_a_program_requires_is_set_and_every_one_set_is_read() {
         }
     }
 }
+
+/// Runs `scripts/local-env` (with `args`) against a stub `aws` that answers for a stack whose
+/// functions have exactly the environment the template sets, each value `deployed-<NAME>`; the
+/// file it writes, by logical id.
+fn local_env_file(args: &[&str]) -> serde_json::Map<String, Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stack = vec![serde_json::json!({
+        "LogicalResourceId": "ConfigBucket", "PhysicalResourceId": "wikiops-configbucket-1",
+        "ResourceType": "AWS::S3::Bucket"})];
+    for id in template_functions().values() {
+        let physical = format!("wikiops-{id}-AbC123");
+        stack.push(
+            serde_json::json!({"LogicalResourceId": id, "PhysicalResourceId": physical,
+            "ResourceType": "AWS::Lambda::Function"}),
+        );
+        let variables: serde_json::Map<String, Value> =
+            raw(id)["Properties"]["Environment"]["Variables"]
+                .as_object()
+                .map(|m| {
+                    m.keys()
+                        .map(|k| (k.clone(), Value::from(format!("deployed-{k}"))))
+                        .collect()
+                })
+                .unwrap_or_default();
+        let config = serde_json::json!({"FunctionName": physical,
+            "Environment": {"Variables": variables}});
+        std::fs::write(
+            dir.path().join(format!("{physical}.json")),
+            config.to_string(),
+        )
+        .unwrap();
+    }
+    let resources = serde_json::json!({ "StackResources": stack });
+    std::fs::write(dir.path().join("resources.json"), resources.to_string()).unwrap();
+    // The two calls the script makes, as the AWS CLI answers them (--output json).
+    let stub = dir.path().join("aws");
+    std::fs::write(
+        &stub,
+        "#!/bin/sh\nd=$(dirname \"$0\")\ncase \" $* \" in\n\
+         *' cloudformation describe-stack-resources --stack-name wikiops '*) cat \"$d/resources.json\" ;;\n\
+         *' lambda get-function-configuration '*)\n\
+         \x20 while [ \"$1\" != --function-name ]; do shift; done; cat \"$d/$2.json\" ;;\n\
+         *) echo \"unexpected: aws $*\" >&2; exit 1 ;;\nesac\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}:{}",
+        dir.path().display(),
+        paths::venv_bin("python3").parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(paths::root().join("scripts/local-env"))
+        .current_dir(paths::root())
+        .env("PATH", path)
+        .args(args)
+        .output()
+        .expect("run scripts/local-env");
+    assert!(
+        out.status.success(),
+        "scripts/local-env {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout)
+        .expect("JSON")
+        .as_object()
+        .cloned()
+        .expect("an object by logical id")
+}
+
+/// `scripts/local-env` writes, per function, every variable the template sets with its deployed
+/// value and every one the function requires; every name in it is one the template declares (SAM
+/// overrides only those), and by default each function that can change something is a dry run.
+#[test]
+fn local_env_gives_each_function_its_deployed_environment_as_a_dry_run() {
+    let dry = local_env_file(&[]);
+    let applied = local_env_file(&["--apply"]);
+    let functions = template_functions();
+    assert_eq!(
+        dry.keys().collect::<BTreeSet<_>>(),
+        functions.values().collect::<BTreeSet<_>>()
+    );
+    for (bin, id) in &functions {
+        let declared: BTreeSet<String> = raw(id)["Properties"]["Environment"]["Variables"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        let reads = reads_of(&[&format!("functions/{bin}/src")]);
+        for (file, what) in [(&dry, "dry run"), (&applied, "--apply")] {
+            let env = file[id].as_object().unwrap();
+            let names: BTreeSet<String> = env.keys().cloned().collect();
+            assert_eq!(
+                names, declared,
+                "{id} ({what}): the names the template declares"
+            );
+            for v in &reads.required {
+                assert!(
+                    names.contains(v) || LAMBDA_SETS.contains(&v.as_str()),
+                    "{id} ({what}): {bin} requires {v}"
+                );
+            }
+        }
+        let changed: BTreeMap<&String, &Value> = dry[id]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, v)| v.as_str() != Some(format!("deployed-{k}").as_str()))
+            .collect();
+        if reads.all.contains("DRY_RUN") {
+            assert_eq!(
+                changed,
+                BTreeMap::from([(&"DRY_RUN".to_string(), &Value::from("true"))]),
+                "{id}: DRY_RUN=true and the deployed values otherwise"
+            );
+        } else {
+            // secret-rotation has no dry run: an unknown strategy stops every step at its settings.
+            assert_eq!(bin, "secret-rotation", "{id}: no DRY_RUN to set");
+            assert_eq!(
+                changed,
+                BTreeMap::from([(
+                    &"ROTATION_STRATEGY".to_string(),
+                    &Value::from("refused-locally")
+                )])
+            );
+        }
+        for (k, v) in applied[id].as_object().unwrap() {
+            assert_eq!(
+                v,
+                &Value::from(format!("deployed-{k}")),
+                "{id} --apply: {k}"
+            );
+        }
+    }
+}

@@ -152,7 +152,7 @@ pub async fn handler(clients: &Clients, event: LambdaEvent<Value>) -> Result<Val
             rescan,
         } => {
             let opts = backup::BackupOptions {
-                dry_run,
+                dry_run: dry_run || settings.dry_run,
                 allow_empty,
                 rescan,
             };
@@ -170,7 +170,7 @@ pub async fn handler(clients: &Clients, event: LambdaEvent<Value>) -> Result<Val
                 target_dir,
                 paths,
                 overwrite,
-                dry_run,
+                dry_run: dry_run || settings.dry_run,
             };
             let stop_at = deadline
                 .checked_sub(settings.deadline_margin)
@@ -200,6 +200,7 @@ pub async fn handler(clients: &Clients, event: LambdaEvent<Value>) -> Result<Val
             )
         }
         Request::Prune { dry_run } => {
+            let dry_run = dry_run || settings.dry_run;
             match backup::prune_now(&store, &settings, deadline, dry_run).await? {
                 Some(plan) => serde_json::json!({
                     "action": "prune",

@@ -40,6 +40,9 @@ pub struct Settings {
     /// `LEASE_GRACE_SECONDS`: how long after a run's invocation deadline its lease still holds
     /// (a margin for clocks; a run killed before its deadline blocks others until then).
     pub lease_grace: Duration,
+    /// `DRY_RUN`: every backup, restore and prune is a dry run, whatever the event says (the
+    /// environment `scripts/local-env` writes for `sam local invoke`).
+    pub dry_run: bool,
 }
 
 impl Settings {
@@ -118,6 +121,7 @@ impl Settings {
             max_read_mib_per_second: max_read,
             allow_unversioned: env.flag("ALLOW_UNVERSIONED_BUCKET", false)?,
             lease_grace: Duration::from_secs(lease_grace_s),
+            dry_run: env.flag("DRY_RUN", false)?,
         })
     }
 
@@ -174,6 +178,12 @@ mod tests {
         assert_eq!(s.retention_days, 35);
         assert_eq!(s.upload_concurrency, 32);
         assert_eq!(s.max_read_mib_per_second, None);
+        assert!(!s.dry_run);
+        assert!(
+            Settings::from_env(&env(&[("DRY_RUN", "true")]))
+                .unwrap()
+                .dry_run
+        );
         let g = s.exclude_set();
         assert!(g.is_match("thumb"));
         assert!(g.is_match("images/thumb"));
