@@ -81,11 +81,28 @@ pub struct Header {
     pub previous: Option<String>,
 }
 
-/// A snapshot: header and entries.
+/// A snapshot as stored: its header decoded, its entries kept gzip-compressed (about 15 bytes
+/// an entry) and decoded one at a time, in path order ([`Manifest::entries`]), so that a
+/// million-entry snapshot is never held decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
+    /// The object it was read from (named in errors).
+    pub key: String,
     pub header: Header,
-    pub entries: Vec<Entry>,
+    /// The gzip bytes, header line included.
+    pub bytes: Vec<u8>,
+}
+
+impl Manifest {
+    /// The entries, decoded one at a time in strictly increasing path order; an error names
+    /// the manifest and ends the stream.
+    pub fn entries(&self) -> impl Iterator<Item = Result<Entry, shared::Error>> + '_ {
+        entries(&self.bytes).map(|r| {
+            r.map_err(|e| {
+                shared::Error::Rejected(format!("manifest {} is unreadable: {e}", self.key))
+            })
+        })
+    }
 }
 
 /// Summary counts of a list of entries: (files, dirs, symlinks, bytes).
@@ -305,9 +322,40 @@ impl Layout {
     pub fn checkpoint_key(&self) -> String {
         format!("{}checkpoint.jsonl.gz", self.prefix)
     }
+    /// Prefix under which recovery points are listed.
+    pub fn recovery_points_prefix(&self) -> String {
+        format!("{}recovery-points/", self.prefix)
+    }
+    /// A complete recovery point: `<prefix>recovery-points/<id>.json`.
+    pub fn recovery_point_key(&self, id: &str) -> String {
+        format!("{}recovery-points/{id}.json", self.prefix)
+    }
+    /// The recovery point being taken (one at a time).
+    pub fn pending_point_key(&self) -> String {
+        format!("{}recovery-points/pending.json", self.prefix)
+    }
     /// The lease of the run that may write (one at a time).
     pub fn lease_key(&self) -> String {
         format!("{}lease.json", self.prefix)
+    }
+}
+
+/// An entry for tests: 3 bytes, mtime 10, mode 644, hash `x`, version `v`; a symlink points
+/// to `t`.
+#[cfg(test)]
+pub(crate) fn test_entry(path: &str, kind: Kind) -> Entry {
+    Entry {
+        path: path.into(),
+        kind,
+        target: (kind == Kind::Symlink).then(|| "t".to_string()),
+        size: 3,
+        mtime_ns: 10,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        ino: 0,
+        sha256: Some("x".into()),
+        version_id: Some("v".into()),
     }
 }
 

@@ -7,6 +7,11 @@
 //! `overwrite`, its SHA-256 must match too), so a restore that ran out of time is resumed by
 //! sending the same event again. Without `overwrite`, a file is put in place by a link that
 //! fails if something appeared at the target meanwhile: nothing is ever replaced.
+//!
+//! At a million files the snapshot is never held decoded: [`run`] streams the manifest, in
+//! path order, through the same rules ([`Selection`], [`decide`]) into a [`Planner`] that
+//! keeps the directories and one bit per file (write it or not), then streams it again to
+//! download what the bits name.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
@@ -58,33 +63,125 @@ pub struct RestorePlan {
     pub conflicts: Vec<String>,
 }
 
+/// Which entries a restore of some path prefixes takes: those under a prefix, and the
+/// directories above a prefix that holds anything (all entries when there is no prefix).
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// The prefixes that hold at least one entry.
+    prefixes: Vec<String>,
+    /// The directories above them.
+    ancestors: BTreeSet<String>,
+    all: bool,
+}
+
+/// Whether `path` is `prefix` or inside it.
+fn is_under(path: &str, prefix: &str) -> bool {
+    path == prefix || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
+}
+
+impl Selection {
+    /// The selection of `prefixes` (`/` trimmed; none or only empty ones: everything) in a
+    /// snapshot whose entries have the given `paths` (read once, only when there is a
+    /// prefix). An error reading `paths` is returned as it is.
+    pub fn new<P: AsRef<str>, E>(
+        prefixes: &[String],
+        paths: impl IntoIterator<Item = Result<P, E>>,
+    ) -> Result<Selection, E> {
+        let mut wanted: Vec<(&str, bool)> = prefixes
+            .iter()
+            .map(|p| p.trim_matches('/'))
+            .filter(|p| !p.is_empty())
+            .map(|p| (p, false))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(Selection {
+                all: true,
+                ..Default::default()
+            });
+        }
+        for path in paths {
+            let path = path?;
+            for (p, hit) in wanted.iter_mut().filter(|(_, hit)| !hit) {
+                *hit = is_under(path.as_ref(), p);
+            }
+        }
+        let prefixes: Vec<String> = wanted
+            .into_iter()
+            .filter(|(_, hit)| *hit)
+            .map(|(p, _)| p.to_string())
+            .collect();
+        let mut ancestors = BTreeSet::new();
+        for p in &prefixes {
+            let mut a = p.as_str();
+            while let Some(i) = a.rfind('/') {
+                a = &a[..i];
+                ancestors.insert(a.to_string());
+            }
+        }
+        Ok(Selection {
+            prefixes,
+            ancestors,
+            all: false,
+        })
+    }
+
+    /// Whether the restore takes `e`.
+    pub fn takes(&self, e: &Entry) -> bool {
+        self.all
+            || self.prefixes.iter().any(|p| is_under(&e.path, p))
+            || (e.kind == Kind::Dir && self.ancestors.contains(&e.path))
+    }
+}
+
 /// Entries under any of `prefixes` (all when empty), with the directories that contain them.
 pub fn select<'a>(entries: &'a [Entry], prefixes: &[String]) -> Vec<&'a Entry> {
-    let prefixes: Vec<&str> = prefixes
+    let paths = entries
         .iter()
-        .map(|p| p.trim_matches('/'))
-        .filter(|p| !p.is_empty())
-        .collect();
-    if prefixes.is_empty() {
-        return entries.iter().collect();
-    }
-    let under = |p: &str| {
-        prefixes
-            .iter()
-            .any(|x| p == *x || (p.starts_with(x) && p.as_bytes().get(x.len()) == Some(&b'/')))
-    };
-    let mut ancestors = BTreeSet::new();
-    for e in entries.iter().filter(|e| under(&e.path)) {
-        let mut p = e.path.as_str();
-        while let Some(i) = p.rfind('/') {
-            p = &p[..i];
-            ancestors.insert(p);
+        .map(|e| Ok::<_, std::convert::Infallible>(e.path.as_str()));
+    let Ok(selection) = Selection::new(prefixes, paths);
+    entries.iter().filter(|e| selection.takes(e)).collect()
+}
+
+/// What a restore does with one selected entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// A directory: created if missing, its metadata applied at the end.
+    Dir,
+    /// A file or symlink to write.
+    Write,
+    /// Already restored.
+    InPlace,
+    /// Something else exists there and would be replaced.
+    Conflict,
+}
+
+/// What to do with `e` given what is at its target path `now`.
+pub fn decide(e: &Entry, now: &Existing, overwrite: bool) -> Action {
+    match (e.kind, now) {
+        (Kind::Dir, Existing::Missing | Existing::Dir) => Action::Dir,
+        (Kind::Dir, _) | (_, Existing::Dir) => Action::Conflict,
+        (
+            Kind::File,
+            Existing::File {
+                size,
+                mtime_ns,
+                mode,
+                sha256,
+            },
+        ) if *size == e.size
+            && *mtime_ns == e.mtime_ns
+            && *mode == e.mode
+            && (!overwrite || sha256.is_some() && *sha256 == e.sha256) =>
+        {
+            Action::InPlace
         }
+        (Kind::Symlink, Existing::Symlink { target }) if Some(target) == e.target.as_ref() => {
+            Action::InPlace
+        }
+        (_, Existing::Missing) => Action::Write,
+        (_, Existing::File { .. } | Existing::Symlink { .. }) if overwrite => Action::Write,
+        _ => Action::Conflict,
     }
-    entries
-        .iter()
-        .filter(|e| under(&e.path) || (e.kind == Kind::Dir && ancestors.contains(e.path.as_str())))
-        .collect()
 }
 
 /// Plans a restore of `selected` given what exists at each target path (`existing` reads a
@@ -94,45 +191,97 @@ pub fn plan_restore(
     existing: impl Fn(&Entry, bool) -> Existing,
     overwrite: bool,
 ) -> RestorePlan {
-    let mut plan = RestorePlan::default();
+    let mut planner = Planner::new(usize::MAX);
     for e in selected {
         let now = existing(e, overwrite);
-        match (e.kind, &now) {
-            (Kind::Dir, Existing::Missing | Existing::Dir) => plan.dirs.push((*e).clone()),
-            (Kind::Dir, _) => plan.conflicts.push(e.path.clone()),
-            (_, Existing::Dir) => plan.conflicts.push(e.path.clone()),
-            (
-                Kind::File,
-                Existing::File {
-                    size,
-                    mtime_ns,
-                    mode,
-                    sha256,
-                },
-            ) if *size == e.size
-                && *mtime_ns == e.mtime_ns
-                && *mode == e.mode
-                && (!overwrite || sha256.is_some() && *sha256 == e.sha256) =>
-            {
-                plan.in_place.push(e.path.clone())
-            }
-            (Kind::Symlink, Existing::Symlink { target }) if Some(target) == e.target.as_ref() => {
-                plan.in_place.push(e.path.clone())
-            }
-            (_, Existing::Missing) | (_, Existing::File { .. } | Existing::Symlink { .. })
-                if matches!(now, Existing::Missing) || overwrite =>
-            {
-                if e.kind == Kind::File {
-                    plan.files.push((*e).clone())
-                } else {
-                    plan.symlinks.push((*e).clone())
-                }
-            }
-            _ => plan.conflicts.push(e.path.clone()),
+        planner.add((*e).clone(), decide(e, &now, overwrite));
+    }
+    planner.finish();
+    planner.listed
+}
+
+/// A restore plan built entry by entry, in manifest order, without keeping the files: the
+/// directories, and for each selected file or symlink (in order) whether it is written.
+#[derive(Debug, Clone, Default)]
+pub struct Planner {
+    /// Every selected directory, in path order once finished.
+    pub dirs: Vec<Entry>,
+    /// For each selected file or symlink, in manifest order: written (`true`) or not.
+    pub write: Vec<bool>,
+    pub selected: u64,
+    pub files: u64,
+    pub bytes: u64,
+    pub symlinks: u64,
+    pub in_place: u64,
+    pub conflicts: u64,
+    /// The plan's lists, each up to the limit given to [`Planner::new`] (the first
+    /// [`MAX_LISTED`] conflicts are always listed).
+    pub listed: RestorePlan,
+    limit: usize,
+}
+
+/// Conflicts named in a refusal, and entries of each list in a dry run's plan.
+pub const MAX_LISTED: usize = 1000;
+
+impl Planner {
+    /// A planner that lists up to `limit` entries of each kind in [`Planner::listed`].
+    pub fn new(limit: usize) -> Planner {
+        Planner {
+            limit,
+            ..Default::default()
         }
     }
-    plan.dirs.sort_by(|a, b| a.path.cmp(&b.path));
-    plan
+
+    /// Adds the next selected entry, decided.
+    pub fn add(&mut self, e: Entry, action: Action) {
+        self.selected += 1;
+        let room = |n: usize, limit: usize| n < limit;
+        match action {
+            Action::Dir => {
+                if room(self.listed.dirs.len(), self.limit) {
+                    self.listed.dirs.push(e.clone());
+                }
+                self.dirs.push(e);
+            }
+            Action::Write => {
+                self.write.push(true);
+                if e.kind == Kind::File {
+                    self.files += 1;
+                    self.bytes += e.size;
+                    if room(self.listed.files.len(), self.limit) {
+                        self.listed.files.push(e);
+                    }
+                } else {
+                    self.symlinks += 1;
+                    if room(self.listed.symlinks.len(), self.limit) {
+                        self.listed.symlinks.push(e);
+                    }
+                }
+            }
+            Action::InPlace => {
+                self.write.push(false);
+                self.in_place += 1;
+                if room(self.listed.in_place.len(), self.limit) {
+                    self.listed.in_place.push(e.path);
+                }
+            }
+            Action::Conflict => {
+                if e.kind != Kind::Dir {
+                    self.write.push(false);
+                }
+                self.conflicts += 1;
+                if room(self.listed.conflicts.len(), self.limit.max(MAX_LISTED)) {
+                    self.listed.conflicts.push(e.path);
+                }
+            }
+        }
+    }
+
+    /// Sorts the directories by path (parents first).
+    pub fn finish(&mut self) {
+        self.dirs.sort_by(|a, b| a.path.cmp(&b.path));
+        self.listed.dirs.sort_by(|a, b| a.path.cmp(&b.path));
+    }
 }
 
 /// What is at `path` now, for `wanted`; with `check_content`, a file that matches its size,
@@ -215,7 +364,8 @@ pub struct RestoreRequest {
     pub dry_run: bool,
 }
 
-/// Restores `manifest` (the selected paths) under `req.target_dir`.
+/// Restores `manifest` (the selected paths) under `req.target_dir`: plans it all first (any
+/// conflict refuses the restore with nothing written), then writes.
 pub async fn run(
     store: &Store,
     manifest: &Manifest,
@@ -225,45 +375,33 @@ pub async fn run(
 ) -> Result<RestoreOutput, Error> {
     let started = Instant::now();
     let root = PathBuf::from(&req.target_dir);
-    let selected = select(&manifest.entries, &req.paths);
-    if selected.is_empty() {
+    let selection = Selection::new(&req.paths, manifest.entries().map(|r| r.map(|e| e.path)))?;
+    let limit = if req.dry_run { MAX_LISTED } else { 0 };
+    let plan = plan_streamed(manifest, &selection, &root, req.overwrite, limit).await?;
+    if plan.selected == 0 {
         return Err(Error::NotFound(format!(
             "no entries under {:?} in snapshot {}",
             req.paths, manifest.header.snapshot_id
         )));
     }
-    let owned: Vec<Entry> = selected.into_iter().cloned().collect();
-    let r = root.clone();
-    let overwrite = req.overwrite;
-    let plan = tokio::task::spawn_blocking(move || {
-        let refs: Vec<&Entry> = owned.iter().collect();
-        plan_restore(
-            &refs,
-            |e, check| existing(&r.join(&e.path), e, check),
-            overwrite,
-        )
-    })
-    .await
-    .map_err(|e| Error::Partial(format!("restore planning failed: {e}")))?;
     let mut out = RestoreOutput {
         action: "restore",
         snapshot_id: manifest.header.snapshot_id.clone(),
         target_dir: req.target_dir.clone(),
-        already_in_place: plan.in_place.len() as u64,
+        already_in_place: plan.in_place,
         ..Default::default()
     };
-    if !plan.conflicts.is_empty() {
-        let shown: Vec<&String> = plan.conflicts.iter().take(10).collect();
+    if plan.conflicts > 0 {
+        let shown: Vec<&String> = plan.listed.conflicts.iter().take(10).collect();
         return Err(Error::Rejected(format!(
             "{} path(s) already exist in {} and differ from the snapshot (send \"overwrite\":true to replace files; directories are never replaced): {:?}",
-            plan.conflicts.len(),
-            req.target_dir,
-            shown
+            plan.conflicts, req.target_dir, shown
         )));
     }
     if req.dry_run {
         out.status = "dry_run";
-        out.plan = Some(plan);
+        out.files_remaining = plan.files;
+        out.plan = Some(plan.listed);
         out.duration_ms = started.elapsed().as_millis() as u64;
         return Ok(out);
     }
@@ -277,61 +415,22 @@ pub async fn run(
             .await
             .map_err(|e| Error::io(format!("creating {}", p.display()), e))?;
     }
-
-    let sem = Arc::new(Semaphore::new(concurrency));
-    let mut tasks: JoinSet<Result<(u64, bool), Error>> = JoinSet::new();
-    let mut remaining = 0u64;
-    let mut first_error = None;
-    for f in plan.files.clone() {
-        if Instant::now() >= stop_at {
-            remaining += 1;
-            continue;
-        }
-        let permit = sem
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Partial("closed".into()))?;
-        while let Some(r) = tasks.try_join_next() {
-            tally(r, &mut out, &mut first_error);
-        }
-        let store = store.clone();
-        let root = root.clone();
-        let replace = req.overwrite;
-        tasks.spawn(async move {
-            let _p = permit;
-            restore_file(&store, &root, &f, replace).await
-        });
+    let symlinks = write_files(
+        store,
+        manifest,
+        &selection,
+        &plan,
+        &root,
+        req.overwrite,
+        concurrency,
+        stop_at,
+        &mut out,
+    )
+    .await?;
+    for s in &symlinks {
+        restore_symlink(&root, s, req.overwrite, &mut out)?;
     }
-    while let Some(r) = tasks.join_next().await {
-        tally(r, &mut out, &mut first_error);
-    }
-    if let Some(e) = first_error {
-        return Err(e);
-    }
-    for s in &plan.symlinks {
-        let p = root.join(&s.path);
-        let target = s.target.clone().unwrap_or_default();
-        match place_symlink(&target, &p, req.overwrite) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(Error::Rejected(format!(
-                    "{} appeared while restoring and was left as it is (send \"overwrite\":true to replace it)",
-                    p.display()
-                )));
-            }
-            Err(e) => return Err(Error::io(format!("creating symlink {}", p.display()), e)),
-        }
-        if !set_owner(&p, s, true) {
-            out.ownership_not_restored += 1;
-        }
-        let t = filetime_of(s);
-        filetime::set_symlink_file_times(&p, t, t)
-            .map_err(|e| Error::io(format!("setting times of {}", p.display()), e))?;
-        out.symlinks += 1;
-    }
-    out.files_remaining = remaining;
-    if remaining == 0 {
+    if out.files_remaining == 0 {
         // Directory metadata last, deepest first: writing children changes a directory's mtime.
         for d in plan.dirs.iter().rev() {
             let p = root.join(&d.path);
@@ -345,7 +444,7 @@ pub async fn run(
             out.dirs += 1;
         }
     }
-    out.status = if remaining == 0 {
+    out.status = if out.files_remaining == 0 {
         "complete"
     } else {
         "incomplete"
@@ -354,6 +453,139 @@ pub async fn run(
     metrics::counter!("FilesRestored").increment(out.files_restored);
     metrics::counter!("BytesRestored").increment(out.bytes_restored);
     Ok(out)
+}
+
+/// Entries looked at per blocking task while planning.
+const PLAN_BATCH: usize = 2048;
+
+/// Plans the restore of `manifest`'s selected entries as they stream, looking at the target
+/// (blocking calls, a batch at a time, off the async threads); lists up to `limit` entries.
+async fn plan_streamed(
+    manifest: &Manifest,
+    selection: &Selection,
+    root: &Path,
+    overwrite: bool,
+    limit: usize,
+) -> Result<Planner, Error> {
+    let mut planner = Planner::new(limit);
+    let mut entries = manifest
+        .entries()
+        .filter(|r| r.as_ref().map_or(true, |e| selection.takes(e)));
+    loop {
+        let batch = entries
+            .by_ref()
+            .take(PLAN_BATCH)
+            .collect::<Result<Vec<Entry>, Error>>()?;
+        if batch.is_empty() {
+            break;
+        }
+        let r = root.to_path_buf();
+        let decided = tokio::task::spawn_blocking(move || {
+            batch
+                .into_iter()
+                .map(|e| {
+                    let now = existing(&r.join(&e.path), &e, overwrite);
+                    let action = decide(&e, &now, overwrite);
+                    (e, action)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| Error::Partial(format!("restore planning failed: {e}")))?;
+        for (e, action) in decided {
+            planner.add(e, action);
+        }
+    }
+    planner.finish();
+    Ok(planner)
+}
+
+/// Downloads the files `plan` writes, streaming `manifest` again, `concurrency` at a time,
+/// until `stop_at` (the rest counts in `files_remaining`); returns the symlinks to create.
+#[allow(clippy::too_many_arguments)]
+async fn write_files(
+    store: &Store,
+    manifest: &Manifest,
+    selection: &Selection,
+    plan: &Planner,
+    root: &Path,
+    replace: bool,
+    concurrency: usize,
+    stop_at: Instant,
+    out: &mut RestoreOutput,
+) -> Result<Vec<Entry>, Error> {
+    let sem = Arc::new(Semaphore::new(concurrency));
+    let mut tasks: JoinSet<Result<(u64, bool), Error>> = JoinSet::new();
+    let mut first_error = None;
+    let mut symlinks = Vec::new();
+    let mut written = plan.write.iter();
+    for e in manifest.entries() {
+        let e = e?;
+        if !selection.takes(&e) || e.kind == Kind::Dir {
+            continue;
+        }
+        if !written.next().copied().unwrap_or(false) {
+            continue;
+        }
+        if e.kind == Kind::Symlink {
+            symlinks.push(e);
+            continue;
+        }
+        if first_error.is_some() || Instant::now() >= stop_at {
+            out.files_remaining += 1;
+            continue;
+        }
+        let permit = sem
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Partial("closed".into()))?;
+        while let Some(r) = tasks.try_join_next() {
+            tally(r, out, &mut first_error);
+        }
+        let store = store.clone();
+        let root = root.to_path_buf();
+        tasks.spawn(async move {
+            let _p = permit;
+            restore_file(&store, &root, &e, replace).await
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        tally(r, out, &mut first_error);
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(symlinks),
+    }
+}
+
+/// Creates one symlink of the plan, with its owner and mtime.
+fn restore_symlink(
+    root: &Path,
+    s: &Entry,
+    replace: bool,
+    out: &mut RestoreOutput,
+) -> Result<(), Error> {
+    let p = root.join(&s.path);
+    let target = s.target.clone().unwrap_or_default();
+    match place_symlink(&target, &p, replace) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(Error::Rejected(format!(
+                "{} appeared while restoring and was left as it is (send \"overwrite\":true to replace it)",
+                p.display()
+            )));
+        }
+        Err(e) => return Err(Error::io(format!("creating symlink {}", p.display()), e)),
+    }
+    if !set_owner(&p, s, true) {
+        out.ownership_not_restored += 1;
+    }
+    let t = filetime_of(s);
+    filetime::set_symlink_file_times(&p, t, t)
+        .map_err(|e| Error::io(format!("setting times of {}", p.display()), e))?;
+    out.symlinks += 1;
+    Ok(())
 }
 
 fn tally(
@@ -528,19 +760,194 @@ mod tests {
     use super::*;
 
     fn e(path: &str, kind: Kind) -> Entry {
-        Entry {
-            path: path.into(),
-            kind,
-            target: (kind == Kind::Symlink).then(|| "t".to_string()),
-            size: 3,
+        crate::manifest::test_entry(path, kind)
+    }
+
+    /// The selection as it was made before the manifest streamed (the model).
+    fn select_whole<'a>(entries: &'a [Entry], prefixes: &[String]) -> Vec<&'a Entry> {
+        let prefixes: Vec<&str> = prefixes
+            .iter()
+            .map(|p| p.trim_matches('/'))
+            .filter(|p| !p.is_empty())
+            .collect();
+        if prefixes.is_empty() {
+            return entries.iter().collect();
+        }
+        let under = |p: &str| prefixes.iter().any(|x| is_under(p, x));
+        let mut ancestors = BTreeSet::new();
+        for e in entries.iter().filter(|e| under(&e.path)) {
+            let mut p = e.path.as_str();
+            while let Some(i) = p.rfind('/') {
+                p = &p[..i];
+                ancestors.insert(p);
+            }
+        }
+        entries
+            .iter()
+            .filter(|e| {
+                under(&e.path) || (e.kind == Kind::Dir && ancestors.contains(e.path.as_str()))
+            })
+            .collect()
+    }
+
+    /// The plan as it was made before the manifest streamed (the model).
+    fn plan_whole(
+        selected: &[&Entry],
+        existing: impl Fn(&Entry, bool) -> Existing,
+        overwrite: bool,
+    ) -> RestorePlan {
+        let mut plan = RestorePlan::default();
+        for e in selected {
+            let now = existing(e, overwrite);
+            match (e.kind, &now) {
+                (Kind::Dir, Existing::Missing | Existing::Dir) => plan.dirs.push((*e).clone()),
+                (Kind::Dir, _) => plan.conflicts.push(e.path.clone()),
+                (_, Existing::Dir) => plan.conflicts.push(e.path.clone()),
+                (
+                    Kind::File,
+                    Existing::File {
+                        size,
+                        mtime_ns,
+                        mode,
+                        sha256,
+                    },
+                ) if *size == e.size
+                    && *mtime_ns == e.mtime_ns
+                    && *mode == e.mode
+                    && (!overwrite || sha256.is_some() && *sha256 == e.sha256) =>
+                {
+                    plan.in_place.push(e.path.clone())
+                }
+                (Kind::Symlink, Existing::Symlink { target })
+                    if Some(target) == e.target.as_ref() =>
+                {
+                    plan.in_place.push(e.path.clone())
+                }
+                (_, Existing::Missing) | (_, Existing::File { .. } | Existing::Symlink { .. })
+                    if matches!(now, Existing::Missing) || overwrite =>
+                {
+                    if e.kind == Kind::File {
+                        plan.files.push((*e).clone())
+                    } else {
+                        plan.symlinks.push((*e).clone())
+                    }
+                }
+                _ => plan.conflicts.push(e.path.clone()),
+            }
+        }
+        plan.dirs.sort_by(|a, b| a.path.cmp(&b.path));
+        plan
+    }
+
+    /// What a test's target holds at an entry's path: choice `c` among the cases that matter.
+    fn existing_case(c: u8, check: bool) -> Existing {
+        let file = |size, sha: Option<&str>| Existing::File {
+            size,
             mtime_ns: 10,
             mode: 0o644,
-            uid: 0,
-            gid: 0,
-            ino: 0,
-            sha256: Some("x".into()),
-            version_id: Some("v".into()),
+            sha256: if check { sha.map(str::to_string) } else { None },
+        };
+        match c % 9 {
+            0 | 1 => Existing::Missing,
+            2 => file(3, Some("x")),
+            3 => file(3, Some("damaged")),
+            4 => file(3, None),
+            5 => file(4, Some("x")),
+            6 => Existing::Dir,
+            7 => Existing::Symlink {
+                target: if c > 100 {
+                    "t".into()
+                } else {
+                    "elsewhere".into()
+                },
+            },
+            _ => Existing::Other,
         }
+    }
+
+    proptest::proptest! {
+        /// The streamed selection and planner decide as the whole-manifest ones did.
+        #[test]
+        fn the_streamed_plan_is_the_whole_one(
+            paths in proptest::collection::btree_set("[a-]{1,2}(/[a-]{1,2}){0,2}", 0..40),
+            kinds in proptest::collection::vec(0u8..3, 40),
+            cases in proptest::collection::vec(proptest::prelude::any::<u8>(), 40),
+            prefixes in proptest::collection::vec("/?[a-]{1,2}(/[a-]{1,2}){0,1}/?", 0..3),
+            overwrite in proptest::prelude::any::<bool>(),
+        ) {
+            let entries: Vec<Entry> = paths
+                .iter()
+                .zip(&kinds)
+                .map(|(p, k)| e(p, [Kind::File, Kind::Dir, Kind::Symlink][*k as usize]))
+                .collect();
+            let case_of = |e: &Entry| {
+                cases[entries.iter().position(|x| x.path == e.path).unwrap_or(0)]
+            };
+            let existing = |e: &Entry, check: bool| existing_case(case_of(e), check);
+            let model_selected = select_whole(&entries, &prefixes);
+            proptest::prop_assert_eq!(&select(&entries, &prefixes), &model_selected);
+            let model = plan_whole(&model_selected, existing, overwrite);
+            proptest::prop_assert_eq!(&plan_restore(&model_selected, existing, overwrite), &model);
+
+            // As `run` streams it: a selection from the paths, then entry by entry.
+            let selection = Selection::new(
+                &prefixes,
+                entries.iter().map(|e| Ok::<_, ()>(e.path.clone())),
+            ).unwrap();
+            let mut planner = Planner::new(usize::MAX);
+            for x in entries.iter().filter(|x| selection.takes(x)) {
+                planner.add(x.clone(), decide(x, &existing(x, overwrite), overwrite));
+            }
+            planner.finish();
+            proptest::prop_assert_eq!(&planner.listed, &model);
+            proptest::prop_assert_eq!(planner.dirs, model.dirs.clone());
+            proptest::prop_assert_eq!(planner.selected as usize, model_selected.len());
+            // The bits name exactly the files and symlinks the model writes, in order.
+            let written: Vec<Entry> = model_selected
+                .iter()
+                .filter(|x| x.kind != Kind::Dir)
+                .zip(&planner.write)
+                .filter(|(_, w)| **w)
+                .map(|(x, _)| (*x).clone())
+                .collect();
+            let mut want = model.files.clone();
+            want.extend(model.symlinks.clone());
+            want.sort_by(|a, b| a.path.cmp(&b.path));
+            proptest::prop_assert_eq!(written, want);
+            proptest::prop_assert_eq!(
+                planner.write.len(),
+                model_selected.iter().filter(|x| x.kind != Kind::Dir).count()
+            );
+            proptest::prop_assert_eq!(
+                (planner.files, planner.symlinks, planner.in_place, planner.conflicts),
+                (
+                    model.files.len() as u64,
+                    model.symlinks.len() as u64,
+                    model.in_place.len() as u64,
+                    model.conflicts.len() as u64
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn a_planner_lists_only_up_to_its_limit_but_counts_everything() {
+        let mut p = Planner::new(2);
+        for i in 0..5 {
+            p.add(e(&format!("f{i}"), Kind::File), Action::Write);
+            p.add(e(&format!("c{i}"), Kind::File), Action::Conflict);
+        }
+        p.finish();
+        assert_eq!((p.files, p.conflicts, p.write.len()), (5, 5, 10));
+        assert_eq!(p.listed.files.len(), 2);
+        assert_eq!(
+            p.listed.conflicts.len(),
+            5,
+            "conflicts are listed up to MAX_LISTED"
+        );
+        let mut p = Planner::new(0);
+        p.add(e("f", Kind::File), Action::Write);
+        assert!(p.listed.files.is_empty());
     }
 
     #[test]

@@ -39,22 +39,8 @@ pub struct CheckpointHeader {
     pub rescan: bool,
 }
 
-/// A manifest as stored: see [`Store::manifest_stream`].
-pub struct StoredManifest {
-    pub key: String,
-    pub header: Header,
-    /// The gzip bytes (about 15 bytes per entry).
-    pub bytes: Vec<u8>,
-}
-
-impl StoredManifest {
-    /// The entries, decoded one at a time; an error names the manifest.
-    pub fn entries(&self) -> impl Iterator<Item = Result<Entry, Error>> + '_ {
-        manifest::entries(&self.bytes).map(|r| {
-            r.map_err(|e| Error::Rejected(format!("manifest {} is unreadable: {e}", self.key)))
-        })
-    }
-}
+/// A manifest as stored (gzip, entries streamed): the name the backup run uses.
+pub type StoredManifest = Manifest;
 
 /// The bucket and key layout, with the client.
 #[derive(Clone)]
@@ -175,27 +161,22 @@ impl Store {
         Ok(())
     }
 
-    /// Reads a snapshot's manifest; `None` when there is no such snapshot.
+    /// Reads a snapshot's manifest (kept compressed, see [`Manifest`]); `None` when there is
+    /// no such snapshot.
     pub async fn manifest(&self, id: &str) -> Result<Option<Manifest>, Error> {
-        let key = self.layout.manifest_key(id);
-        let Some(bytes) = self.get(&key, None).await? else {
-            return Ok(None);
-        };
-        let (header, entries): (Header, Vec<Entry>) = manifest::decode(&bytes)
-            .map_err(|e| Error::Rejected(format!("manifest {key} is unreadable: {e}")))?;
-        Ok(Some(Manifest { header, entries }))
+        self.manifest_stream(id).await
     }
 
     /// A snapshot's manifest as stored (gzip), its header decoded: the entries are read as a
     /// stream, in path order, and never all held decoded. `None` when there is no such snapshot.
-    pub async fn manifest_stream(&self, id: &str) -> Result<Option<StoredManifest>, Error> {
+    pub async fn manifest_stream(&self, id: &str) -> Result<Option<Manifest>, Error> {
         let key = self.layout.manifest_key(id);
         let Some(bytes) = self.get(&key, None).await? else {
             return Ok(None);
         };
         let header = manifest::decode_header(&bytes)
             .map_err(|e| Error::Rejected(format!("manifest {key} is unreadable: {e}")))?;
-        Ok(Some(StoredManifest { key, header, bytes }))
+        Ok(Some(Manifest { key, header, bytes }))
     }
 
     /// Reads only a manifest's header (a ranged read).

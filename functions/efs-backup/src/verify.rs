@@ -1,5 +1,8 @@
 //! `list` and `verify`.
+//!
+//! [`sample`] is pure: it picks the files `verify` re-reads, streaming the manifest.
 
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -111,20 +114,60 @@ pub struct VerifyOutput {
     pub failed: Vec<Mismatch>,
 }
 
-/// Picks up to `n` files at random (a random salt orders them by hash).
-pub fn sample(entries: &[Entry], n: usize, salt: &[u8]) -> Vec<Entry> {
-    let mut files: Vec<(Vec<u8>, &Entry)> = entries
-        .iter()
-        .filter(|e| e.kind == Kind::File)
-        .map(|e| {
-            let mut h = Sha256::new();
-            h.update(salt);
-            h.update(e.path.as_bytes());
-            (h.finalize().to_vec(), e)
-        })
-        .collect();
-    files.sort_by(|a, b| a.0.cmp(&b.0));
-    files.into_iter().take(n).map(|(_, e)| e.clone()).collect()
+/// A file in the sample, ordered by its salted hash, then by its position in the manifest (as
+/// a stable sort would order equal hashes).
+struct Picked {
+    key: (Vec<u8>, u64),
+    entry: Entry,
+}
+
+impl PartialEq for Picked {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl Eq for Picked {}
+impl PartialOrd for Picked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Picked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+
+/// Picks up to `n` files at random (a random salt orders them by hash), in that order: the
+/// `n` smallest salted hashes, kept in a heap of `n` while the entries stream by, so a
+/// million-entry snapshot is never held. An error reading `entries` is returned as it is.
+pub fn sample<E>(
+    entries: impl IntoIterator<Item = Result<Entry, E>>,
+    n: usize,
+    salt: &[u8],
+) -> Result<Vec<Entry>, E> {
+    let mut heap: BinaryHeap<Picked> = BinaryHeap::new();
+    for (i, e) in entries.into_iter().enumerate() {
+        let e = e?;
+        if e.kind != Kind::File || n == 0 {
+            continue;
+        }
+        let mut h = Sha256::new();
+        h.update(salt);
+        h.update(e.path.as_bytes());
+        let key = (h.finalize().to_vec(), i as u64);
+        if heap.len() < n {
+            heap.push(Picked { key, entry: e });
+        } else if heap.peek().is_some_and(|top| top.key > key) {
+            heap.pop();
+            heap.push(Picked { key, entry: e });
+        }
+    }
+    Ok(heap
+        .into_sorted_vec()
+        .into_iter()
+        .map(|p| p.entry)
+        .collect())
 }
 
 /// Re-reads `n` sampled objects of a snapshot and checks size and SHA-256.
@@ -136,7 +179,7 @@ pub async fn verify(
     n: usize,
     concurrency: usize,
 ) -> Result<VerifyOutput, Error> {
-    let picked = sample(&m.entries, n, uuid::Uuid::new_v4().as_bytes());
+    let picked = sample(m.entries(), n, uuid::Uuid::new_v4().as_bytes())?;
     let sem = Arc::new(Semaphore::new(concurrency));
     let mut tasks: JoinSet<Result<(u64, Option<Mismatch>), Error>> = JoinSet::new();
     for e in picked {
@@ -237,4 +280,55 @@ async fn check(store: &Store, e: &Entry) -> Result<(u64, Option<Mismatch>), Erro
         ));
     }
     Ok((n, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn file(path: String, kind: Kind) -> Entry {
+        crate::manifest::test_entry(&path, kind)
+    }
+
+    /// The sample as it was taken before it streamed: every file hashed, sorted, the first `n`.
+    fn sample_whole(entries: &[Entry], n: usize, salt: &[u8]) -> Vec<Entry> {
+        let mut files: Vec<(Vec<u8>, &Entry)> = entries
+            .iter()
+            .filter(|e| e.kind == Kind::File)
+            .map(|e| {
+                let mut h = Sha256::new();
+                h.update(salt);
+                h.update(e.path.as_bytes());
+                (h.finalize().to_vec(), e)
+            })
+            .collect();
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        files.into_iter().take(n).map(|(_, e)| e.clone()).collect()
+    }
+
+    proptest! {
+        #[test]
+        fn the_streamed_sample_is_the_whole_sorted_one(
+            paths in prop::collection::btree_set("[a-c]{1,3}(/[a-c]{1,3}){0,2}", 0..60),
+            dirs in prop::collection::vec(any::<bool>(), 60),
+            n in 0usize..70,
+            salt in prop::collection::vec(any::<u8>(), 0..8),
+        ) {
+            let entries: Vec<Entry> = paths
+                .into_iter()
+                .zip(&dirs)
+                .map(|(p, d)| file(p, if *d { Kind::Dir } else { Kind::File }))
+                .collect();
+            let streamed =
+                sample(entries.iter().cloned().map(Ok::<_, ()>), n, &salt).unwrap();
+            prop_assert_eq!(streamed, sample_whole(&entries, n, &salt));
+        }
+    }
+
+    #[test]
+    fn a_stream_error_is_returned() {
+        let entries = vec![Ok(file("a".into(), Kind::File)), Err("corrupt")];
+        assert_eq!(sample(entries, 5, b"s"), Err("corrupt"));
+    }
 }
