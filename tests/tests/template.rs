@@ -2654,3 +2654,81 @@ fn local_env_gives_each_function_its_deployed_environment_as_a_dry_run() {
         }
     }
 }
+
+/// The README's small profile (`Costs to expect`): every `Name=value` on its `sam deploy` line
+/// is a template parameter, and each value is one the parameter accepts (AllowedValues,
+/// MinValue/MaxValue), the task size a Fargate combination.
+#[test]
+fn the_small_profile_sets_only_values_the_template_accepts() {
+    let section = readme_section("**Small profile.**", "**The goal");
+    let line = section
+        .lines()
+        .find(|l| l.starts_with("sam deploy --parameter-overrides \""))
+        .expect("the small profile's sam deploy line");
+    let overrides = line.split('"').nth(1).expect("the overrides, quoted");
+    // `JobsSchedule=rate(15 minutes)` holds a space: a value runs until the next ` Name=`.
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for word in overrides.split(' ') {
+        match word.split_once('=') {
+            Some((k, v)) if k.chars().all(|c| c.is_ascii_alphanumeric()) => {
+                pairs.push((k.to_string(), v.to_string()));
+            }
+            _ => pairs.last_mut().expect("a Name=value first").1 += &format!(" {word}"),
+        }
+    }
+    let params = rendered().template["Parameters"]
+        .as_object()
+        .expect("Parameters");
+    let mut values = BTreeMap::new();
+    for (name, value) in &pairs {
+        let p = params
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} is not a template parameter"));
+        if name != "ImageUri" {
+            values.insert(name.as_str(), value.as_str());
+        }
+        if let Some(allowed) = p["AllowedValues"].as_array() {
+            assert!(
+                allowed.iter().any(|a| match a {
+                    Value::String(s) => s == value,
+                    other => other.to_string() == *value,
+                }),
+                "{name}={value}: not among {allowed:?}"
+            );
+        }
+        if let Some(min) = p["MinValue"].as_f64() {
+            assert!(
+                value.parse::<f64>().unwrap() >= min,
+                "{name}={value} < {min}"
+            );
+        }
+        if let Some(max) = p["MaxValue"].as_f64() {
+            assert!(
+                value.parse::<f64>().unwrap() <= max,
+                "{name}={value} > {max}"
+            );
+        }
+    }
+    assert_eq!(values["MinTasks"], "1");
+    assert!(values["MaxTasks"].parse::<u32>().unwrap() >= 1);
+    assert!(
+        values["JobsSchedule"].starts_with("rate(") && values["JobsSchedule"].ends_with(')'),
+        "{}",
+        values["JobsSchedule"]
+    );
+    // Fargate's table: 256 CPU units take 512, 1024 or 2048 MiB.
+    assert_eq!(values["TaskCpu"], "256");
+    assert!(["512", "1024", "2048"].contains(&values["TaskMemory"]));
+    // The wiki's durability stays: no parameter that takes backups or the database's safety away.
+    for kept in [
+        "DbBackupRetentionDays",
+        "DbDeletionProtection",
+        "BackupSchedule",
+        "JobsEnabled",
+    ] {
+        assert!(
+            !values.contains_key(kept),
+            "the small profile leaves {kept} as it is"
+        );
+    }
+}
