@@ -44,7 +44,8 @@ pub enum Taken {
     Busy(Option<Body>),
 }
 
-fn precondition_failed<E: ProvideErrorMetadata>(
+/// Whether an S3 call failed because its condition (`If-Match`, `If-None-Match`) did not hold.
+pub fn precondition_failed<E: ProvideErrorMetadata>(
     e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
 ) -> bool {
     e.raw_response()

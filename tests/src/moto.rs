@@ -131,6 +131,26 @@ impl Moto {
         state.primary().map(|d| d.id.clone()).unwrap_or_default()
     }
 
+    /// A Step Functions client for this server.
+    pub async fn sfn(&self) -> aws_sdk_sfn::Client {
+        aws_sdk_sfn::Client::new(&self.sdk_config().await)
+    }
+
+    /// An EventBridge Pipes client for this server.
+    pub async fn pipes(&self) -> aws_sdk_pipes::Client {
+        aws_sdk_pipes::Client::new(&self.sdk_config().await)
+    }
+
+    /// An RDS client for this server.
+    pub async fn rds(&self) -> aws_sdk_rds::Client {
+        aws_sdk_rds::Client::new(&self.sdk_config().await)
+    }
+
+    /// An ECR client for this server.
+    pub async fn ecr(&self) -> aws_sdk_ecr::Client {
+        aws_sdk_ecr::Client::new(&self.sdk_config().await)
+    }
+
     /// Registers a revision of `family` (one `wiki` container) and returns its ARN.
     pub async fn register_revision(&self, family: &str) -> String {
         self.ecs()

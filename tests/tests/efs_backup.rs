@@ -877,7 +877,8 @@ async fn every_sample_event_is_understood() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("wiki");
     write(&src, "a/ab/X.png", b"x");
-    let lambda = Lambda::start("efs-backup", env(&moto, &src, &[])).await;
+    wiki_database_and_release(&moto).await;
+    let lambda = Lambda::start("efs-backup", env(&moto, &src, &recovery_env(&[]))).await;
     lambda.invoke(json!({"action":"backup"})).await.unwrap();
     let names: Vec<String> = events::all()
         .into_iter()
@@ -1635,4 +1636,184 @@ async fn retention_never_prunes_the_snapshot_latest_names() {
     let out = restore(&lambda, "latest", &r).await;
     assert_eq!(out["status"], "complete", "{out}");
     assert_eq!(tree(&r), without_excluded(tree(&src)));
+}
+
+/// The wiki's database instance in moto, and a configuration bucket with a release pointer.
+async fn wiki_database_and_release(moto: &Moto) -> (aws_sdk_rds::Client, Value) {
+    let rds = moto.rds().await;
+    rds.create_db_instance()
+        .db_instance_identifier("wiki-db")
+        .db_instance_class("db.t4g.micro")
+        .engine("mysql")
+        .master_username("admin")
+        .master_user_password("not-a-real-password")
+        .allocated_storage(20)
+        .send()
+        .await
+        .unwrap();
+    moto.versioned_bucket("wiki-config").await.unwrap();
+    let release = json!({"release": {"created_at": "2026-12-01T00:00:00Z",
+        "objects": {"config/LocalSettings.php": "v1"}}});
+    moto.s3()
+        .await
+        .put_object()
+        .bucket("wiki-config")
+        .key("config/.wikiops/release.json")
+        .body(serde_json::to_vec(&release).unwrap().into())
+        .send()
+        .await
+        .unwrap();
+    (rds, release)
+}
+
+fn recovery_env<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        ("DB_INSTANCE_ID", "wiki-db"),
+        ("CONFIG_BUCKET", "wiki-config"),
+        ("CONFIG_PREFIX", "config/"),
+    ];
+    env.extend_from_slice(extra);
+    env
+}
+
+#[tokio::test]
+async fn a_recovery_point_ties_pages_files_and_release_and_restores_beside() {
+    let moto = Moto::start().await;
+    let s3 = versioned_bucket(&moto).await;
+    let (rds, release) = wiki_database_and_release(&moto).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("wiki");
+    wiki_tree(&src);
+    let lambda = Lambda::start(
+        "efs-backup",
+        env(&moto, &src, &recovery_env(&[("KEEP_SNAPSHOTS", "1")])),
+    )
+    .await;
+    let at_point = without_excluded(tree(&src));
+    let out = lambda
+        .invoke(events::load("efs-backup-recovery-point"))
+        .await
+        .unwrap();
+    assert_eq!(out["status"], "complete", "{out}");
+    let rp = &out["recovery_point"];
+    let id = rp["id"].as_str().unwrap().to_string();
+    // The consistency rule: the pages are not later than the walk of the files.
+    let point = rp["database"]["point"].as_str().unwrap();
+    let walk = rp["files"]["walk_started_at"].as_str().unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(point).unwrap()
+            <= chrono::DateTime::parse_from_rfc3339(walk).unwrap(),
+        "{rp}"
+    );
+    assert_eq!(rp["config"]["release"], release["release"], "{rp}");
+    let db_snapshot = rp["database"]["snapshot"].as_str().unwrap().to_string();
+    let described = rds
+        .describe_db_snapshots()
+        .db_snapshot_identifier(&db_snapshot)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(described.db_snapshots().len(), 1);
+    let listed = lambda.invoke(json!({"action":"list"})).await.unwrap();
+    assert_eq!(listed["recovery_points"][0]["recovery_point"], id.as_str());
+    assert!(listed["recovery_points"][0]["age_hours"].as_f64().unwrap() < 1.0);
+
+    // The wiki moves on; the live tree is never touched by a restore beside.
+    std::fs::remove_file(src.join("archive/0/01/20260101000000!Old.png")).unwrap();
+    write(&src, "a/ab/After.png", &bytes(77, 500));
+    let live = tree(&src);
+    let beside = lambda
+        .invoke(json!({"action":"restore-beside","recovery_point":"latest"}))
+        .await
+        .unwrap();
+    assert_eq!(beside["status"], "complete", "{beside}");
+    assert_eq!(beside["recovery_point"], id.as_str());
+    let files_dir = std::path::PathBuf::from(beside["files_dir"].as_str().unwrap());
+    assert!(files_dir.starts_with(src.join(".efs-restore")));
+    assert_eq!(tree(&files_dir), at_point);
+    let mut now = tree(&src);
+    now.retain(|p, _| !p.starts_with(".efs-restore"));
+    assert_eq!(now, live, "restore beside changed the live tree");
+    let instance = beside["db_instance"].as_str().unwrap();
+    let restored = rds
+        .describe_db_instances()
+        .db_instance_identifier(instance)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(restored.db_instances().len(), 1, "{beside}");
+    assert_eq!(beside["config"]["release"], release["release"]);
+    // Again: the same instance and folder, nothing restored twice.
+    let again = lambda
+        .invoke(json!({"action":"restore-beside","recovery_point":id}))
+        .await
+        .unwrap();
+    assert_eq!(again["db_instance"], beside["db_instance"]);
+    assert_eq!(again["files"]["files_restored"], 0, "{again}");
+
+    // A second point with KEEP_SNAPSHOTS=1: the first goes, DB snapshot first.
+    let second = lambda
+        .invoke(json!({"action":"recovery-point"}))
+        .await
+        .unwrap();
+    assert_eq!(second["status"], "complete", "{second}");
+    assert_eq!(second["pruned"]["delete"], json!([id]), "{second}");
+    let gone = rds
+        .describe_db_snapshots()
+        .db_snapshot_identifier(&db_snapshot)
+        .send()
+        .await;
+    assert!(
+        gone.is_err(),
+        "the pruned point's DB snapshot is left: {gone:?}"
+    );
+    let listed = lambda.invoke(json!({"action":"list"})).await.unwrap();
+    assert_eq!(listed["recovery_points"].as_array().unwrap().len(), 1);
+    drop(s3);
+}
+
+#[tokio::test]
+async fn a_recovery_point_whose_db_snapshot_vanished_is_given_up_and_named() {
+    let moto = Moto::start().await;
+    versioned_bucket(&moto).await;
+    let (rds, _) = wiki_database_and_release(&moto).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("wiki");
+    wiki_tree(&src);
+    let lambda = Lambda::start("efs-backup", env(&moto, &src, &recovery_env(&[]))).await;
+    // A point started (its pending record and DB snapshot), then the snapshot deleted.
+    let s3 = moto.s3().await;
+    let id = "20261208T030000.000Z";
+    let snapshot = "wiki-db-rp-20261208t030000000z";
+    let pending = json!({"id": id, "created_at": "2026-12-08T03:00:00Z", "status": "pending",
+        "database": {"instance": "wiki-db", "snapshot": snapshot}});
+    s3.put_object()
+        .bucket(BUCKET)
+        .key(format!("{PREFIX}recovery-points/pending.json"))
+        .body(serde_json::to_vec(&pending).unwrap().into())
+        .send()
+        .await
+        .unwrap();
+    let err = lambda
+        .invoke(json!({"action":"recovery-point"}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type, "Rejected", "{err:?}");
+    assert!(err.error_message.contains(snapshot), "{err:?}");
+    // The next invocation starts a new point and completes it.
+    let out = lambda
+        .invoke(json!({"action":"recovery-point"}))
+        .await
+        .unwrap();
+    assert_eq!(out["status"], "complete", "{out}");
+    assert_ne!(out["recovery_point"]["id"], id);
+    // Without the instance setting the action names what is missing and changes nothing.
+    let plain = Lambda::start("efs-backup", env(&moto, &src, &[])).await;
+    let err = plain
+        .invoke(json!({"action":"recovery-point"}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type, "Settings", "{err:?}");
+    assert!(err.error_message.contains("DB_INSTANCE_ID"), "{err:?}");
+    drop(rds);
 }

@@ -85,7 +85,7 @@ const MANAGED_POLICIES: [(&str, bool); 2] = [
 
 /// Actions without resource-level permissions: the only ones allowed on `Resource: "*"`
 /// (Service Authorization Reference).
-const NO_RESOURCE_LEVEL: [&str; 13] = [
+const NO_RESOURCE_LEVEL: [&str; 15] = [
     "ecs:ListClusters",
     "ecs:ListServices",
     "ecs:ListTasks",
@@ -97,6 +97,8 @@ const NO_RESOURCE_LEVEL: [&str; 13] = [
     "events:ListEventBuses",
     "events:ListRules",
     "scheduler:ListSchedules",
+    "states:ListStateMachines",
+    "pipes:ListPipes",
     "secretsmanager:GetRandomPassword",
     "secretsmanager:ListSecrets",
 ];

@@ -42,6 +42,9 @@ pub struct BackupOutput {
     pub status: &'static str,
     pub snapshot_id: String,
     pub previous_snapshot: Option<String>,
+    /// When this invocation's walk of the tree began.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub walk_started_at: Option<chrono::DateTime<Utc>>,
     pub files_total: u64,
     pub dirs_total: u64,
     pub symlinks_total: u64,
@@ -201,6 +204,7 @@ async fn backup(
         done.dedup_by(|a, b| a.path == b.path);
     }
 
+    let walk_started_at = Utc::now();
     let root = PathBuf::from(&settings.source_dir);
     let exclude = settings.exclude_set();
     let threads = settings.walk_threads;
@@ -236,6 +240,7 @@ async fn backup(
         action: "backup",
         snapshot_id: ck_header.snapshot_id.clone(),
         previous_snapshot: previous_id.clone(),
+        walk_started_at: Some(walk_started_at),
         skipped_total: walked.skipped.len() as u64,
         skipped: walked.skipped.into_iter().take(MAX_LISTED).collect(),
         entries_kept: plan.kept,

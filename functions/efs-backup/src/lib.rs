@@ -13,6 +13,9 @@ pub mod backup;
 pub mod lease;
 pub mod manifest;
 pub mod plan;
+pub mod rds;
+pub mod recover;
+pub mod recovery;
 pub mod restore;
 pub mod retention;
 pub mod settings;
@@ -32,9 +35,10 @@ use crate::manifest::{Layout, Manifest};
 use crate::settings::Settings;
 use crate::store::Store;
 
-/// The clients built once per process.
+/// The clients built once per process (RDS on first use: only recovery points need it).
 pub struct Clients {
     pub s3: aws_sdk_s3::Client,
+    pub rds: shared::aws::LazyClient<aws_sdk_rds::Client>,
 }
 
 /// What an invocation asks for.
@@ -71,6 +75,16 @@ pub enum Request {
         #[serde(default)]
         dry_run: bool,
     },
+    /// Takes (the next step of) a recovery point: DB snapshot, files snapshot, release.
+    #[serde(rename = "recovery-point")]
+    RecoveryPoint {},
+    /// Restores a recovery point beside the live wiki: a new DB instance, files in a fresh
+    /// folder.
+    #[serde(rename = "restore-beside")]
+    RestoreBeside {
+        #[serde(default = "latest")]
+        recovery_point: String,
+    },
 }
 
 fn latest() -> String {
@@ -95,7 +109,7 @@ impl Request {
         }
         if event.get("action").is_none() {
             return Err(Error::InvalidEvent(
-                "expected an \"action\" (backup, restore, list, verify, prune) or a scheduled event"
+                "expected an \"action\" (backup, restore, list, verify, prune, recovery-point, restore-beside) or a scheduled event"
                     .into(),
             ));
         }
@@ -186,7 +200,11 @@ pub async fn handler(clients: &Clients, event: LambdaEvent<Value>) -> Result<Val
                 .await?,
             )
         }
-        Request::List {} => to_json(Box::pin(verify::list(&store, &settings)).await?),
+        Request::List {} => {
+            let mut out = to_json(Box::pin(verify::list(&store, &settings)).await?);
+            out["recovery_points"] = listed_points(&recover::list_points(&store).await?);
+            out
+        }
         Request::Verify { snapshot, sample } => {
             let m = resolve(&store, &settings, &snapshot).await?;
             to_json(
@@ -202,18 +220,72 @@ pub async fn handler(clients: &Clients, event: LambdaEvent<Value>) -> Result<Val
         Request::Prune { dry_run } => {
             let dry_run = dry_run || settings.dry_run;
             match backup::prune_now(&store, &settings, deadline, dry_run).await? {
-                Some(plan) => serde_json::json!({
-                    "action": "prune",
-                    "status": if dry_run { "dry_run" } else { "complete" },
-                    "keep": plan.keep,
-                    "delete": plan.delete,
-                }),
+                Some(plan) => {
+                    let points = match settings.db_instance {
+                        Some(_) => Some(
+                            recover::prune_points(&store, &settings, clients.rds.get(), dry_run)
+                                .await?,
+                        ),
+                        None => None,
+                    };
+                    serde_json::json!({
+                        "action": "prune",
+                        "status": if dry_run { "dry_run" } else { "complete" },
+                        "keep": plan.keep,
+                        "delete": plan.delete,
+                        "recovery_points": points,
+                    })
+                }
                 None => serde_json::json!({"action": "prune", "status": "busy"}),
             }
+        }
+        Request::RecoveryPoint {} => to_json(
+            Box::pin(recover::take(
+                &store,
+                &settings,
+                clients.rds.get(),
+                deadline,
+            ))
+            .await?,
+        ),
+        Request::RestoreBeside { recovery_point } => {
+            let stop_at = deadline
+                .checked_sub(settings.deadline_margin)
+                .unwrap_or(deadline);
+            to_json(
+                Box::pin(recover::restore_beside(
+                    &store,
+                    &settings,
+                    clients.rds.get(),
+                    &recovery_point,
+                    stop_at,
+                ))
+                .await?,
+            )
         }
     };
     tracing::info!(result = %out, "done");
     Ok(out)
+}
+
+/// Recovery points as `list` shows them: id, age in hours, and the three parts.
+fn listed_points(points: &[recovery::RecoveryPoint]) -> Value {
+    let now = chrono::Utc::now();
+    Value::Array(
+        points
+            .iter()
+            .map(|rp| {
+                serde_json::json!({
+                    "recovery_point": rp.id,
+                    "age_hours": (now - rp.created_at).num_minutes() as f64 / 60.0,
+                    "db_snapshot": rp.database.snapshot,
+                    "database_point": rp.database.point,
+                    "files_snapshot": rp.files.as_ref().map(|f| &f.snapshot_id),
+                    "config_release": rp.config.as_ref().map(|c| c.release.created_at),
+                })
+            })
+            .collect(),
+    )
 }
 
 fn to_json<T: serde::Serialize>(v: T) -> Value {

@@ -10,6 +10,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let clients = shared::aws::DeferredClients::new(|env, config| {
         Ok(Clients {
             s3: shared::aws::s3_client(config, env)?,
+            rds: shared::aws::LazyClient::new(config, aws_sdk_rds::Client::new),
         })
     });
     shared::runtime::run_with(&clients, handler).await

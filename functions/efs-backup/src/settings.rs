@@ -43,6 +43,12 @@ pub struct Settings {
     /// `DRY_RUN`: every backup, restore and prune is a dry run, whatever the event says (the
     /// environment `scripts/local-env` writes for `sam local invoke`).
     pub dry_run: bool,
+    /// `DB_INSTANCE_ID`: the wiki's RDS instance, for recovery points (unset: none are taken).
+    pub db_instance: Option<String>,
+    /// `CONFIG_BUCKET`: the configuration bucket whose release a recovery point records.
+    pub config_bucket: Option<String>,
+    /// `CONFIG_PREFIX`: the configuration's key prefix there, `""` or ending in `/`.
+    pub config_prefix: String,
 }
 
 impl Settings {
@@ -122,6 +128,9 @@ impl Settings {
             allow_unversioned: env.flag("ALLOW_UNVERSIONED_BUCKET", false)?,
             lease_grace: Duration::from_secs(lease_grace_s),
             dry_run: env.flag("DRY_RUN", false)?,
+            db_instance: env.optional("DB_INSTANCE_ID"),
+            config_bucket: env.optional("CONFIG_BUCKET"),
+            config_prefix: normalize_prefix(&env.optional("CONFIG_PREFIX").unwrap_or_default()),
         })
     }
 

@@ -1,0 +1,448 @@
+//! The recovery-point actions: `recovery-point` (take one, a step per invocation), listing,
+//! pruning with the backups, and `restore-beside`. The adapter around [`crate::recovery`]'s
+//! rules: the bucket, RDS ([`crate::rds`]) and the configuration bucket's release pointer.
+
+use std::time::Instant;
+
+use aws_sdk_s3::primitives::ByteStream;
+use chrono::Utc;
+use serde::Serialize;
+use shared::release::Pointer;
+use shared::{Error, SettingsError};
+
+use crate::backup::{self, BackupOptions, BackupOutput};
+use crate::manifest;
+use crate::rds;
+use crate::recovery::{
+    self, ConfigPoint, DatabasePoint, FilesPoint, PrunePlan, RecoveryPoint, Status, Step,
+};
+use crate::restore::{self, RestoreOutput, RestoreRequest};
+use crate::settings::Settings;
+use crate::store::Store;
+
+/// The answer to `recovery-point`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TakeOutput {
+    pub action: &'static str,
+    /// `complete`; `incomplete` (invoke again now: a backup is under way) or `waiting`
+    /// (invoke again in a minute: RDS is making the snapshot); `busy` (another run holds the
+    /// backup lease).
+    pub status: &'static str,
+    pub recovery_point: Option<RecoveryPoint>,
+    /// What this invocation waited for or did last.
+    pub step: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupOutput>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pruned: Option<PrunePlan>,
+}
+
+/// The answer to `restore-beside`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BesideOutput {
+    pub action: &'static str,
+    /// `complete` once the instance is available and every file is restored; otherwise
+    /// `waiting` (invoke again in a minute) or `incomplete` (files remain: invoke again now).
+    pub status: &'static str,
+    pub recovery_point: String,
+    /// The new instance: its identifier, RDS status and endpoint (`host:port`).
+    pub db_instance: String,
+    pub db_status: String,
+    pub db_endpoint: Option<String>,
+    /// Where the uploads were restored (a fresh folder on the file system).
+    pub files_dir: String,
+    pub files: RestoreOutput,
+    /// The configuration release to boot the pair with.
+    pub config: Option<ConfigPoint>,
+}
+
+fn instance_of(settings: &Settings) -> Result<String, Error> {
+    settings
+        .db_instance
+        .clone()
+        .ok_or_else(|| Error::Settings(SettingsError::Missing("DB_INSTANCE_ID".into())))
+}
+
+/// The `recovery-point` action: takes the next step of the point being taken (starting one if
+/// none is), and as many more as finish at once.
+pub async fn take(
+    store: &Store,
+    settings: &Settings,
+    rds_client: &aws_sdk_rds::Client,
+    deadline: Instant,
+) -> Result<TakeOutput, Error> {
+    let instance = instance_of(settings)?;
+    let mut out = TakeOutput {
+        action: "recovery-point",
+        status: "waiting",
+        recovery_point: None,
+        step: "start",
+        backup: None,
+        pruned: None,
+    };
+    if settings.dry_run {
+        // The step the next invocation would take, and nothing done.
+        let pending = read_point(store, &store.layout.pending_point_key()).await?;
+        let db = match &pending {
+            Some(rp) => rds::snapshot(rds_client, &rp.database.snapshot).await?,
+            None => None,
+        };
+        out.status = "dry_run";
+        out.step = step_name(&recovery::next_step(pending.as_ref(), db.as_ref()));
+        out.recovery_point = pending;
+        return Ok(out);
+    }
+    // A start, a backup and the completion can all finish in one invocation.
+    for _ in 0..4 {
+        let pending = read_point(store, &store.layout.pending_point_key()).await?;
+        let db = match &pending {
+            Some(rp) => rds::snapshot(rds_client, &rp.database.snapshot).await?,
+            None => None,
+        };
+        let step = recovery::next_step(pending.as_ref(), db.as_ref());
+        tracing::info!(?step, "recovery point");
+        out.recovery_point = pending.clone();
+        match (step, pending) {
+            (Step::Start, _) => {
+                out.step = "start";
+                start(store, settings, rds_client, &instance).await?;
+            }
+            (Step::WaitForDatabasePoint, _) => {
+                out.step = "database snapshot starting";
+                return Ok(out);
+            }
+            (Step::WaitForDatabase, _) => {
+                out.step = "database snapshot";
+                return Ok(out);
+            }
+            (Step::Backup { after }, Some(mut rp)) => {
+                out.step = "files";
+                let b = backup::run(store, settings, deadline, &BackupOptions::default()).await?;
+                let done = matches!(b.status, "complete" | "partial");
+                let qualifies = b
+                    .walk_started_at
+                    .is_some_and(|w| recovery::files_qualify(w, after));
+                if done && qualifies {
+                    rp.database.point = Some(after);
+                    rp.files = b.walk_started_at.map(|w| FilesPoint {
+                        snapshot_id: b.snapshot_id.clone(),
+                        walk_started_at: w,
+                    });
+                    put_point(store, &store.layout.pending_point_key(), &rp).await?;
+                }
+                if !done {
+                    out.status = b.status;
+                    out.backup = Some(b);
+                    return Ok(out);
+                }
+                out.backup = Some(b);
+            }
+            (Step::Complete, Some(mut rp)) => {
+                rp.status = Status::Complete;
+                rp.completed_at = Some(Utc::now());
+                put_point(store, &store.layout.recovery_point_key(&rp.id), &rp).await?;
+                store.delete(&store.layout.pending_point_key()).await?;
+                metrics::counter!("RecoveryPointsTaken").increment(1);
+                tracing::info!(id = %rp.id, "recovery point complete");
+                out.status = "complete";
+                out.step = "complete";
+                out.recovery_point = Some(rp);
+                out.pruned = Some(prune_points(store, settings, rds_client, false).await?);
+                return Ok(out);
+            }
+            (Step::Abandon(reason), Some(rp)) => {
+                rds::delete_snapshot(rds_client, &rp.database.snapshot).await?;
+                store.delete(&store.layout.pending_point_key()).await?;
+                metrics::counter!("RecoveryPointsAbandoned").increment(1);
+                return Err(Error::Rejected(format!(
+                    "recovery point {} given up: {reason}; the next invocation starts a new one",
+                    rp.id
+                )));
+            }
+            (_, None) => return Ok(out),
+        }
+    }
+    Ok(out)
+}
+
+fn step_name(step: &Step) -> &'static str {
+    match step {
+        Step::Start => "start",
+        Step::WaitForDatabasePoint => "database snapshot starting",
+        Step::Backup { .. } => "files",
+        Step::WaitForDatabase => "database snapshot",
+        Step::Complete => "complete",
+        Step::Abandon(_) => "abandon",
+    }
+}
+
+/// Starts a point: records the release in force, claims `pending.json` (one point at a time),
+/// then asks RDS for the snapshot.
+async fn start(
+    store: &Store,
+    settings: &Settings,
+    rds_client: &aws_sdk_rds::Client,
+    instance: &str,
+) -> Result<(), Error> {
+    let now = Utc::now();
+    let id = manifest::snapshot_id(now);
+    let rp = RecoveryPoint {
+        database: DatabasePoint {
+            instance: instance.to_string(),
+            snapshot: recovery::db_snapshot_name(instance, &id),
+            point: None,
+        },
+        id,
+        created_at: now,
+        status: Status::Pending,
+        files: None,
+        config: release_in_force(store, settings).await?,
+        completed_at: None,
+    };
+    let body = serde_json::to_vec_pretty(&rp)
+        .map_err(|e| Error::Partial(format!("recovery point: {e}")))?;
+    let put = store
+        .s3
+        .put_object()
+        .bucket(&store.bucket)
+        .key(store.layout.pending_point_key())
+        .content_type("application/json")
+        .if_none_match("*")
+        .body(ByteStream::from(body))
+        .send()
+        .await;
+    match put {
+        Ok(_) => {}
+        // Another invocation started one meanwhile: it is the point being taken.
+        Err(e) if shared::lease::precondition_failed(&e) => return Ok(()),
+        Err(e) => return Err(Error::aws("S3", "PutObject", e)),
+    }
+    rds::create_snapshot(rds_client, instance, &rp.database.snapshot).await
+}
+
+/// The configuration release every task boots now (`None` without `CONFIG_BUCKET`, or before
+/// the first release).
+async fn release_in_force(
+    store: &Store,
+    settings: &Settings,
+) -> Result<Option<ConfigPoint>, Error> {
+    let Some(bucket) = &settings.config_bucket else {
+        return Ok(None);
+    };
+    let key = shared::release::pointer_key(&settings.config_prefix);
+    let got = store.s3.get_object().bucket(bucket).key(&key).send().await;
+    let body = match got {
+        Ok(o) => o.body.collect().await.map_err(|e| {
+            Error::Unreachable(format!("S3 GetObject {key}: reading the body failed: {e}"))
+        })?,
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
+        Err(e) => return Err(Error::aws("S3", "GetObject", e)),
+    };
+    let pointer: Pointer = serde_json::from_slice(&body.into_bytes()).map_err(|e| {
+        Error::Rejected(format!("s3://{bucket}/{key} is not a release pointer: {e}"))
+    })?;
+    Ok(Some(ConfigPoint {
+        bucket: bucket.clone(),
+        prefix: settings.config_prefix.clone(),
+        release: pointer.release,
+    }))
+}
+
+async fn read_point(store: &Store, key: &str) -> Result<Option<RecoveryPoint>, Error> {
+    let Some(bytes) = store.get(key, None).await? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::Rejected(format!("{key} is not a recovery point: {e}")))
+}
+
+async fn put_point(store: &Store, key: &str, rp: &RecoveryPoint) -> Result<(), Error> {
+    let body = serde_json::to_vec_pretty(rp)
+        .map_err(|e| Error::Partial(format!("recovery point: {e}")))?;
+    store.put(key, body, "application/json").await?;
+    Ok(())
+}
+
+/// Every complete recovery point, newest first.
+pub async fn list_points(store: &Store) -> Result<Vec<RecoveryPoint>, Error> {
+    let mut keys = Vec::new();
+    let mut pages = store
+        .s3
+        .list_objects_v2()
+        .bucket(&store.bucket)
+        .prefix(store.layout.recovery_points_prefix())
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| Error::aws("S3", "ListObjectsV2", e))?;
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key())
+                .filter(|k| k.ends_with(".json") && *k != store.layout.pending_point_key())
+                .map(str::to_string),
+        );
+    }
+    let mut points = Vec::new();
+    for k in keys {
+        if let Some(rp) = read_point(store, &k).await? {
+            points.push(rp);
+        }
+    }
+    points.sort_by(|a, b| b.id.cmp(&a.id));
+    Ok(points)
+}
+
+/// Deletes the recovery points whose files snapshot the retention rule no longer keeps, DB
+/// snapshot first (so none is ever orphaned), and a pending point abandoned for two days.
+pub async fn prune_points(
+    store: &Store,
+    settings: &Settings,
+    rds_client: &aws_sdk_rds::Client,
+    dry_run: bool,
+) -> Result<PrunePlan, Error> {
+    let mut points = list_points(store).await?;
+    let pending = read_point(store, &store.layout.pending_point_key()).await?;
+    points.extend(pending.clone());
+    let kept: Vec<String> = crate::verify::offered(store, settings)
+        .await?
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    let plan = recovery::plan_prune(&points, &kept, Utc::now());
+    if dry_run {
+        return Ok(plan);
+    }
+    for id in &plan.delete {
+        let Some(rp) = points.iter().find(|p| &p.id == id) else {
+            continue;
+        };
+        rds::delete_snapshot(rds_client, &rp.database.snapshot).await?;
+        let key = if rp.status == Status::Pending {
+            store.layout.pending_point_key()
+        } else {
+            store.layout.recovery_point_key(id)
+        };
+        store.delete(&key).await?;
+        tracing::info!(id, snapshot = %rp.database.snapshot, "recovery point pruned");
+    }
+    metrics::counter!("RecoveryPointsPruned").increment(plan.delete.len() as u64);
+    Ok(plan)
+}
+
+/// The recovery point `id` (`latest`: the newest complete one).
+pub async fn point(store: &Store, id: &str) -> Result<RecoveryPoint, Error> {
+    if id == "latest" {
+        return list_points(store)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::NotFound("no recovery point has been taken".into()));
+    }
+    if manifest::parse_snapshot_id(id).is_none() {
+        return Err(Error::InvalidEvent(format!(
+            "recovery_point must be \"latest\" or an id like 20261208T030000.000Z, not {id:?}"
+        )));
+    }
+    read_point(store, &store.layout.recovery_point_key(id))
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("recovery point {id}")))
+}
+
+/// The identifier of the instance restored beside `instance` from point `id` (RDS allows 63
+/// characters: letters, digits, single hyphens).
+pub fn beside_instance(instance: &str, id: &str) -> String {
+    let suffix = recovery::db_snapshot_name("", id);
+    let suffix = suffix.trim_start_matches('-').replace("-", "");
+    let room = 63 - suffix.len() - 1;
+    let head: String = instance.chars().take(room).collect();
+    format!("{}-{suffix}", head.trim_end_matches('-'))
+}
+
+/// The `restore-beside` action: a new instance from the point's DB snapshot and its files in
+/// `<SOURCE_DIR>/.efs-restore/<id>`, the live wiki untouched. Resumable: invoke again until
+/// `complete`.
+pub async fn restore_beside(
+    store: &Store,
+    settings: &Settings,
+    rds_client: &aws_sdk_rds::Client,
+    id: &str,
+    stop_at: Instant,
+) -> Result<BesideOutput, Error> {
+    let rp = point(store, id).await?;
+    let files = rp.files.clone().ok_or_else(|| {
+        Error::Rejected(format!("recovery point {} has no files snapshot", rp.id))
+    })?;
+    let beside = beside_instance(&rp.database.instance, &rp.id);
+    if !settings.dry_run && rds::instance(rds_client, &beside).await?.is_none() {
+        let live = rds::instance(rds_client, &rp.database.instance)
+            .await?
+            .ok_or_else(|| {
+                Error::NotFound(format!("DB instance {} (the wiki's)", rp.database.instance))
+            })?;
+        if rds::snapshot(rds_client, &rp.database.snapshot)
+            .await?
+            .is_none()
+        {
+            return Err(Error::NotFound(format!(
+                "DB snapshot {} of recovery point {}",
+                rp.database.snapshot, rp.id
+            )));
+        }
+        rds::restore_beside(rds_client, &beside, &rp.database.snapshot, &live).await?;
+    }
+    let files_dir = format!("{}/.efs-restore/{}", settings.source_dir, rp.id);
+    let manifest = crate::resolve(store, settings, &files.snapshot_id).await?;
+    let req = RestoreRequest {
+        target_dir: files_dir.clone(),
+        paths: Vec::new(),
+        overwrite: false,
+        dry_run: settings.dry_run,
+    };
+    let restored = Box::pin(restore::run(
+        store,
+        &manifest,
+        &req,
+        settings.upload_concurrency,
+        stop_at,
+    ))
+    .await?;
+    let db = rds::instance(rds_client, &beside).await?;
+    let db_status = db.as_ref().map(|i| i.status.clone()).unwrap_or_default();
+    let status = match (restored.status, db_status.as_str()) {
+        ("dry_run", _) => "dry_run",
+        ("complete", "available") => "complete",
+        ("complete", _) => "waiting",
+        _ => "incomplete",
+    };
+    Ok(BesideOutput {
+        action: "restore-beside",
+        status,
+        recovery_point: rp.id,
+        db_instance: beside,
+        db_status,
+        db_endpoint: db.and_then(|i| i.endpoint),
+        files_dir,
+        files: restored,
+        config: rp.config,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_instance_beside_has_a_name_rds_accepts() {
+        let id = "20261208T030000.123Z";
+        assert_eq!(
+            beside_instance("wikiops-db", id),
+            "wikiops-db-rp20261208t030000123z"
+        );
+        let long = beside_instance(&"a-".repeat(40), id);
+        assert!(long.len() <= 63, "{long}");
+        assert!(!long.contains("--"), "{long}");
+        assert!(long.ends_with("rp20261208t030000123z"));
+    }
+}
