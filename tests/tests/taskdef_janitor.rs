@@ -1,7 +1,8 @@
 //! taskdef-janitor through its real binary against moto: fleets with services (several
 //! deployments, task sets), standalone tasks, EventBridge rules and Scheduler schedules
-//! over several families; dry run; fail-closed discovery; deregister then delete; the
-//! plaintext report (values never logged); pacing and the resume after a deadline.
+//! over several families; Step Functions state machines and EventBridge Pipes that run ECS
+//! tasks; dry run; fail-closed discovery; deregister then delete; the plaintext report (values
+//! never logged); pacing and the resume after a deadline.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use serde_json::{Value, json};
 use wikiops_tests::{Lambda, Moto, events};
 
 const ROLE: &str = "arn:aws:iam::123456789012:role/ecs-events";
+const SFN_ROLE: &str = "arn:aws:iam::123456789012:role/sfn";
 const DB_PASSWORD: &str = "Sup3r-Secr3t-Value-9f8e7d";
 const ACCESS_KEY: &str = "AKIAQWERTYUIOPASDFGH";
 const URL_PASSWORD: &str = "pl41n-in-the-url";
@@ -443,7 +445,8 @@ async fn retires_stale_revisions_and_keeps_everything_in_use() {
     assert!(used_by(&arn("other-app", 2)).contains("rule ops/other-app-latest"));
     assert_eq!(
         out["scanned"],
-        json!({"clusters": 2, "services": 2, "tasks": 1, "rules": 2, "schedules": 2})
+        json!({"clusters": 2, "services": 2, "tasks": 1, "rules": 2, "schedules": 2,
+               "state_machines": 0, "pipes": 0})
     );
 
     // moto agrees.
@@ -711,6 +714,8 @@ async fn a_failing_discovery_call_changes_nothing() {
     for (var, service) in [
         ("AWS_ENDPOINT_URL_EVENTBRIDGE", "EventBridge"),
         ("AWS_ENDPOINT_URL_SCHEDULER", "Scheduler"),
+        ("AWS_ENDPOINT_URL_SFN", "Step Functions"),
+        ("AWS_ENDPOINT_URL_PIPES", "Pipes"),
     ] {
         let lambda = Lambda::start(
             "taskdef-janitor",
@@ -737,6 +742,184 @@ async fn a_failing_discovery_call_changes_nothing() {
             "{service} down, yet something changed"
         );
     }
+}
+
+/// A state machine definition: `Run` on `pinned` (JSONPath), a `Parallel` whose first branch
+/// maps `Each` over items with a full ARN (`waitForTaskToken`), and a JSONata branch.
+fn nested_definition(pinned: &str, in_map: &str, jsonata: &str) -> String {
+    json!({
+        "StartAt": "Run",
+        "States": {
+            "Run": {"Type": "Task", "Resource": "arn:aws:states:::ecs:runTask.sync",
+                    "Parameters": {"Cluster": "batch", "TaskDefinition": pinned}, "Next": "Fan"},
+            "Fan": {"Type": "Parallel", "End": true, "Branches": [
+                {"StartAt": "Each", "States": {"Each": {"Type": "Map", "End": true,
+                    "ItemProcessor": {"StartAt": "Item", "States": {"Item": {"Type": "Task",
+                        "Resource": "arn:aws:states:::ecs:runTask.waitForTaskToken",
+                        "Parameters": {"TaskDefinition": in_map}, "End": true}}}}}},
+                {"QueryLanguage": "JSONata", "StartAt": "Late", "States": {"Late": {
+                    "Type": "Task", "QueryLanguage": "JSONata",
+                    "Resource": "arn:aws:states:::aws-sdk:ecs:runTask",
+                    "Arguments": {"TaskDefinition": jsonata}, "End": true}}}
+            ]}
+        }
+    })
+    .to_string()
+}
+
+/// Creates a state machine of one `ecs:runTask` state `R` with `parameters`.
+async fn one_state_machine(sfn: &aws_sdk_sfn::Client, name: &str, parameters: Value) {
+    sfn.create_state_machine()
+        .name(name)
+        .role_arn(SFN_ROLE)
+        .definition(
+            json!({"StartAt": "R", "States": {"R": {"Type": "Task",
+                "Resource": "arn:aws:states:::ecs:runTask", "Parameters": parameters, "End": true}}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Issue 27: revisions that state machines (current definition, an alias's version, nested
+/// states, a family alone) and pipes run were retired; a dynamic reference changes nothing.
+#[tokio::test]
+async fn keeps_what_state_machines_and_pipes_run() {
+    let moto = Moto::start().await;
+    let ecs = moto.ecs().await;
+    register_n(&ecs, "wiki-jobs", 8).await;
+    register_n(&ecs, "other-app", 4).await;
+    // other-app: :3 and :4 deregistered, so :2 is what "other-app" alone runs.
+    for r in [3, 4] {
+        ecs.deregister_task_definition()
+            .task_definition(arn("other-app", r))
+            .send()
+            .await
+            .unwrap();
+    }
+    let sfn = moto.sfn().await;
+    // Version 1 (published, behind the alias "live") runs wiki-jobs:6; the current
+    // definition runs :2, :3 and :4.
+    let nightly = sfn
+        .create_state_machine()
+        .name("nightly")
+        .role_arn(SFN_ROLE)
+        .definition(nested_definition(
+            "wiki-jobs:6",
+            "wiki-jobs:6",
+            "wiki-jobs:6",
+        ))
+        .publish(true)
+        .send()
+        .await
+        .unwrap();
+    let version = nightly.state_machine_version_arn().unwrap().to_string();
+    sfn.update_state_machine()
+        .state_machine_arn(nightly.state_machine_arn())
+        .definition(nested_definition(
+            "wiki-jobs:2",
+            &arn("wiki-jobs", 3),
+            "wiki-jobs:4",
+        ))
+        .send()
+        .await
+        .unwrap();
+    sfn.create_state_machine_alias()
+        .name("live")
+        .routing_configuration(
+            aws_sdk_sfn::types::RoutingConfigurationListItem::builder()
+                .state_machine_version_arn(version)
+                .weight(100)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    one_state_machine(&sfn, "other-latest", json!({"TaskDefinition": "other-app"})).await;
+    let pipes = moto.pipes().await;
+    pipes
+        .create_pipe()
+        .name("on-upload")
+        .role_arn(ROLE)
+        .source("arn:aws:sqs:us-east-1:123456789012:uploads")
+        .target("arn:aws:ecs:us-east-1:123456789012:cluster/batch")
+        .target_parameters(
+            aws_sdk_pipes::types::PipeTargetParameters::builder()
+                .ecs_task_parameters(
+                    aws_sdk_pipes::types::PipeTargetEcsTaskParameters::builder()
+                        .task_definition_arn(arn("wiki-jobs", 5))
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let janitor = |keep: &'static str| {
+        Lambda::start(
+            "taskdef-janitor",
+            env(
+                &moto,
+                &[
+                    ("FAMILY_PREFIXES", "wiki-jobs,other-app"),
+                    ("KEEP_REVISIONS", keep),
+                    ("DELETE_AFTER_DAYS", "0"),
+                ],
+            ),
+        )
+    };
+    let lambda = janitor("1").await;
+    let out = lambda
+        .invoke(events::load("taskdef-janitor-scheduled"))
+        .await
+        .unwrap();
+    assert_eq!(
+        active(&ecs, "wiki-jobs").await,
+        BTreeSet::from([2, 3, 4, 5, 6, 8])
+    );
+    assert_eq!(active(&ecs, "other-app").await, BTreeSet::from([2]));
+    // other-app:3 was INACTIVE already, outside the keep window (:4): deleted too.
+    let expected = arns(&[
+        ("wiki-jobs", 1),
+        ("wiki-jobs", 7),
+        ("other-app", 1),
+        ("other-app", 3),
+    ]);
+    assert_eq!(strings(&out["deleted"]), expected, "{out:#}");
+    assert_eq!(out["scanned"]["state_machines"], 3, "{out:#}");
+    assert_eq!(out["scanned"]["pipes"], 1, "{out:#}");
+    let users: BTreeSet<String> = out["kept_in_use"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|k| strings(&k["used_by"]))
+        .collect();
+    for who in [
+        "state machine nightly state Run",
+        "state machine nightly state Fan/branch 1/Each/Item",
+        "state machine nightly state Fan/branch 2/Late",
+        "state machine nightly:1 state Run",
+        "state machine other-latest state R",
+        "pipe on-upload",
+    ] {
+        assert!(users.contains(who), "{who} not in {users:?}");
+    }
+
+    // A task definition chosen at run time: nothing can be known, nothing changes.
+    one_state_machine(&sfn, "dynamic", json!({"TaskDefinition.$": "$.td"})).await;
+    let before = snapshot(&ecs, &["wiki-jobs", "other-app"]).await;
+    let lambda = janitor("0").await;
+    let err = lambda.invoke(json!({})).await.unwrap_err();
+    assert_eq!(err.error_type, "UnresolvedTaskDefinition", "{err}");
+    assert!(
+        err.error_message.contains("state machine dynamic state R")
+            && err.error_message.contains("$.td"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&ecs, &["wiki-jobs", "other-app"]).await, before);
 }
 
 #[tokio::test]

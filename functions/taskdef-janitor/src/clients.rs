@@ -9,6 +9,8 @@ pub struct Clients {
     pub ecs: aws_sdk_ecs::Client,
     pub eventbridge: aws_sdk_eventbridge::Client,
     pub scheduler: aws_sdk_scheduler::Client,
+    pub sfn: aws_sdk_sfn::Client,
+    pub pipes: aws_sdk_pipes::Client,
 }
 
 impl Clients {
@@ -18,6 +20,8 @@ impl Clients {
             ecs: aws_sdk_ecs::Client::new(config),
             eventbridge: aws_sdk_eventbridge::Client::new(config),
             scheduler: aws_sdk_scheduler::Client::new(config),
+            sfn: aws_sdk_sfn::Client::new(config),
+            pipes: aws_sdk_pipes::Client::new(config),
         }
     }
 }

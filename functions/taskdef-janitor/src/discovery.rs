@@ -49,7 +49,7 @@ impl Ctx<'_> {
     }
 
     /// Before an EventBridge or Scheduler read (their own, generous limits): the count.
-    fn other_read(&self, action: &'static str) -> Result<(), OutOfTime> {
+    pub(crate) fn other_read(&self, action: &'static str) -> Result<(), OutOfTime> {
         if tokio::time::Instant::now() >= self.deadline.producers {
             return Err(OutOfTime);
         }
@@ -58,7 +58,11 @@ impl Ctx<'_> {
     }
 }
 
-fn failed<E, R>(service: &'static str, operation: &'static str, err: SdkError<E, R>) -> Halt
+pub(crate) fn failed<E, R>(
+    service: &'static str,
+    operation: &'static str,
+    err: SdkError<E, R>,
+) -> Halt
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
@@ -87,6 +91,9 @@ pub struct Scanned {
     pub tasks: usize,
     pub rules: usize,
     pub schedules: usize,
+    /// State machines, aliases and running executions whose definitions were read.
+    pub state_machines: usize,
+    pub pipes: usize,
 }
 
 /// The selected families' revisions and their ARNs.
@@ -187,8 +194,10 @@ fn last_segment(arn: &str) -> &str {
 }
 
 /// Every revision in use: services (their task definition, every deployment and task set),
-/// running and pending tasks in every cluster, EventBridge rule targets on every bus and
-/// EventBridge Scheduler schedules that run ECS tasks.
+/// running and pending tasks in every cluster, EventBridge rule targets on every bus,
+/// EventBridge Scheduler schedules that run ECS tasks, Step Functions state machines (their
+/// definition, the versions their aliases route to, running executions) and EventBridge Pipes
+/// with ECS targets.
 pub async fn in_use(cx: &Ctx<'_>) -> Result<(InUse, Scanned), Halt> {
     let mut in_use = InUse::default();
     let mut scanned = Scanned::default();
@@ -199,10 +208,12 @@ pub async fn in_use(cx: &Ctx<'_>) -> Result<(InUse, Scanned), Halt> {
     }
     scanned.rules = rules(cx, &mut in_use).await?;
     scanned.schedules = schedules(cx, &mut in_use).await?;
+    scanned.state_machines = crate::workflows::state_machines(cx, &mut in_use).await?;
+    scanned.pipes = crate::workflows::pipes(cx, &mut in_use).await?;
     Ok((in_use, scanned))
 }
 
-fn add(in_use: &mut InUse, reference: Option<&str>, user: impl FnOnce() -> String) {
+pub(crate) fn add(in_use: &mut InUse, reference: Option<&str>, user: impl FnOnce() -> String) {
     if let Some(r) = reference.and_then(refs::parse) {
         in_use.add(r, user());
     }

@@ -7,6 +7,7 @@
 //! Runs are stateless: the next one recomputes everything and carries on.
 
 pub mod apply;
+pub mod asl;
 pub mod clients;
 pub mod discovery;
 pub mod pacing;
@@ -15,6 +16,7 @@ pub mod planner;
 pub mod refs;
 pub mod report;
 pub mod settings;
+pub mod workflows;
 
 use std::time::Duration;
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use shared::Env;
-use sim::{State, td_arn};
+use sim::{Machine, State, run_task_definition, td_arn};
 use taskdef_janitor::pacing::Rate;
 use taskdef_janitor::{Report, Settings};
 
@@ -44,6 +44,8 @@ fn revs(family: &str, r: impl IntoIterator<Item = u32>) -> BTreeSet<String> {
 }
 
 const HOUR: Duration = Duration::from_secs(3600);
+/// Nothing kept but what is in use, deleted at once.
+const KEEP_NOTHING: &[(&str, &str)] = &[("KEEP_REVISIONS", "0"), ("DELETE_AFTER_DAYS", "0")];
 
 #[tokio::test(start_paused = true)]
 async fn follows_every_page_and_every_deployment() {
@@ -154,6 +156,14 @@ async fn every_discovery_call_fails_closed() {
         "events:ListTargetsByRule",
         "scheduler:ListSchedules",
         "scheduler:GetSchedule",
+        "states:ListStateMachines",
+        "states:DescribeStateMachine",
+        "states:ListStateMachineAliases",
+        "states:DescribeStateMachineAlias",
+        "states:ListExecutions",
+        "states:DescribeStateMachineForExecution",
+        "pipes:ListPipes",
+        "pipes:DescribePipe",
     ] {
         let mut st = State::new(NOW);
         st.family("web", 30);
@@ -164,6 +174,18 @@ async fn every_discovery_call_fails_closed() {
             .push(("default".into(), "nightly".into(), td_arn("web", 3)));
         st.schedules
             .push(("default".into(), "weekly".into(), td_arn("web", 4)));
+        st.state_machines.push(Machine {
+            name: "jobs".into(),
+            definition: run_task_definition(&td_arn("web", 5)),
+            versions: vec![(1, run_task_definition("web:6"))],
+            aliases: vec![("live".into(), 1)],
+            executions: vec![("run-1".into(), run_task_definition("web:7"))],
+        });
+        st.pipes.push((
+            "on-upload".into(),
+            "arn:aws:ecs:us-east-1:123456789012:cluster/batch".into(),
+            td_arn("web", 8),
+        ));
         st.failing.insert(op, "AccessDeniedException");
         let state = Arc::new(Mutex::new(st));
         let err = run(
@@ -238,6 +260,113 @@ async fn rules_and_schedules_pin_their_revisions() {
         set(report.deleted.clone()),
         revs("jobs", [1, 4, 5, 6, 7, 8, 9])
     );
+}
+
+/// Issue 27: revisions that Step Functions and Pipes run were retired (nothing discovered them).
+#[tokio::test(start_paused = true)]
+async fn state_machines_and_pipes_pin_their_revisions() {
+    let mut st = State::new(NOW);
+    st.family("jobs", 12);
+    st.family("web", 3);
+    let nested = serde_json::json!({
+        "QueryLanguage": "JSONata",
+        "StartAt": "Fan",
+        "States": {"Fan": {"Type": "Parallel", "End": true, "Branches": [
+            {"StartAt": "Each", "States": {"Each": {"Type": "Map", "End": true,
+                "ItemProcessor": {"StartAt": "Run", "States": {"Run": {"Type": "Task",
+                    "Resource": "arn:aws:states:::ecs:runTask.waitForTaskToken",
+                    "Arguments": {"TaskDefinition": "jobs:2"}, "End": true}}}}}},
+            {"StartAt": "Sdk", "States": {"Sdk": {"Type": "Task",
+                "Resource": "arn:aws:states:::aws-sdk:ecs:runTask",
+                "Arguments": {"TaskDefinition": "web"}, "End": true}}}
+        ]}}
+    });
+    st.state_machines.push(Machine {
+        name: "nightly".into(),
+        // The current definition runs :3; version 1 (behind the alias "live") runs :4; a
+        // running execution started on an older definition that runs :5.
+        definition: run_task_definition(&td_arn("jobs", 3)),
+        versions: vec![(1, run_task_definition("jobs:4"))],
+        aliases: vec![("live".into(), 1)],
+        executions: vec![("run-1".into(), run_task_definition("jobs:5"))],
+    });
+    st.state_machines.push(Machine {
+        name: "fan-out".into(),
+        definition: nested.to_string(),
+        ..Machine::default()
+    });
+    st.pipes.push((
+        "on-upload".into(),
+        "arn:aws:ecs:us-east-1:123456789012:cluster/batch".into(),
+        td_arn("jobs", 6),
+    ));
+    st.pipes.push((
+        "to-queue".into(),
+        "arn:aws:sqs:us-east-1:123456789012:q".into(),
+        td_arn("jobs", 7),
+    ));
+    let state = Arc::new(Mutex::new(st));
+    let report = run(&state, KEEP_NOTHING, HOUR).await.unwrap();
+    let st = state.lock().unwrap();
+    assert_eq!(st.active("jobs"), BTreeSet::from([2, 3, 4, 5, 6]));
+    // "web" alone: its latest ACTIVE revision.
+    assert_eq!(st.active("web"), BTreeSet::from([3]));
+    assert_eq!(report.scanned.state_machines, 4, "{:?}", report.scanned);
+    assert_eq!(report.scanned.pipes, 2);
+    // Only the pipe with an ECS target is described.
+    assert_eq!(st.calls["pipes:DescribePipe"], 1);
+    let users: BTreeSet<String> = report
+        .kept_in_use
+        .iter()
+        .flat_map(|k| k.used_by.iter().cloned())
+        .collect();
+    for who in [
+        "state machine nightly state Run",
+        "state machine nightly:1 state Run",
+        "execution nightly:run-1 state Run",
+        "state machine fan-out state Fan/branch 1/Each/Run",
+        "state machine fan-out state Fan/branch 2/Sdk",
+        "pipe on-upload",
+    ] {
+        assert!(users.contains(who), "{who} not in {users:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_definition_chosen_at_run_time_changes_nothing() {
+    for (machine, pipe) in [
+        (
+            Some(
+                r#"{"StartAt":"R","States":{"R":{"Type":"Task","Resource":"arn:aws:states:::ecs:runTask.sync","Parameters":{"TaskDefinition.$":"$.td"},"End":true}}}"#,
+            ),
+            None,
+        ),
+        (Some("{not json"), None),
+        (None, Some("$.detail.task_definition")),
+    ] {
+        let mut st = State::new(NOW);
+        st.family("jobs", 5);
+        if let Some(def) = machine {
+            st.state_machines.push(Machine {
+                name: "dyn".into(),
+                definition: def.into(),
+                ..Machine::default()
+            });
+        }
+        if let Some(td) = pipe {
+            st.pipes.push((
+                "dyn".into(),
+                "arn:aws:ecs:us-east-1:123456789012:cluster/batch".into(),
+                td.into(),
+            ));
+        }
+        let state = Arc::new(Mutex::new(st));
+        let err = run(&state, KEEP_NOTHING, HOUR).await.unwrap_err();
+        assert_eq!(err.error_type(), "UnresolvedTaskDefinition", "{err}");
+        assert!(err.to_string().contains("nothing was changed"), "{err}");
+        assert!(err.to_string().contains("dyn"), "{err}");
+        assert_eq!(state.lock().unwrap().active("jobs").len(), 5);
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -39,6 +39,32 @@ pub struct Service {
     pub deployments: Vec<(String, String, String)>, // id, status, task definition
 }
 
+/// A Step Functions state machine: its current definition, published versions, aliases and
+/// running executions (each with the definition it started with).
+#[derive(Debug, Clone, Default)]
+pub struct Machine {
+    pub name: String,
+    pub definition: String,
+    /// (version number, definition)
+    pub versions: Vec<(u32, String)>,
+    /// (alias name, version number)
+    pub aliases: Vec<(String, u32)>,
+    /// (execution name, definition)
+    pub executions: Vec<(String, String)>,
+}
+
+pub fn machine_arn(name: &str) -> String {
+    format!("arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:{name}")
+}
+
+/// A definition with one `ecs:runTask.sync` state on `task_definition`.
+pub fn run_task_definition(task_definition: &str) -> String {
+    serde_json::json!({"StartAt": "Run", "States": {"Run": {"Type": "Task",
+        "Resource": "arn:aws:states:::ecs:runTask.sync",
+        "Parameters": {"Cluster": "batch", "TaskDefinition": task_definition}, "End": true}}})
+    .to_string()
+}
+
 /// The account's state, and what the simulation counts.
 #[derive(Default)]
 pub struct State {
@@ -51,6 +77,9 @@ pub struct State {
     pub rules: Vec<(String, String, String)>,
     /// (group, name, task definition reference)
     pub schedules: Vec<(String, String, String)>,
+    pub state_machines: Vec<Machine>,
+    /// (name, target ARN, task definition reference)
+    pub pipes: Vec<(String, String, String)>,
     /// Page size of every paginated list (capped by the request's maxResults).
     pub page: usize,
     /// Operations that fail with this error code.
@@ -717,6 +746,280 @@ fn scheduler_rules(s: &Shared) -> Vec<Rule> {
     rules
 }
 
+fn sfn_rules(s: &Shared) -> Vec<Rule> {
+    use aws_sdk_sfn::Client as C;
+    use aws_sdk_sfn::operation as op;
+    use aws_sdk_sfn::types as t;
+    let epoch = aws_smithy_types::DateTime::from_secs(0);
+    let mut rules = vec![];
+    let st = s.clone();
+    rules.push(
+        mock!(C::list_state_machines).then_compute_response(move |_| {
+            let mut st = st.lock().unwrap();
+            fail_or!(
+                st,
+                "states:ListStateMachines",
+                None,
+                op::list_state_machines::ListStateMachinesError
+            );
+            let items = st
+                .state_machines
+                .iter()
+                .map(|m| {
+                    t::StateMachineListItem::builder()
+                        .state_machine_arn(machine_arn(&m.name))
+                        .name(&m.name)
+                        .r#type(t::StateMachineType::Standard)
+                        .creation_date(epoch)
+                        .build()
+                        .unwrap()
+                })
+                .collect();
+            MockResponse::Output(
+                op::list_state_machines::ListStateMachinesOutput::builder()
+                    .set_state_machines(Some(items))
+                    .build()
+                    .unwrap(),
+            )
+        }),
+    );
+    let st = s.clone();
+    rules.push(
+        mock!(C::describe_state_machine).then_compute_response(move |req| {
+            let mut st = st.lock().unwrap();
+            fail_or!(
+                st,
+                "states:DescribeStateMachine",
+                None,
+                op::describe_state_machine::DescribeStateMachineError
+            );
+            let arn = req.state_machine_arn().unwrap_or_default();
+            let name = arn.split(":stateMachine:").nth(1).unwrap_or_default();
+            let (name, version) = match name.split_once(':') {
+                Some((n, v)) => (n, v.parse::<u32>().ok()),
+                None => (name, None),
+            };
+            let m = st.state_machines.iter().find(|m| m.name == name);
+            let definition = m.and_then(|m| match version {
+                None => Some(m.definition.clone()),
+                Some(v) => m.versions.iter().find(|x| x.0 == v).map(|x| x.1.clone()),
+            });
+            let Some(definition) = definition else {
+                return MockResponse::Error(
+                    op::describe_state_machine::DescribeStateMachineError::StateMachineDoesNotExist(
+                        t::error::StateMachineDoesNotExist::builder().build(),
+                    ),
+                );
+            };
+            MockResponse::Output(
+                op::describe_state_machine::DescribeStateMachineOutput::builder()
+                    .state_machine_arn(arn)
+                    .name(name)
+                    .definition(definition)
+                    .role_arn(format!("arn:aws:iam::{ACCOUNT}:role/sfn"))
+                    .r#type(t::StateMachineType::Standard)
+                    .creation_date(epoch)
+                    .build()
+                    .unwrap(),
+            )
+        }),
+    );
+    let st = s.clone();
+    rules.push(
+        mock!(C::list_state_machine_aliases).then_compute_response(move |req| {
+            let mut st = st.lock().unwrap();
+            fail_or!(
+                st,
+                "states:ListStateMachineAliases",
+                None,
+                op::list_state_machine_aliases::ListStateMachineAliasesError
+            );
+            let arn = req.state_machine_arn().unwrap_or_default();
+            let items = st
+                .state_machines
+                .iter()
+                .filter(|m| machine_arn(&m.name) == arn)
+                .flat_map(|m| m.aliases.iter())
+                .map(|(alias, _)| {
+                    t::StateMachineAliasListItem::builder()
+                        .state_machine_alias_arn(format!("{arn}:{alias}"))
+                        .creation_date(epoch)
+                        .build()
+                        .unwrap()
+                })
+                .collect();
+            MockResponse::Output(
+                op::list_state_machine_aliases::ListStateMachineAliasesOutput::builder()
+                    .set_state_machine_aliases(Some(items))
+                    .build()
+                    .unwrap(),
+            )
+        }),
+    );
+    let st = s.clone();
+    rules.push(
+        mock!(C::describe_state_machine_alias).then_compute_response(move |req| {
+            let mut st = st.lock().unwrap();
+            fail_or!(
+                st,
+                "states:DescribeStateMachineAlias",
+                None,
+                op::describe_state_machine_alias::DescribeStateMachineAliasError
+            );
+            let arn = req.state_machine_alias_arn().unwrap_or_default();
+            let mut out =
+                op::describe_state_machine_alias::DescribeStateMachineAliasOutput::builder()
+                    .state_machine_alias_arn(arn);
+            for m in &st.state_machines {
+                for (alias, version) in &m.aliases {
+                    if format!("{}:{alias}", machine_arn(&m.name)) == arn {
+                        out = out.routing_configuration(
+                            t::RoutingConfigurationListItem::builder()
+                                .state_machine_version_arn(format!(
+                                    "{}:{version}",
+                                    machine_arn(&m.name)
+                                ))
+                                .weight(100)
+                                .build()
+                                .unwrap(),
+                        );
+                    }
+                }
+            }
+            MockResponse::Output(out.build())
+        }),
+    );
+    let st = s.clone();
+    rules.push(mock!(C::list_executions).then_compute_response(move |req| {
+        let mut st = st.lock().unwrap();
+        fail_or!(
+            st,
+            "states:ListExecutions",
+            None,
+            op::list_executions::ListExecutionsError
+        );
+        let arn = req.state_machine_arn().unwrap_or_default();
+        let items = st
+            .state_machines
+            .iter()
+            .filter(|m| machine_arn(&m.name) == arn)
+            .flat_map(|m| {
+                m.executions.iter().map(move |(id, _)| {
+                    t::ExecutionListItem::builder()
+                        .execution_arn(format!(
+                            "arn:aws:states:us-east-1:{ACCOUNT}:execution:{}:{id}",
+                            m.name
+                        ))
+                        .state_machine_arn(machine_arn(&m.name))
+                        .name(id)
+                        .status(t::ExecutionStatus::Running)
+                        .start_date(epoch)
+                        .build()
+                        .unwrap()
+                })
+            })
+            .collect();
+        MockResponse::Output(
+            op::list_executions::ListExecutionsOutput::builder()
+                .set_executions(Some(items))
+                .build()
+                .unwrap(),
+        )
+    }));
+    let st = s.clone();
+    rules.push(
+        mock!(C::describe_state_machine_for_execution).then_compute_response(move |req| {
+            let mut st = st.lock().unwrap();
+            fail_or!(
+                st,
+                "states:DescribeStateMachineForExecution",
+                None,
+                op::describe_state_machine_for_execution::DescribeStateMachineForExecutionError
+            );
+            let arn = req.execution_arn().unwrap_or_default();
+            let definition = st
+                .state_machines
+                .iter()
+                .flat_map(|m| {
+                    m.executions
+                        .iter()
+                        .filter(move |(id, _)| {
+                            format!("arn:aws:states:us-east-1:{ACCOUNT}:execution:{}:{id}", m.name)
+                                == arn
+                        })
+                        .map(|(_, d)| d.clone())
+                })
+                .next()
+                .unwrap_or_default();
+            MockResponse::Output(
+                op::describe_state_machine_for_execution::DescribeStateMachineForExecutionOutput::builder()
+                    .state_machine_arn(machine_arn("x"))
+                    .name("x")
+                    .definition(definition)
+                    .role_arn(format!("arn:aws:iam::{ACCOUNT}:role/sfn"))
+                    .update_date(epoch)
+                    .build()
+                    .unwrap(),
+            )
+        }),
+    );
+    rules
+}
+
+fn pipes_rules(s: &Shared) -> Vec<Rule> {
+    use aws_sdk_pipes::Client as C;
+    use aws_sdk_pipes::operation as op;
+    use aws_sdk_pipes::types as t;
+    let mut rules = vec![];
+    let st = s.clone();
+    rules.push(mock!(C::list_pipes).then_compute_response(move |_| {
+        let mut st = st.lock().unwrap();
+        fail_or!(st, "pipes:ListPipes", None, op::list_pipes::ListPipesError);
+        let mut out = op::list_pipes::ListPipesOutput::builder().set_pipes(Some(vec![]));
+        for (name, target, _) in &st.pipes {
+            out = out.pipes(t::Pipe::builder().name(name).target(target).build());
+        }
+        MockResponse::Output(out.build())
+    }));
+    let st = s.clone();
+    rules.push(mock!(C::describe_pipe).then_compute_response(move |req| {
+        let mut st = st.lock().unwrap();
+        fail_or!(
+            st,
+            "pipes:DescribePipe",
+            None,
+            op::describe_pipe::DescribePipeError
+        );
+        let Some((name, target, td)) = st
+            .pipes
+            .iter()
+            .find(|p| Some(p.0.as_str()) == req.name())
+            .cloned()
+        else {
+            return MockResponse::Error(op::describe_pipe::DescribePipeError::NotFoundException(
+                t::error::NotFoundException::builder().build(),
+            ));
+        };
+        MockResponse::Output(
+            op::describe_pipe::DescribePipeOutput::builder()
+                .name(name)
+                .target(target)
+                .target_parameters(
+                    t::PipeTargetParameters::builder()
+                        .ecs_task_parameters(
+                            t::PipeTargetEcsTaskParameters::builder()
+                                .task_definition_arn(td)
+                                .build()
+                                .unwrap(),
+                        )
+                        .build(),
+                )
+                .build(),
+        )
+    }));
+    rules
+}
+
 fn interceptor(rules: Vec<Rule>) -> MockResponseInterceptor {
     rules.iter().fold(
         MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny),
@@ -754,11 +1057,31 @@ pub fn clients(s: &Shared) -> Clients {
         scheduler: aws_sdk_scheduler::Client::from_conf(
             aws_sdk_scheduler::Config::builder()
                 .behavior_version(bv)
+                .region(region.clone())
+                .credentials_provider(creds.clone())
+                .retry_config(retry.clone())
+                .http_client(aws_smithy_mocks::create_mock_http_client())
+                .interceptor(interceptor(scheduler_rules(s)))
+                .build(),
+        ),
+        sfn: aws_sdk_sfn::Client::from_conf(
+            aws_sdk_sfn::Config::builder()
+                .behavior_version(bv)
+                .region(region.clone())
+                .credentials_provider(creds.clone())
+                .retry_config(retry.clone())
+                .http_client(aws_smithy_mocks::create_mock_http_client())
+                .interceptor(interceptor(sfn_rules(s)))
+                .build(),
+        ),
+        pipes: aws_sdk_pipes::Client::from_conf(
+            aws_sdk_pipes::Config::builder()
+                .behavior_version(bv)
                 .region(region)
                 .credentials_provider(creds)
                 .retry_config(retry)
                 .http_client(aws_smithy_mocks::create_mock_http_client())
-                .interceptor(interceptor(scheduler_rules(s)))
+                .interceptor(interceptor(pipes_rules(s)))
                 .build(),
         ),
     }
