@@ -244,3 +244,49 @@ fn local_settings_fails_fast_on_an_empty_setting() {
         assert!(!out.contains("s3cr3t") && !err.contains("s3cr3t"));
     }
 }
+
+/// The first page shows the image's logo, not MediaWiki's "Set $wgLogos" placeholder: the
+/// example configuration sets `$wgLogos` to a file the Dockerfile puts under the web root.
+#[test]
+fn the_example_configuration_sets_the_logo_the_image_ships() {
+    let probe = "define('MEDIAWIKI', true); define('CACHE_DB', 1); define('CACHE_MEMCACHED', 2); \
+                 function wfLoadSkin($s) {} $IP = '/tmp'; \
+                 require $argv[1]; echo json_encode($wgLogos);";
+    let out = Command::new("php")
+        .args(["-r", probe])
+        .arg(wiki().join("config/LocalSettings.php"))
+        .env_clear()
+        .envs([
+            ("WIKI_SERVER", "https://wiki.example.com"),
+            ("VPC_CIDR", "10.0.0.0/16"),
+            ("WIKI_SECRET_KEY", "k"),
+            ("DB_HOST", "db"),
+            ("DB_NAME", "wiki"),
+            ("DB_USER", "wiki"),
+            ("DB_PASSWORD", "p"),
+            ("WEB_ROOT", "/var/www/html"),
+        ])
+        .output()
+        .expect("php");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let logos: serde_json::Value = serde_json::from_str(&text).expect(&text);
+    let url = "/resources/assets/wikiops-logo.svg";
+    assert_eq!(logos["1x"], url, "{logos}");
+    assert_eq!(logos["icon"], url, "{logos}");
+    // The Dockerfile copies the shipped file to the web root's path of that URL.
+    let dockerfile = std::fs::read_to_string(wiki().join("Dockerfile")).unwrap();
+    assert!(
+        dockerfile.contains(&format!(
+            "COPY wiki/assets/wikiops-logo.svg /var/www/html{url}\n"
+        )),
+        "the image ships the logo at {url}"
+    );
+    let svg = std::fs::read_to_string(wiki().join("assets/wikiops-logo.svg")).unwrap();
+    assert!(svg.contains("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    assert!(svg.trim_end().ends_with("</svg>"));
+}

@@ -56,6 +56,13 @@ $wgCanonicalServer = $wgServer;
 $wgScriptPath = '';
 $wgResourceBasePath = $wgScriptPath;
 
+# The image's own logo (wiki/assets/wikiops-logo.svg), instead of MediaWiki's "Set $wgLogos"
+# placeholder; replace it with yours (an upload's URL or a file in the image).
+$wgLogos = [
+	'1x' => "$wgResourceBasePath/resources/assets/wikiops-logo.svg",
+	'icon' => "$wgResourceBasePath/resources/assets/wikiops-logo.svg",
+];
+
 # TLS ends at the load balancer; MediaWiki reads X-Forwarded-Proto and Apache sets HTTPS=on.
 # Redirect plain HTTP and mark cookies secure when the public origin is https.
 $wgForceHTTPS = strncmp( $wgServer, 'https://', 8 ) === 0;
