@@ -290,3 +290,20 @@ fn the_example_configuration_sets_the_logo_the_image_ships() {
     assert!(svg.contains("<svg xmlns=\"http://www.w3.org/2000/svg\""));
     assert!(svg.trim_end().ends_with("</svg>"));
 }
+
+/// With HTTPS at the load balancer (X-Forwarded-Proto https), Apache sends HSTS, and
+/// MediaWiki redirects to HTTPS and marks its cookies secure; plain HTTP gets neither.
+#[test]
+fn https_deployments_get_hsts_and_secure_cookies() {
+    let conf = std::fs::read_to_string(wiki().join("apache/wikiops.conf")).unwrap();
+    let set_https = conf
+        .find("SetEnvIf X-Forwarded-Proto \"^https$\" HTTPS=on")
+        .expect("HTTPS=on from X-Forwarded-Proto");
+    let hsts = conf
+        .find("Header always set Strict-Transport-Security \"max-age=31536000\" env=HTTPS\n")
+        .expect("HSTS only when HTTPS");
+    assert!(set_https < hsts);
+    let ls = std::fs::read_to_string(wiki().join("config/LocalSettings.php")).unwrap();
+    assert!(ls.contains("$wgForceHTTPS = strncmp( $wgServer, 'https://', 8 ) === 0;"));
+    assert!(ls.contains("$wgCookieSecure = $wgForceHTTPS;"));
+}
