@@ -108,6 +108,26 @@ impl Moto {
         aws_sdk_scheduler::Client::new(&self.sdk_config().await)
     }
 
+    /// A Step Functions client for this server.
+    pub async fn sfn(&self) -> aws_sdk_sfn::Client {
+        aws_sdk_sfn::Client::new(&self.sdk_config().await)
+    }
+
+    /// An EventBridge Pipes client for this server.
+    pub async fn pipes(&self) -> aws_sdk_pipes::Client {
+        aws_sdk_pipes::Client::new(&self.sdk_config().await)
+    }
+
+    /// An RDS client for this server.
+    pub async fn rds(&self) -> aws_sdk_rds::Client {
+        aws_sdk_rds::Client::new(&self.sdk_config().await)
+    }
+
+    /// An ECR client for this server.
+    pub async fn ecr(&self) -> aws_sdk_ecr::Client {
+        aws_sdk_ecr::Client::new(&self.sdk_config().await)
+    }
+
     /// What ECS's deployment circuit breaker (rollback on) does to a service: its PRIMARY
     /// deployment is listed as ACTIVE with the rollout state FAILED and a new PRIMARY starts.
     /// Returns the new PRIMARY's id.
@@ -129,26 +149,6 @@ impl Moto {
             .await
             .expect("describe the service");
         state.primary().map(|d| d.id.clone()).unwrap_or_default()
-    }
-
-    /// A Step Functions client for this server.
-    pub async fn sfn(&self) -> aws_sdk_sfn::Client {
-        aws_sdk_sfn::Client::new(&self.sdk_config().await)
-    }
-
-    /// An EventBridge Pipes client for this server.
-    pub async fn pipes(&self) -> aws_sdk_pipes::Client {
-        aws_sdk_pipes::Client::new(&self.sdk_config().await)
-    }
-
-    /// An RDS client for this server.
-    pub async fn rds(&self) -> aws_sdk_rds::Client {
-        aws_sdk_rds::Client::new(&self.sdk_config().await)
-    }
-
-    /// An ECR client for this server.
-    pub async fn ecr(&self) -> aws_sdk_ecr::Client {
-        aws_sdk_ecr::Client::new(&self.sdk_config().await)
     }
 
     /// Registers a revision of `family` (one `wiki` container) and returns its ARN.

@@ -32,7 +32,7 @@ use wikiops_tests::{env_reads, paths, taskdef};
 // ---------------------------------------------------------------------------------------------
 
 /// SDK client variable name → (IAM service prefix, SDK crate).
-const CLIENTS: [(&str, &str, &str); 7] = [
+const CLIENTS: [(&str, &str, &str); 8] = [
     ("ecs", "ecs", "aws-sdk-ecs"),
     ("s3", "s3", "aws-sdk-s3"),
     ("secretsmanager", "secretsmanager", "aws-sdk-secretsmanager"),
@@ -40,10 +40,11 @@ const CLIENTS: [(&str, &str, &str); 7] = [
     ("scheduler", "scheduler", "aws-sdk-scheduler"),
     ("sfn", "states", "aws-sdk-sfn"),
     ("pipes", "pipes", "aws-sdk-pipes"),
+    ("rds", "rds", "aws-sdk-rds"),
 ];
 
 /// `shared::ecs` functions → the ECS calls they make.
-const SHARED_CALLS: [(&str, &str, &[&str]); 5] = [
+const SHARED_CALLS: [(&str, &str, &[&str]); 6] = [
     (
         "ecs",
         "redeploy",
@@ -54,6 +55,12 @@ const SHARED_CALLS: [(&str, &str, &[&str]); 5] = [
     // `Lease::confirm` rewrites the lease `acquire` wrote: PutObject again.
     ("lease", "acquire", &["s3:PutObject", "s3:GetObject"]),
     ("lease", "release", &["s3:DeleteObject"]),
+    // The pointer, else its history and its last version (`shared::release`).
+    (
+        "release",
+        "read_pointer",
+        &["s3:GetObject", "s3:ListObjectVersions"],
+    ),
 ];
 
 /// Actions a function's role may hold without its code calling them: what Lambda itself does
@@ -408,18 +415,21 @@ fn skip_ws(b: &[char], mut i: usize) -> usize {
 fn shared_actions(code: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for (module, f, actions) in SHARED_CALLS {
-        let needle = format!("{module}::{f}");
-        let hit = code.match_indices(&needle).any(|(pos, _)| {
-            let after = code[pos + needle.len()..].chars().next();
-            let before = code[..pos].chars().next_back();
-            !after.is_some_and(is_ident) && !before.is_some_and(is_ident)
-        }) || code.contains(&format!("{module}::{{"))
-            && shared_group_imports(code, module, f);
-        if hit {
+        if shared_hit(code, module, f) {
             out.extend(actions.iter().map(|a| a.to_string()));
         }
     }
     out
+}
+
+/// Whether `code` calls or imports `shared::<module>::<f>`.
+fn shared_hit(code: &str, module: &str, f: &str) -> bool {
+    let needle = format!("{module}::{f}");
+    code.match_indices(&needle).any(|(pos, _)| {
+        let after = code[pos + needle.len()..].chars().next();
+        let before = code[..pos].chars().next_back();
+        !after.is_some_and(is_ident) && !before.is_some_and(is_ident)
+    }) || code.contains(&format!("{module}::{{")) && shared_group_imports(code, module, f)
 }
 
 /// `use shared::<module>::{redeploy, …}`: does the group name `f`?
@@ -518,10 +528,28 @@ fn scan_source(src: &str, kind: Kind) -> BTreeMap<String, String> {
                 .or_insert_with(|| format!("{}.{}()", call.client, call.method));
         }
     }
-    // shared::ecs and shared::lease make these calls: operation = IAM action.
+    // shared::ecs, shared::lease and shared::release make these calls; as IAM actions through
+    // the table above (`release::read_pointer` reads a pointer's version: GetObject either way).
+    let reads_versions = shared_hit(&code, "release", "read_pointer");
     for action in shared_actions(&code) {
-        out.entry(action)
-            .or_insert_with(|| "shared::ecs".to_string());
+        let items = match (kind, action.split_once(':')) {
+            (Kind::IamActions, Some((service, op))) => {
+                let call = Call {
+                    client: service.to_string(),
+                    method: op.to_string(),
+                    chain: if reads_versions && op == "GetObject" {
+                        ".set_version_id(".to_string()
+                    } else {
+                        String::new()
+                    },
+                };
+                iam_actions_for(service, op, &call, "")
+            }
+            _ => BTreeSet::from([action]),
+        };
+        for item in items {
+            out.entry(item).or_insert_with(|| "shared".to_string());
+        }
     }
     out
 }
@@ -1430,7 +1458,7 @@ fn choice_matches(rule: &Value, input: &Value) -> bool {
 }
 
 #[test]
-fn the_backup_loop_waits_for_a_held_lease_and_stops_on_every_other_status() {
+fn the_backup_loop_waits_for_a_held_lease_or_a_db_snapshot_and_stops_on_every_other_status() {
     let states = &raw("BackupStateMachine")["Properties"]["Definition"]["States"];
     let choice = &states["Complete?"];
     let next = |status: &str, iteration: u64| -> String {
@@ -1446,15 +1474,24 @@ fn the_backup_loop_waits_for_a_held_lease_and_stops_on_every_other_status() {
             .to_string()
     };
     assert_eq!(next("incomplete", 1), "Backup");
-    assert_eq!(next("busy", 1), "WaitForLease");
-    assert_eq!(states["WaitForLease"]["Type"], "Wait");
-    assert_eq!(states["WaitForLease"]["Next"], "Backup");
+    assert_eq!(next("busy", 1), "WaitAMinute");
+    assert_eq!(next("waiting", 1), "WaitAMinute");
+    assert_eq!(states["WaitAMinute"]["Type"], "Wait");
+    assert_eq!(states["WaitAMinute"]["Next"], "Backup");
     assert!(
-        states["WaitForLease"]["Seconds"]
+        states["WaitAMinute"]["Seconds"]
             .as_u64()
             .is_some_and(|s| s >= 10)
     );
-    for status in ["incomplete", "busy"] {
+    // The schedule takes a recovery point; the task passes the input's action on.
+    assert_eq!(
+        states["Backup"]["Parameters"]["Payload"]["action.$"],
+        "$.action"
+    );
+    let schedule = &raw("BackupStateMachine")["Properties"]["Events"]["Daily"]["Properties"];
+    let input: Value = serde_json::from_str(schedule["Input"].as_str().unwrap()).unwrap();
+    assert_eq!(input["action"], "recovery-point");
+    for status in ["incomplete", "busy", "waiting"] {
         assert_eq!(
             next(status, 96),
             "TooManyRounds",
@@ -2655,6 +2692,45 @@ fn local_env_gives_each_function_its_deployed_environment_as_a_dry_run() {
             );
         }
     }
+}
+
+/// The release pointer, the ledgers and the lease (`<prefix>.wikiops/`) can be written or
+/// deleted only by config-redeploy's role: an `aws s3 sync --delete`, an operator or another
+/// role cannot remove what tasks boot from.
+#[test]
+fn only_config_redeploy_writes_or_deletes_the_release_records() {
+    let policy = &raw("ConfigBucketPolicy")["Properties"]["PolicyDocument"];
+    let guard = as_list(&policy["Statement"])
+        .into_iter()
+        .find(|s| {
+            s["Effect"] == "Deny"
+                && as_list(&s["Resource"])
+                    .iter()
+                    .any(|r| r["Fn::Sub"] == "${ConfigBucket.Arn}/${ConfigPrefix}.wikiops/*")
+        })
+        .expect("ConfigBucketPolicy: a Deny on ${ConfigBucket.Arn}/${ConfigPrefix}.wikiops/*");
+    assert_eq!(guard["Principal"], "*", "{guard}");
+    let actions: BTreeSet<String> = as_list(&guard["Action"])
+        .iter()
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        actions,
+        set(&["s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"]),
+        "{guard}"
+    );
+    let exempt = as_list(&guard["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]);
+    assert_eq!(
+        exempt,
+        vec![serde_json::json!({"Fn::GetAtt": ["ConfigRedeployFunctionRole", "Arn"]})],
+        "only config-redeploy's role is exempt: {guard}"
+    );
+    // The exempt role is config-redeploy's, after the SAM transform.
+    let function = &resources(&rendered().transformed)["ConfigRedeployFunction"];
+    assert_eq!(
+        function["Properties"]["Role"]["Fn::GetAtt"][0],
+        "ConfigRedeployFunctionRole"
+    );
 }
 
 /// The README's small profile (`Costs to expect`): every `Name=value` on its `sam deploy` line

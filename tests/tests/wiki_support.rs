@@ -1,5 +1,5 @@
-//! What the wiki tests share (included with `#[path]` by `wiki_boot.rs`, `wiki_e2e.rs` and
-//! `wiki_upgrade.rs`):
+//! What the wiki tests share (included with `#[path]` by `wiki_boot.rs`, `wiki_e2e.rs`,
+//! `wiki_upgrade.rs`, `wiki_recovery.rs` and `config_redeploy.rs`):
 //! running the real `wiki-boot` binary as a container would, a stub of the ECS task metadata
 //! endpoint, and S3 arrangement in moto.
 #![allow(dead_code)]
@@ -12,6 +12,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use tokio::io::AsyncReadExt;
+use wikiops_tests::wiki::{self, BootProcess};
 use wikiops_tests::{MariaDb, Moto};
 
 /// The task ARN and address the metadata stub reports.
@@ -243,4 +244,114 @@ pub fn files_under(dir: &Path) -> Vec<String> {
     walk(dir, dir, &mut out);
     out.sort();
     out
+}
+
+// --- A wiki "revision" (task) of the upgrade and recovery rehearsals ---------------------------
+
+pub const LONG: Duration = Duration::from_secs(300);
+
+/// One "revision" of the wiki service: a task directory whose web root links to `code`, its Apache config and the
+/// environment its containers get (the schema container's with the admin).
+pub struct Revision {
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub conf: PathBuf,
+    pub port: u16,
+    pub env: Vec<(String, String)>,
+    pub schema_env: Vec<(String, String)>,
+}
+
+pub fn revision(code: &Path, uploads: &Path, moto: &Moto, db: &MariaDb) -> Revision {
+    let dir = open_tempdir();
+    let root = wiki::web_root_of(code, dir.path(), uploads).expect("web root");
+    let port = wikiops_tests::free_port();
+    let conf = wiki::apache_conf(dir.path(), &root, port, "localhost").expect("apache conf");
+    let mut env = task_env(moto, "wiki-config", "", &root);
+    env.extend(wiki::local_env(&root, &conf));
+    for (k, v) in [
+        ("DB_PORT", db.port.to_string()),
+        ("DB_USER", "wiki".to_string()),
+        ("DB_PASSWORD", "wiki-upgrade-Passw0rd".to_string()),
+        ("DB_CA_BUNDLE", db.ca_path.display().to_string()),
+        ("DB_WAIT_SECONDS", "30".to_string()),
+        ("WIKI_SERVER", format!("http://localhost:{port}")),
+        ("WIKI_ADMIN_PASSWORD", "upgrade-Admin-pass-1c9e".to_string()),
+    ] {
+        set(&mut env, k, &v);
+    }
+    let mut schema_env = env.clone();
+    set(&mut schema_env, "DB_ADMIN_USER", &db.admin_user);
+    set(&mut schema_env, "DB_ADMIN_PASSWORD", &db.admin_password);
+    Revision {
+        dir,
+        root,
+        conf,
+        port,
+        env,
+        schema_env,
+    }
+}
+
+/// Runs a maintenance script of `rev` as its task would (the task's environment).
+pub async fn maintenance(
+    rev: &Revision,
+    script: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("php")
+        .arg(rev.root.join("maintenance").join(script))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(rev.env.iter().cloned())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("php");
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(stdin.unwrap_or_default().as_bytes())
+        .await
+        .expect("write stdin");
+    drop(input);
+    let out = tokio::time::timeout(LONG, child.wait_with_output())
+        .await
+        .expect("maintenance script in time")
+        .expect("maintenance script");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{script} failed:\n{text}");
+    text
+}
+
+/// The schema container of `rev`: must exit 0 before anything of `rev` serves.
+pub async fn schema_step(rev: &Revision) -> String {
+    let run = run_boot(&["schema"], &rev.schema_env, LONG).await;
+    assert_eq!(run.code, Some(0), "schema step failed:\n{}", run.logs());
+    run.logs()
+}
+
+/// The web container of `rev`, once it is healthy.
+pub async fn serve(rev: &Revision) -> BootProcess {
+    let mut boot = BootProcess::start(&[], &rev.env, &rev.conf.display().to_string())
+        .expect("start wiki-boot");
+    for _ in 0..240 {
+        if wiki::healthy(rev.port).await {
+            return boot;
+        }
+        assert!(
+            !boot.exited(),
+            "the web container stopped:\n{}",
+            boot.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("never healthy:\n{}", boot.logs());
 }
