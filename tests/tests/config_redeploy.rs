@@ -654,6 +654,90 @@ async fn a_stale_failure_for_a_superseded_deployment_rolls_nothing_back() {
     assert_eq!(b.primary("web").await, later, "no deployment started");
 }
 
+/// `aws s3 sync ./config s3://…/ --delete` from a folder without `.wikiops/` deletes the release
+/// pointer and the ledgers (here no bucket policy refuses it): a task still boots the last
+/// release (the pointer's last version), never the latest objects, and the next change is not a
+/// first release (the withdrawn file stays refused). An unreadable pointer is an error.
+#[tokio::test]
+async fn a_deleted_pointer_is_read_from_its_history_never_a_first_release() {
+    let b = Bench::start().await;
+    let lambda = b.lambda(&[]).await;
+    let good = b.put("LocalSettings.php", GOOD).await;
+    lambda
+        .invoke(s3_put("LocalSettings.php", &good, &now()))
+        .await
+        .unwrap();
+    let bad = b
+        .put("LocalSettings.php", "<?php\n$wgServer = 'wrong';\n")
+        .await;
+    lambda
+        .invoke(s3_put("LocalSettings.php", &bad, &now()))
+        .await
+        .unwrap();
+    let failed = b.primary("web").await;
+    b.ecs_rolls_back_by_itself().await;
+    let out = lambda.invoke(deployment_failed(&failed)).await.unwrap();
+    assert_eq!(out["rolled_back"].as_array().unwrap().len(), 1, "{out}");
+
+    // The sync: every `.wikiops/` key deleted (delete markers; versions stay).
+    let listed =
+        b.s3.list_objects_v2()
+            .bucket(BUCKET)
+            .prefix(".wikiops/")
+            .send()
+            .await
+            .unwrap();
+    for o in listed.contents() {
+        b.s3.delete_object()
+            .bucket(BUCKET)
+            .key(o.key().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(b.release().await, None, "the pointer is gone");
+
+    // A task starting now boots the last release, not the withdrawn latest object.
+    let (run, web) = b.boot().await;
+    assert_eq!(run.code, Some(0), "{}", run.logs());
+    assert_eq!(
+        std::fs::read_to_string(web.path().join("LocalSettings.php")).unwrap(),
+        GOOD,
+        "{}",
+        run.logs()
+    );
+    assert!(run.logs().contains("deleted"), "{}", run.logs());
+    // The next change is no first release: the withdrawn file is still refused.
+    let v = b.put("skin.css", "body{}").await;
+    let out = lambda.invoke(s3_put("skin.css", &v, &now())).await.unwrap();
+    assert_eq!(out["rejected"][0]["key"], "LocalSettings.php", "{out}");
+    assert_eq!(out["redeployed"], json!([]), "{out}");
+    // A fix releases again and writes the pointer back.
+    let fixed = b.put("LocalSettings.php", GOOD).await;
+    let out = lambda
+        .invoke(s3_put("LocalSettings.php", &fixed, &now()))
+        .await
+        .unwrap();
+    assert_eq!(out["redeployed"].as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(
+        b.release().await.unwrap().get("LocalSettings.php"),
+        Some(&fixed)
+    );
+
+    // An unreadable pointer is an error for both, never "no release yet".
+    b.put(".wikiops/release.json", "{ not json").await;
+    let v = b.put("skin.css", "body{color:red}").await;
+    let err = lambda
+        .invoke(s3_put("skin.css", &v, &now()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type, "Rejected", "{err}");
+    assert!(err.to_string().contains("release.json"), "{err}");
+    let (run, _web) = b.boot().await;
+    assert_ne!(run.code, Some(0), "{}", run.logs());
+    assert!(run.logs().contains("unreadable"), "{}", run.logs());
+}
+
 #[tokio::test]
 async fn a_rejected_upload_never_reaches_a_task() {
     let b = Bench::start().await;
@@ -1031,9 +1115,10 @@ async fn aws_calls_per_duplicate_release_rollback_and_boot() {
     let n = proxy.forwarded();
     let out = lambda.invoke(batch.clone()).await.unwrap();
     assert_eq!(out["redeployed"].as_array().unwrap().len(), 1, "{out}");
-    // S3: pointer x2, lease put + delete, PRIMARY ledger, list, 3 heads, 2 headers, pointer
-    // put, ledger put = 8 + N + P = 13; ECS: 2 DescribeServices + 1 UpdateService.
-    assert_eq!(calls(n), 13 + 3, "a release");
+    // S3: pointer x2 (the first release: absent, so its history is listed too, x2), lease put
+    // + delete, PRIMARY ledger, list, 3 heads, 2 headers, pointer put, ledger put
+    // = 10 + N + P = 15; ECS: 2 DescribeServices + 1 UpdateService.
+    assert_eq!(calls(n), 15 + 3, "a first release");
 
     let n = proxy.forwarded();
     lambda.invoke(batch).await.unwrap();

@@ -4,13 +4,13 @@ use aws_sdk_s3::Client;
 use serde::de::DeserializeOwned;
 use shared::Error;
 use shared::config_rules::{self as validate, HEADER_BYTES};
-use shared::release::{self, Pointer};
+use shared::release::{self, Current};
 
 use crate::ledger::{self, Ledger};
 use crate::plan::ObjectInfo;
 use crate::settings::Target;
 
-/// A small JSON record of this function; `None` when absent or unreadable (someone edited it).
+/// A ledger; `None` when absent or unreadable (someone edited it: no rollback for that deployment).
 async fn record<T: DeserializeOwned>(
     s3: &Client,
     bucket: &str,
@@ -47,9 +47,10 @@ pub async fn ledger(
     record(s3, bucket, &ledger::key(home, target, deployment_id)).await
 }
 
-/// The current release of the configuration under `home`, `None` before the first one.
-pub async fn pointer(s3: &Client, bucket: &str, home: &str) -> Result<Option<Pointer>, Error> {
-    record(s3, bucket, &release::pointer_key(home)).await
+/// The current release of the configuration under `home`: the pointer, the last version of a
+/// deleted one, or none yet. An unreadable pointer is an error (`shared::release::read_pointer`).
+pub async fn pointer(s3: &Client, bucket: &str, home: &str) -> Result<Current, Error> {
+    release::read_pointer(s3, bucket, home).await
 }
 
 /// Every object under `prefixes` that `keep` accepts, at its current version, with the first

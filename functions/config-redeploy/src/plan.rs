@@ -108,8 +108,12 @@ pub struct ObjectInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observed {
     pub service: ServiceState,
-    /// The current release pointer of the service's configuration, if any yet.
+    /// The current release pointer of the service's configuration, if any yet (the last
+    /// version of a deleted one included).
     pub pointer: Option<Pointer>,
+    /// The pointer was deleted (`aws s3 sync --delete`): `pointer` is its last version, and a
+    /// release is required (nothing counts as deployed until the pointer is written again).
+    pub pointer_deleted: bool,
     /// The ledger of the PRIMARY deployment, when this function started it.
     pub primary_ledger: Option<Ledger>,
     /// Every object under the service's prefixes (filtered here to the ones it owns).
@@ -309,7 +313,8 @@ pub fn plan_target(
     settings: &Settings,
 ) -> TargetPlan {
     let pointer = observed.pointer.as_ref();
-    if let Some(plan) = plan_from_pointer(events, &observed.service, pointer) {
+    let released = pointer.filter(|_| !observed.pointer_deleted);
+    if let Some(plan) = plan_from_pointer(events, &observed.service, released) {
         return plan;
     }
     // Everything a task would boot must be valid, not only the changed files.
@@ -331,11 +336,10 @@ pub fn plan_target(
 
     // The current release is already this one (a retry after the pointer was written).
     if let Some(p) = pointer.filter(|p| p.release.objects == objects) {
-        if let Some(primary) = observed
-            .service
-            .primary()
-            .filter(|_| primary_boots(&observed.service, p, observed.primary_ledger.as_ref()))
-        {
+        if let Some(primary) = observed.service.primary().filter(|_| {
+            !observed.pointer_deleted
+                && primary_boots(&observed.service, p, observed.primary_ledger.as_ref())
+        }) {
             return TargetPlan::Covered {
                 deployment_id: primary.id.clone(),
                 coverage: Coverage::SameObjects,
@@ -463,6 +467,7 @@ mod tests {
         Observed {
             service: state(primary_ms, "COMPLETED"),
             pointer,
+            pointer_deleted: false,
             primary_ledger: None,
             objects,
             now: t(50_000),
@@ -529,6 +534,36 @@ mod tests {
         let r = route(&[ev("other/LocalSettings.php", Some(1))], &only);
         assert_eq!(r.skipped[0].reason, "outside every configured prefix");
         assert!(r.work.is_empty());
+    }
+
+    /// A deleted pointer (`aws s3 sync --delete`): its last version still decides what is
+    /// withdrawn and where a rollback goes, and a release is required even when the objects and
+    /// the PRIMARY match it (nothing is "already rolling out" until the pointer is written again).
+    #[test]
+    fn a_deleted_pointer_requires_a_release_and_keeps_its_withdrawn_states() {
+        let s = settings();
+        let r1 = release(0, &[("LocalSettings.php", "v1")]);
+        let mut o = observed(
+            1_000,
+            Some(pointer(r1.clone(), None)),
+            vec![obj("LocalSettings.php", "v1", PHP)],
+        );
+        o.pointer_deleted = true;
+        let plan = plan_target(&web(), &[put("LocalSettings.php", "v1")], &o, &s);
+        let TargetPlan::Release { release: r, .. } = &plan else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(r.objects, r1.objects);
+        // Its withdrawn states still hold.
+        let mut p = pointer(r1.clone(), None);
+        p.withdrawn = [("LocalSettings.php".to_string(), Some("bad".to_string()))].into();
+        let mut o = observed(1_000, Some(p), vec![obj("LocalSettings.php", "bad", PHP)]);
+        o.pointer_deleted = true;
+        let plan = plan_target(&web(), &[put("skin.css", "c1")], &o, &s);
+        assert!(
+            matches!(&plan, TargetPlan::Rejected { rejections } if matches!(rejections[0].problem, Refusal::Withdrawn { .. })),
+            "{plan:?}"
+        );
     }
 
     /// The shared table of key cases: what is routed and released, skipped, or refused.

@@ -5,7 +5,7 @@ use std::time::Instant;
 use chrono::Utc;
 use shared::Error;
 use shared::ecs::{self, ServiceState};
-use shared::release::Pointer;
+use shared::release::{Current, Pointer};
 
 use crate::event::{DeploymentEvent, ObjectEvent, Trigger};
 use crate::ledger::{Kind, Ledger};
@@ -110,7 +110,7 @@ async fn changes(
         let service = ecs::describe(&clients.ecs, &target.cluster, &target.service).await?;
         let pointer = observe::pointer(s3, bucket, home).await?;
         // Duplicates usually end here, after DescribeServices and one GetObject.
-        if let Some(plan) = plan::plan_from_pointer(events, &service, pointer.as_ref()) {
+        if let Some(plan) = plan::plan_from_pointer(events, &service, pointer.released()) {
             return apply_changes(clients, settings, target, events, plan, summary).await;
         }
         if settings.dry_run {
@@ -132,7 +132,7 @@ async fn changes(
         let result = async {
             let service = ecs::describe(&clients.ecs, &target.cluster, &target.service).await?;
             let pointer = observe::pointer(s3, bucket, home).await?;
-            let plan = match plan::plan_from_pointer(events, &service, pointer.as_ref()) {
+            let plan = match plan::plan_from_pointer(events, &service, pointer.released()) {
                 Some(plan) => plan,
                 None => {
                     observe_and_plan(clients, settings, target, events, service, pointer).await?
@@ -305,7 +305,7 @@ async fn observe_and_plan(
     target: &Target,
     events: &[ObjectEvent],
     service: ServiceState,
-    pointer: Option<Pointer>,
+    pointer: Current,
 ) -> Result<TargetPlan, Error> {
     let (s3, bucket) = (&clients.s3, settings.bucket.as_str());
     let primary_ledger = primary_ledger(clients, settings, target, &service).await?;
@@ -315,7 +315,8 @@ async fn observe_and_plan(
     .await?;
     let observed = Observed {
         service,
-        pointer,
+        pointer_deleted: matches!(pointer, Current::Deleted { .. }),
+        pointer: pointer.into_pointer(),
         primary_ledger,
         objects,
         now: Utc::now(),
@@ -458,7 +459,7 @@ async fn roll_back(
             target.service, target.cluster, service.status
         )));
     }
-    let pointer = observe::pointer(s3, bucket, home).await?;
+    let pointer = observe::pointer(s3, bucket, home).await?.into_pointer();
     let primary = primary_ledger(clients, settings, target, &service).await?;
     let plan = rollback::plan(
         &failed,

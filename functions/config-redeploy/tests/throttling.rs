@@ -42,6 +42,10 @@ fn s3_rules() -> Vec<Rule> {
                     .body(ByteStream::from_static(b"<?php\n$wgSitena"))
                     .build()
             }),
+        // The pointer key never held a version: no release yet.
+        mock!(aws_sdk_s3::Client::list_object_versions).then_output(|| {
+            aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput::builder().build()
+        }),
         mock!(aws_sdk_s3::Client::list_objects_v2).then_output(|| {
             ListObjectsV2Output::builder()
                 .contents(

@@ -2,8 +2,9 @@
 //!
 //! [`plan`] is the pure rule (listing + settings → files to write, or the reason to refuse);
 //! [`pull`] reads the release pointer (`<prefix>.wikiops/release.json`, written by
-//! config-redeploy after it validated the objects) and downloads exactly the versions it
-//! names; before the first release (a fresh stack) it lists the prefix instead. Every object
+//! config-redeploy after it validated the objects; `shared::release::read_pointer`, which reads
+//! a deleted pointer's last version) and downloads exactly the versions it names; only before
+//! the first release (a fresh stack: the pointer never existed) it lists the prefix instead. Every object
 //! is read up to `MAX_CONFIG_BYTES` and checked with `shared::config_rules`, staged next to
 //! its target in a temporary file, and only when every object is complete and valid are they
 //! all renamed into place. A failed, truncated or refused object leaves the web root as it was.
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use shared::Error;
 use shared::config_rules::{self, KeyClass};
-use shared::release::{self, Pointer};
+use shared::release::{self, Current};
 
 use crate::settings::ConfigSource;
 
@@ -104,51 +105,42 @@ pub struct Written {
     pub bytes: u64,
 }
 
-/// The current release of the prefix; `None` before the first one. An unreadable pointer is
-/// refused rather than guessed around.
-async fn pointer(s3: &aws_sdk_s3::Client, source: &ConfigSource) -> Result<Option<Pointer>, Error> {
-    let key = release::pointer_key(&source.prefix);
-    let out = match s3
-        .get_object()
-        .bucket(&source.bucket)
-        .key(&key)
-        .send()
-        .await
-    {
-        Ok(out) => out,
-        Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
-        Err(e) => return Err(Error::aws("S3", "GetObject", e)),
-    };
-    let body = read_capped(out, &source.bucket, &key, source.max_bytes).await?;
-    serde_json::from_slice(&body).map(Some).map_err(|e| {
-        Error::Rejected(format!(
-            "the release pointer s3://{}/{key} is unreadable ({e}): no configuration installed",
-            source.bucket
-        ))
-    })
-}
-
-/// What to install: the current release's objects, or (no release yet) the latest objects.
+/// What to install: the current release's objects; the last version of a deleted pointer
+/// (never the latest objects, which may hold a withdrawn file); only when the pointer never
+/// existed (a fresh stack), the latest objects. An unreadable pointer is refused.
 async fn listing(s3: &aws_sdk_s3::Client, source: &ConfigSource) -> Result<Vec<Listed>, Error> {
-    match pointer(s3, source).await? {
-        Some(p) => {
+    let release = match release::read_pointer(s3, &source.bucket, &source.prefix).await? {
+        Current::Released(p) => {
             tracing::info!(released_at = %p.release.created_at, objects = p.release.objects.len(), "booting the current configuration release");
-            Ok(p.release
-                .objects
-                .into_iter()
-                .map(|(key, v)| Listed {
-                    key,
-                    version_id: Some(v),
-                })
-                .collect())
+            p.release
         }
-        None => {
+        Current::Deleted {
+            version_id,
+            pointer,
+        } => {
+            tracing::warn!(
+                key = %release::pointer_key(&source.prefix),
+                version_id,
+                released_at = %pointer.release.created_at,
+                "the release pointer was deleted (aws s3 sync --delete without --exclude '.wikiops/*'?): booting its last version, the last release config-redeploy made; the next configuration change writes it again"
+            );
+            pointer.release
+        }
+        Current::Unreleased => {
             tracing::warn!(
                 "no configuration release yet (fresh stack): installing the latest objects, each checked"
             );
-            list(s3, source).await
+            return list(s3, source).await;
         }
-    }
+    };
+    Ok(release
+        .objects
+        .into_iter()
+        .map(|(key, v)| Listed {
+            key,
+            version_id: Some(v),
+        })
+        .collect())
 }
 
 async fn list(s3: &aws_sdk_s3::Client, source: &ConfigSource) -> Result<Vec<Listed>, Error> {
