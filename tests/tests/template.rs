@@ -1946,6 +1946,30 @@ fn apache_outlives_the_alb_idle_timeout_and_its_workers_fit_the_task() {
 }
 
 #[test]
+fn the_jobs_task_is_scheduled_only_after_the_services_schema_step() {
+    let rule = raw("JobsRule");
+    let depends: Vec<Value> = as_list(&rule["DependsOn"]);
+    assert!(
+        depends.iter().any(|d| d == "WikiService"),
+        "JobsRule must wait for WikiService (its tasks run the schema step first): {depends:?}"
+    );
+    // ...and the service's tasks do run it first.
+    let containers = raw("WikiTaskDefinition")["Properties"]["ContainerDefinitions"]
+        .as_array()
+        .expect("containers");
+    let web = containers
+        .iter()
+        .find(|c| c["Name"] == "wiki")
+        .expect("the wiki container");
+    assert!(
+        as_list(&web["DependsOn"])
+            .iter()
+            .any(|d| d["ContainerName"] == "schema" && d["Condition"] == "SUCCESS"),
+        "{web}"
+    );
+}
+
+#[test]
 fn failed_schema_steps_and_jobs_runs_alert() {
     let filter = &raw("WikiBootFailedMetric")["Properties"];
     assert_eq!(filter["LogGroupName"]["Ref"], "WikiLogGroup");
