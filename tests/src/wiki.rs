@@ -172,6 +172,15 @@ CustomLog /dev/stdout wikiops
 pub fn local_env(root: &Path, conf: &Path) -> Vec<(String, String)> {
     vec![
         ("WEB_ROOT".into(), root.display().to_string()),
+        // Configuration objects that are not served: beside the web root, as in the image.
+        (
+            "CONFIG_DIR".into(),
+            root.parent()
+                .unwrap_or(root)
+                .join("wikiops-config")
+                .display()
+                .to_string(),
+        ),
         (
             "MW_CONFIG_FILE".into(),
             root.join("LocalSettings.php").display().to_string(),

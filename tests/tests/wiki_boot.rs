@@ -155,8 +155,8 @@ async fn check_prints_the_plan_and_pull_writes_it() {
         plan["files"],
         serde_json::json!([
             // No release yet (a fresh stack): the latest objects, each checked when pulled.
-            {"key": "prod/LocalSettings.php", "relative": "LocalSettings.php", "version_id": null},
-            {"key": "prod/extra/Branding.php", "relative": "extra/Branding.php", "version_id": null},
+            {"key": "prod/LocalSettings.php", "relative": "LocalSettings.php", "version_id": null, "place": "web_root"},
+            {"key": "prod/extra/Branding.php", "relative": "extra/Branding.php", "version_id": null, "place": "web_root"},
         ])
     );
     assert!(
@@ -173,6 +173,39 @@ async fn check_prints_the_plan_and_pull_writes_it() {
         vec!["LocalSettings.php", "extra/Branding.php"]
     );
     assert!(!run.logs().contains("database"), "{}", run.logs());
+}
+
+/// A configuration object that may hold a credential (JSON, .ini, a key) never lands in
+/// Apache's document root: only PHP and public web assets do; the rest goes to CONFIG_DIR.
+#[tokio::test]
+async fn only_what_must_be_served_lands_in_the_document_root() {
+    let moto = Moto::start().await;
+    bucket_with(
+        &moto,
+        "wiki-config",
+        &[
+            ("prod/LocalSettings.php", LOCAL_SETTINGS),
+            ("prod/logo.png", b"png"),
+            ("prod/secrets.json", b"{\"smtp_password\": \"s3cr3t\"}"),
+            ("prod/extra/db.ini", b"password=s3cr3t\n"),
+        ],
+    )
+    .await;
+    let web = open_tempdir();
+    let env = task_env(&moto, "wiki-config", "prod", web.path());
+    let config_dir = PathBuf::from(format!("{}-config", web.path().display()));
+    let run = run_boot(&["pull"], &env, LONG).await;
+    assert_eq!(run.code, Some(0), "{}", run.logs());
+    assert_eq!(
+        files_under(web.path()),
+        vec!["LocalSettings.php", "logo.png"],
+        "only PHP and public assets in the document root"
+    );
+    assert_eq!(
+        files_under(&config_dir),
+        vec!["extra/db.ini", "secrets.json"]
+    );
+    let _ = std::fs::remove_dir_all(&config_dir);
 }
 
 #[tokio::test]

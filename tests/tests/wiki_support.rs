@@ -113,6 +113,8 @@ pub fn task_env(moto: &Moto, bucket: &str, prefix: &str, web_root: &Path) -> Vec
             ("CONFIG_BUCKET", bucket),
             ("CONFIG_PREFIX", prefix),
             ("WEB_ROOT", &web_root.display().to_string()),
+            // Beside the web root, never in it (wiki-boot refuses that).
+            ("CONFIG_DIR", &format!("{}-config", web_root.display())),
             ("WIKI_SERVER", "https://wiki.test"),
             ("DB_HOST", "127.0.0.1"),
             ("DB_PORT", "1"),

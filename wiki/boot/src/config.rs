@@ -29,12 +29,45 @@ pub struct Listed {
     pub version_id: Option<String>,
 }
 
-/// One file to write: object `key` (at `version_id`) to `relative` under the web root.
+/// Where an object is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Place {
+    /// Apache's document root (MediaWiki's directory): PHP, which Apache runs and never sends
+    /// as text, and public web assets (a logo, a stylesheet).
+    WebRoot,
+    /// `CONFIG_DIR`, outside the document root: everything else, never served.
+    ConfigDir,
+}
+
+/// Extensions of public web assets: served as they are, so they may live in the web root.
+const WEB_ASSETS: [&str; 11] = [
+    "png", "jpg", "jpeg", "gif", "svg", "ico", "webp", "css", "js", "woff", "woff2",
+];
+
+/// Where object `relative` goes: only what must be served lands in the web root (`.php` files,
+/// which Apache executes and never sends as source, and public web assets); any other file,
+/// a JSON or YAML file, an `.ini`, a key, goes to `CONFIG_DIR`, where no URL reaches it.
+pub fn place(relative: &str) -> Place {
+    let ext = relative
+        .rsplit('/')
+        .next()
+        .and_then(|name| name.rsplit_once('.'))
+        .map(|(_, ext)| ext.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("php") => Place::WebRoot,
+        Some(e) if WEB_ASSETS.contains(&e) => Place::WebRoot,
+        _ => Place::ConfigDir,
+    }
+}
+
+/// One file to write: object `key` (at `version_id`) to `relative` under its [`Place`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Planned {
     pub key: String,
     pub version_id: Option<String>,
     pub relative: String,
+    pub place: Place,
 }
 
 /// Why a listing cannot be applied.
@@ -85,6 +118,7 @@ pub fn plan(source: &ConfigSource, listing: &[Listed]) -> Result<Vec<Planned>, R
                 key: o.key.clone(),
                 version_id: o.version_id.clone(),
                 relative: rel.to_string(),
+                place: place(rel),
             });
         }
     }
@@ -281,8 +315,12 @@ pub async fn pull(s3: &aws_sdk_s3::Client, source: &ConfigSource) -> Result<Vec<
     let mut staged = Vec::with_capacity(files.len());
     for file in &files {
         let body = fetch_with_retries(s3, source, file).await?;
-        let target = source.web_root.join(&file.relative);
-        let dir = target.parent().unwrap_or(&source.web_root).to_path_buf();
+        let root = match file.place {
+            Place::WebRoot => &source.web_root,
+            Place::ConfigDir => &source.config_dir,
+        };
+        let target = root.join(&file.relative);
+        let dir = target.parent().unwrap_or(root).to_path_buf();
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         let tmp =
@@ -314,6 +352,7 @@ mod tests {
             prefix: prefix.into(),
             required: required.iter().map(|s| s.to_string()).collect(),
             web_root: "/var/www/html".into(),
+            config_dir: "/var/lib/wikiops/config".into(),
             max_bytes: config_rules::DEFAULT_MAX_CONFIG_BYTES,
         }
     }
@@ -366,6 +405,38 @@ mod tests {
         let e: Error = err.into();
         assert_eq!(e.error_type(), "NotFound");
         assert!(e.to_string().contains("wiki/LocalSettings.php"), "{e}");
+    }
+
+    /// Only PHP and public web assets land in Apache's document root; a file that may hold a
+    /// credential (JSON, YAML, .ini, .env, a key, no extension) goes where no URL reaches it.
+    #[test]
+    fn only_what_must_be_served_lands_in_the_web_root() {
+        for rel in [
+            "LocalSettings.php",
+            "extra/Skin.PHP",
+            "logo.png",
+            "assets/site.css",
+            "favicon.ico",
+        ] {
+            assert_eq!(place(rel), Place::WebRoot, "{rel}");
+        }
+        for rel in [
+            "secrets.json",
+            "db.ini",
+            ".env",
+            "id_rsa",
+            "extra/settings.yaml",
+            "x.php.bak",
+            "key.pem",
+            "notes.txt",
+            "LocalSettings.php~",
+        ] {
+            assert_eq!(place(rel), Place::ConfigDir, "{rel}");
+        }
+        let l = listed(&["wiki/LocalSettings.php", "wiki/secrets.json"]);
+        let got = plan(&source("wiki/", &["LocalSettings.php"]), &l).unwrap();
+        assert_eq!(got[1].relative, "secrets.json");
+        assert_eq!(got[1].place, Place::ConfigDir);
     }
 
     /// The shared table of key cases: installed, skipped, or refused before any download.

@@ -1,6 +1,7 @@
 //! The wiki container's entrypoint.
 //!
-//! - `serve` (the default): configuration from S3 into the web root ([`config`]), the task's
+//! - `serve` (the default): configuration from S3 into the web root (PHP and public assets)
+//!   and `CONFIG_DIR` (everything else, never served) ([`config`]), the task's
 //!   identity from the ECS metadata endpoint ([`metadata`]), a bounded wait for the database
 //!   ([`db`]), then `exec` of Apache (`apache2-foreground`): Apache replaces this process, so
 //!   ECS's SIGTERM reaches it.
@@ -93,6 +94,7 @@ async fn check(s3: &aws_sdk_s3::Client, settings: &Settings) -> Result<(), Error
         "bucket": settings.config.bucket,
         "prefix": settings.config.prefix,
         "web_root": settings.config.web_root,
+        "config_dir": settings.config.config_dir,
         "required": settings.config.required,
         "files": files,
         "apache_command": settings.apache_command,

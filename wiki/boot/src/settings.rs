@@ -18,8 +18,12 @@ pub struct ConfigSource {
     pub prefix: String,
     /// `REQUIRED_CONFIG`: paths relative to the prefix that must exist (default `LocalSettings.php`).
     pub required: Vec<String>,
-    /// `WEB_ROOT` (default `/var/www/html`): MediaWiki's directory, where the objects are written.
+    /// `WEB_ROOT` (default `/var/www/html`): MediaWiki's directory, Apache's document root,
+    /// where `.php` files and public web assets are written.
     pub web_root: PathBuf,
+    /// `CONFIG_DIR` (default `/var/lib/wikiops/config`), outside the web root: every other
+    /// configuration object (JSON, YAML, keys, …), never served; PHP finds it as `CONFIG_DIR`.
+    pub config_dir: PathBuf,
     /// `MAX_CONFIG_BYTES` (default 1 MiB, as config-redeploy's): the most read of one object.
     pub max_bytes: u64,
 }
@@ -208,6 +212,16 @@ impl Settings {
                 "must be an absolute path",
             ));
         }
+        let config_dir = PathBuf::from(
+            env.optional("CONFIG_DIR")
+                .unwrap_or_else(|| "/var/lib/wikiops/config".into()),
+        );
+        if !config_dir.is_absolute() || config_dir.starts_with(&web_root) {
+            return Err(SettingsError::malformed(
+                "CONFIG_DIR",
+                "must be an absolute path outside WEB_ROOT (what is there is never served)",
+            ));
+        }
         let mut required = env.list("REQUIRED_CONFIG");
         if required.is_empty() {
             required.push("LocalSettings.php".into());
@@ -221,6 +235,7 @@ impl Settings {
             prefix: prefix(env)?,
             required,
             web_root,
+            config_dir,
             max_bytes: env.parse_or(
                 "MAX_CONFIG_BYTES",
                 shared::config_rules::DEFAULT_MAX_CONFIG_BYTES,
@@ -302,6 +317,10 @@ impl Settings {
                 "WEB_ROOT".into(),
                 self.config.web_root.display().to_string(),
             ),
+            (
+                "CONFIG_DIR".into(),
+                self.config.config_dir.display().to_string(),
+            ),
             ("DB_PORT".into(), self.db.port.to_string()),
             ("DB_TLS".into(), if self.db.tls { "1" } else { "0" }.into()),
             ("WIKI_SERVER".into(), self.server.clone()),
@@ -334,6 +353,23 @@ mod tests {
             pairs.push((k, v));
         }
         Settings::from_env(&Env::from_pairs(pairs))
+    }
+
+    #[test]
+    fn the_config_dir_is_never_in_the_web_root() {
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = base();
+            pairs.extend_from_slice(extra);
+            Settings::from_env(&Env::from_pairs(pairs))
+        };
+        assert_eq!(
+            with(&[]).unwrap().config.config_dir,
+            PathBuf::from("/var/lib/wikiops/config")
+        );
+        for bad in ["/var/www/html/config", "/var/www/html", "config"] {
+            let err = with(&[("CONFIG_DIR", bad)]).unwrap_err();
+            assert!(err.to_string().contains("CONFIG_DIR"), "{err}");
+        }
     }
 
     #[test]
