@@ -880,6 +880,12 @@ async fn every_sample_event_is_understood() {
     wiki_database_and_release(&moto).await;
     let lambda = Lambda::start("efs-backup", env(&moto, &src, &recovery_env(&[]))).await;
     lambda.invoke(json!({"action":"backup"})).await.unwrap();
+    // The restore in place's sample names a point: this bucket's.
+    let rp = lambda
+        .invoke(json!({"action":"recovery-point"}))
+        .await
+        .unwrap();
+    let rp_id = rp["recovery_point"]["id"].as_str().unwrap().to_string();
     let names: Vec<String> = events::all()
         .into_iter()
         .filter(|n| n.starts_with("efs-backup-"))
@@ -889,7 +895,10 @@ async fn every_sample_event_is_understood() {
     for name in names {
         let e = events::load_with(
             &name,
-            &[("/mnt/wiki/.efs-restore", target.to_str().unwrap())],
+            &[
+                ("/mnt/wiki/.efs-restore", target.to_str().unwrap()),
+                ("20261208T030000.000Z", &rp_id),
+            ],
         );
         let out = lambda
             .invoke(e)
@@ -1816,4 +1825,70 @@ async fn a_recovery_point_whose_db_snapshot_vanished_is_given_up_and_named() {
     assert_eq!(err.error_type, "Settings", "{err:?}");
     assert!(err.error_message.contains("DB_INSTANCE_ID"), "{err:?}");
     drop(rds);
+}
+
+#[tokio::test]
+async fn a_restore_in_place_puts_a_point_back_under_the_live_names() {
+    let moto = Moto::start().await;
+    versioned_bucket(&moto).await;
+    let (rds, _) = wiki_database_and_release(&moto).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("wiki");
+    wiki_tree(&src);
+    let lambda = Lambda::start("efs-backup", env(&moto, &src, &recovery_env(&[]))).await;
+    let rp = lambda
+        .invoke(json!({"action":"recovery-point"}))
+        .await
+        .unwrap();
+    let id = rp["recovery_point"]["id"].as_str().unwrap().to_string();
+    let at_point = without_excluded(tree(&src));
+    // The wiki moves on: a file deleted, one overwritten, one added.
+    std::fs::remove_file(src.join("archive/0/01/20260101000000!Old.png")).unwrap();
+    let (first, _) = files_of(&at_point).into_iter().next().unwrap();
+    write(&src, &first, b"vandalised");
+    write(&src, "z/zz/Added_later.png", &bytes(9, 700));
+
+    // Without the confirmation nothing happens.
+    let err = lambda
+        .invoke(json!({"action":"restore-in-place","recovery_point":id}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type, "InvalidEvent", "{err:?}");
+    assert!(err.error_message.contains(&id), "{err:?}");
+    let out = lambda
+        .invoke(json!({"action":"restore-in-place","recovery_point":id,"confirm":id}))
+        .await
+        .unwrap();
+    assert_eq!(out["status"], "complete", "{out}");
+    assert!(out["safety_point"].is_string(), "{out}");
+    assert!(out["next"].as_str().unwrap().contains("rotate"), "{out}");
+    // The live name is the restored instance; the replaced one is kept under its new name.
+    let replaced = out["replaced_instance"].as_str().unwrap();
+    for name in ["wiki-db", replaced] {
+        let d = rds
+            .describe_db_instances()
+            .db_instance_identifier(name)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert_eq!(d.db_instances().len(), 1);
+    }
+    // The point's files are back byte for byte; what came later stays (nothing is deleted).
+    let mut now = without_excluded(tree(&src));
+    assert!(now.remove("z/zz/Added_later.png").is_some());
+    now.retain(|p, _| p != "z/zz" && p != "z");
+    assert_eq!(files_of(&now), files_of(&at_point));
+    // Two points now: the target and the one of the replaced state.
+    let listed = lambda.invoke(json!({"action":"list"})).await.unwrap();
+    assert_eq!(
+        listed["recovery_points"].as_array().unwrap().len(),
+        2,
+        "{listed}"
+    );
+    // Done: the next invocation starts over, and asks for the confirmation again.
+    let again = lambda
+        .invoke(json!({"action":"restore-in-place","recovery_point":id}))
+        .await
+        .unwrap_err();
+    assert_eq!(again.error_type, "InvalidEvent", "{again:?}");
 }

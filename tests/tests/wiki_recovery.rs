@@ -2,14 +2,17 @@
 //! added, a recovery point taken by efs-backup's real binary, then pages edited and deleted and
 //! an upload deleted; the point restored beside the live wiki, and a second wiki booted on the
 //! restored pair serves the earlier pages and byte-identical uploads, with nothing missing by
-//! MediaWiki's own `findMissingFiles.php`. The live wiki is untouched.
+//! MediaWiki's own `findMissingFiles.php`, the live wiki untouched. Then the point restored in
+//! place: the live wiki serves the earlier pages and uploads.
 //!
 //! What is emulated: moto answers the RDS API (the instance, the manual DB snapshot, the
 //! instance restored from it); behind it, a stand-in for RDS's storage made of MariaDB's own
 //! tools: when moto reports the point's DB snapshot, the wiki database is dumped
 //! (`mariadb-dump --single-transaction`, nothing writes to the wiki in between here), and when
 //! moto reports the instance restored beside, a second MariaDB server (TLS, as RDS) is started
-//! and the dump loaded into it. The uploads folder stands in for EFS, as in the other tests.
+//! and the dump loaded into it; when efs-backup has renamed the instances for a restore in
+//! place, the dump is loaded into the server behind the live name. The uploads folder stands in
+//! for EFS, as in the other tests.
 
 #[path = "wiki_support.rs"]
 mod support;
@@ -58,10 +61,9 @@ fn dump(db: &MariaDb, to: &Path) {
     std::fs::write(to, out.stdout).unwrap();
 }
 
-/// The stand-in's restored instance: a new server holding the dump.
-async fn restored_instance(dump: &Path) -> MariaDb {
-    let db = MariaDb::start().await;
-    let out = client("mariadb", &db)
+/// Loads a dump into `db` (its tables replace the ones there).
+fn load(db: &MariaDb, dump: &Path) {
+    let out = client("mariadb", db)
         .stdin(std::fs::File::open(dump).unwrap())
         .output()
         .expect("mariadb");
@@ -70,6 +72,12 @@ async fn restored_instance(dump: &Path) -> MariaDb {
         "loading the dump: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The stand-in's restored instance: a new server holding the dump.
+async fn restored_instance(dump: &Path) -> MariaDb {
+    let db = MariaDb::start().await;
+    load(&db, dump);
     db
 }
 
@@ -245,7 +253,10 @@ async fn a_recovery_point_boots_beside_the_live_wiki_with_its_pages_and_uploads(
         served_file(&mut http, "Kept.png").await,
         Some(kept_png.clone())
     );
-    assert_eq!(served_file(&mut http, "Doomed.png").await, Some(doomed_png));
+    assert_eq!(
+        served_file(&mut http, "Doomed.png").await,
+        Some(doomed_png.clone())
+    );
     let missing = maintenance(&pair, "findMissingFiles.php", &[], None).await;
     assert_eq!(
         missing.trim(),
@@ -262,5 +273,42 @@ async fn a_recovery_point_boots_beside_the_live_wiki_with_its_pages_and_uploads(
     let listed: Value = efs.invoke(json!({"action":"list"})).await.unwrap();
     assert_eq!(listed["recovery_points"].as_array().unwrap().len(), 1);
     pair_web.stop().await;
+
+    // --- restore in place: the point back under the live names ----------------------------------
+    let id = rp["recovery_point"]["id"].as_str().unwrap();
+    let in_place = efs
+        .invoke(json!({"action":"restore-in-place","recovery_point":id,"confirm":id}))
+        .await
+        .unwrap();
+    assert_eq!(in_place["status"], "complete", "{in_place}");
+    // The stand-in: the instance under the live name now holds the point's database. The
+    // rotation the answer asks for redeploys the wiki: its web container starts again.
+    assert!(in_place["next"].as_str().unwrap().contains("rotate"));
+    load(&db, &dump_file);
+    live_web.stop().await;
+    let live_web = serve(&live).await;
+    let mut live_http = Http::new(format!("http://127.0.0.1:{}", live.port));
+    assert_eq!(
+        raw(&mut live_http, "Kept_page").await,
+        (200, kept_v1.to_string())
+    );
+    assert_eq!(
+        raw(&mut live_http, "Doomed_page").await,
+        (200, doomed.to_string())
+    );
+    assert_eq!(
+        served_file(&mut live_http, "Kept.png").await,
+        Some(kept_png)
+    );
+    assert_eq!(
+        served_file(&mut live_http, "Doomed.png").await,
+        Some(doomed_png)
+    );
+    let missing = maintenance(&live, "findMissingFiles.php", &[], None).await;
+    assert_eq!(
+        missing.trim(),
+        "",
+        "findMissingFiles.php on the wiki restored in place"
+    );
     live_web.stop().await;
 }

@@ -85,6 +85,13 @@ pub enum Request {
         #[serde(default = "latest")]
         recovery_point: String,
     },
+    /// Puts a recovery point back under the live names (`confirm` repeats its id).
+    #[serde(rename = "restore-in-place")]
+    RestoreInPlace {
+        recovery_point: String,
+        #[serde(default)]
+        confirm: String,
+    },
 }
 
 fn latest() -> String {
@@ -109,7 +116,7 @@ impl Request {
         }
         if event.get("action").is_none() {
             return Err(Error::InvalidEvent(
-                "expected an \"action\" (backup, restore, list, verify, prune, recovery-point, restore-beside) or a scheduled event"
+                "expected an \"action\" (backup, restore, list, verify, prune, recovery-point, restore-beside, restore-in-place) or a scheduled event"
                     .into(),
             ));
         }
@@ -248,6 +255,27 @@ pub async fn handler(clients: &Clients, event: LambdaEvent<Value>) -> Result<Val
             ))
             .await?,
         ),
+        Request::RestoreInPlace {
+            recovery_point,
+            confirm,
+        } => {
+            if settings.dry_run {
+                return Err(Error::Rejected(
+                    "a restore in place has no dry run; DRY_RUN is set".into(),
+                ));
+            }
+            to_json(
+                Box::pin(recover::restore_in_place(
+                    &store,
+                    &settings,
+                    clients.rds.get(),
+                    &recovery_point,
+                    &confirm,
+                    deadline,
+                ))
+                .await?,
+            )
+        }
         Request::RestoreBeside { recovery_point } => {
             let stop_at = deadline
                 .checked_sub(settings.deadline_margin)

@@ -330,6 +330,10 @@ impl Layout {
     pub fn recovery_point_key(&self, id: &str) -> String {
         format!("{}recovery-points/{id}.json", self.prefix)
     }
+    /// The restore in place under way (one at a time).
+    pub fn in_place_key(&self) -> String {
+        format!("{}recovery-points/in-place.json", self.prefix)
+    }
     /// The recovery point being taken (one at a time).
     pub fn pending_point_key(&self) -> String {
         format!("{}recovery-points/pending.json", self.prefix)

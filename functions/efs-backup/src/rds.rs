@@ -159,3 +159,16 @@ pub async fn restore_beside(
     )
     .map(drop)
 }
+
+/// Renames instance `from` to `to` now (`ApplyImmediately`); RDS answers at once and shows
+/// the new name within a minute or two.
+pub async fn rename(rds: &Client, from: &str, to: &str) -> Result<(), Error> {
+    rds.modify_db_instance()
+        .db_instance_identifier(from)
+        .new_db_instance_identifier(to)
+        .apply_immediately(true)
+        .send()
+        .await
+        .map_err(|e| Error::aws("RDS", "ModifyDBInstance", e))?;
+    Ok(())
+}

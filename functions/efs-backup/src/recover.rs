@@ -14,7 +14,8 @@ use crate::backup::{self, BackupOptions, BackupOutput};
 use crate::manifest;
 use crate::rds;
 use crate::recovery::{
-    self, ConfigPoint, DatabasePoint, FilesPoint, PrunePlan, RecoveryPoint, Status, Step,
+    self, ConfigPoint, DatabasePoint, FilesPoint, InPlace, InPlaceStep, Instances, PrunePlan,
+    RecoveryPoint, Status, Step,
 };
 use crate::restore::{self, RestoreOutput, RestoreRequest};
 use crate::settings::Settings;
@@ -258,10 +259,7 @@ async fn read_point(store: &Store, key: &str) -> Result<Option<RecoveryPoint>, E
 }
 
 async fn put_point(store: &Store, key: &str, rp: &RecoveryPoint) -> Result<(), Error> {
-    let body = serde_json::to_vec_pretty(rp)
-        .map_err(|e| Error::Partial(format!("recovery point: {e}")))?;
-    store.put(key, body, "application/json").await?;
-    Ok(())
+    put_json(store, key, rp).await
 }
 
 /// Every complete recovery point, newest first.
@@ -280,7 +278,11 @@ pub async fn list_points(store: &Store) -> Result<Vec<RecoveryPoint>, Error> {
             page.contents()
                 .iter()
                 .filter_map(|o| o.key())
-                .filter(|k| k.ends_with(".json") && *k != store.layout.pending_point_key())
+                .filter(|k| {
+                    k.strip_prefix(&store.layout.recovery_points_prefix())
+                        .and_then(|n| n.strip_suffix(".json"))
+                        .is_some_and(|id| manifest::parse_snapshot_id(id).is_some())
+                })
                 .map(str::to_string),
         );
     }
@@ -353,8 +355,13 @@ pub async fn point(store: &Store, id: &str) -> Result<RecoveryPoint, Error> {
 /// The identifier of the instance restored beside `instance` from point `id` (RDS allows 63
 /// characters: letters, digits, single hyphens).
 pub fn beside_instance(instance: &str, id: &str) -> String {
-    let suffix = recovery::db_snapshot_name("", id);
-    let suffix = suffix.trim_start_matches('-').replace("-", "");
+    derived_instance(instance, "rp", id)
+}
+
+/// `<instance>-<tag><compact id>`, the instance's name cut so the whole fits RDS's 63
+/// characters.
+fn derived_instance(instance: &str, tag: &str, id: &str) -> String {
+    let suffix = format!("{tag}{}", recovery::compact_id(id));
     let room = 63 - suffix.len() - 1;
     let head: String = instance.chars().take(room).collect();
     format!("{}-{suffix}", head.trim_end_matches('-'))
@@ -429,6 +436,181 @@ pub async fn restore_beside(
     })
 }
 
+/// The answer to `restore-in-place`.
+#[derive(Debug, Clone, Serialize)]
+pub struct InPlaceOutput {
+    pub action: &'static str,
+    /// `complete`; `waiting` (invoke again in a minute: RDS is creating or renaming an
+    /// instance, or making the safety point's snapshot); `incomplete` (invoke again now).
+    pub status: &'static str,
+    pub recovery_point: String,
+    /// The point of the replaced state, taken first.
+    pub safety_point: Option<String>,
+    /// The replaced instance's new name (kept: delete it once the restore is checked).
+    pub replaced_instance: String,
+    /// What this invocation did last or waits for.
+    pub step: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<RestoreOutput>,
+    /// What is left for the operator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// The `restore-in-place` action: the point `id` put back under the live names, one step per
+/// invocation where RDS must be waited for ([`recovery::next_in_place`]). `confirm` must repeat
+/// the point's id. First a recovery point of the current state; then the point's DB snapshot
+/// restored beside; the live instance renamed away; the restored one renamed to the live name
+/// (same endpoint); the point's files restored over the live folder with `overwrite`.
+pub async fn restore_in_place(
+    store: &Store,
+    settings: &Settings,
+    rds_client: &aws_sdk_rds::Client,
+    id: &str,
+    confirm: &str,
+    deadline: Instant,
+) -> Result<InPlaceOutput, Error> {
+    let live = instance_of(settings)?;
+    let key = store.layout.in_place_key();
+    let mut op = match read_in_place(store, &key).await? {
+        Some(op) if op.target != id && id != "latest" => {
+            return Err(Error::Rejected(format!(
+                "a restore in place of recovery point {} is under way ({key}); finish it first",
+                op.target
+            )));
+        }
+        Some(op) => op,
+        None => {
+            let target = point(store, id).await?;
+            if confirm != target.id {
+                return Err(Error::InvalidEvent(format!(
+                    "a restore in place replaces the live database and files: send \"confirm\":\"{}\"",
+                    target.id
+                )));
+            }
+            let now = Utc::now();
+            let op = InPlace {
+                target: target.id,
+                safety_point: None,
+                replaced_instance: derived_instance(&live, "old", &manifest::snapshot_id(now)),
+                started_at: now,
+            };
+            put_json(store, &key, &op).await?;
+            op
+        }
+    };
+    let target = point(store, &op.target).await?;
+    let files = target.files.clone().ok_or_else(|| {
+        Error::Rejected(format!(
+            "recovery point {} has no files snapshot",
+            target.id
+        ))
+    })?;
+    let beside = beside_instance(&live, &target.id);
+    let mut out = InPlaceOutput {
+        action: "restore-in-place",
+        status: "waiting",
+        recovery_point: target.id.clone(),
+        safety_point: op.safety_point.clone(),
+        replaced_instance: op.replaced_instance.clone(),
+        step: "start",
+        files: None,
+        next: None,
+    };
+    for _ in 0..8 {
+        let status = |i: Option<rds::Instance>| i.map(|i| i.status);
+        let seen = Instances {
+            live: status(rds::instance(rds_client, &live).await?),
+            beside: status(rds::instance(rds_client, &beside).await?),
+            replaced: status(rds::instance(rds_client, &op.replaced_instance).await?),
+        };
+        let step = recovery::next_in_place(&op, &seen);
+        tracing::info!(?step, ?seen, "restore in place");
+        match step {
+            InPlaceStep::SafetyPoint => {
+                out.step = "recovery point of the current state";
+                let taken = Box::pin(take(store, settings, rds_client, deadline)).await?;
+                let Some(rp) = taken.recovery_point.filter(|_| taken.status == "complete") else {
+                    out.status = taken.status;
+                    return Ok(out);
+                };
+                op.safety_point = Some(rp.id);
+                out.safety_point = op.safety_point.clone();
+                put_json(store, &key, &op).await?;
+            }
+            InPlaceStep::RestoreBeside => {
+                out.step = "restore beside";
+                let like = rds::instance(rds_client, &live)
+                    .await?
+                    .ok_or_else(|| Error::NotFound(format!("DB instance {live}")))?;
+                rds::restore_beside(rds_client, &beside, &target.database.snapshot, &like).await?;
+            }
+            InPlaceStep::Wait(what) => {
+                out.step = what;
+                return Ok(out);
+            }
+            InPlaceStep::RenameLive => {
+                out.step = "rename the live instance away";
+                rds::rename(rds_client, &live, &op.replaced_instance).await?;
+            }
+            InPlaceStep::RenameRestored => {
+                out.step = "rename the restored instance to the live name";
+                rds::rename(rds_client, &beside, &live).await?;
+            }
+            InPlaceStep::Files => {
+                out.step = "files";
+                let manifest = crate::resolve(store, settings, &files.snapshot_id).await?;
+                let req = RestoreRequest {
+                    target_dir: settings.source_dir.clone(),
+                    paths: Vec::new(),
+                    overwrite: true,
+                    dry_run: false,
+                };
+                let stop_at = deadline
+                    .checked_sub(settings.deadline_margin)
+                    .unwrap_or(deadline);
+                let restored = Box::pin(restore::run(
+                    store,
+                    &manifest,
+                    &req,
+                    settings.upload_concurrency,
+                    stop_at,
+                ))
+                .await?;
+                out.status = if restored.status == "complete" {
+                    store.delete(&key).await?;
+                    metrics::counter!("RestoresInPlace").increment(1);
+                    out.next = Some(format!(
+                        "rotate the database secret now (aws secretsmanager rotate-secret): it sets the wiki's database user on the restored instance and redeploys the wiki; delete the replaced instance {} once the wiki is checked",
+                        op.replaced_instance
+                    ));
+                    "complete"
+                } else {
+                    "incomplete"
+                };
+                out.files = Some(restored);
+                return Ok(out);
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn read_in_place(store: &Store, key: &str) -> Result<Option<InPlace>, Error> {
+    let Some(bytes) = store.get(key, None).await? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::Rejected(format!("{key} is not a restore in place: {e}")))
+}
+
+async fn put_json<T: Serialize>(store: &Store, key: &str, v: &T) -> Result<(), Error> {
+    let body = serde_json::to_vec_pretty(v).map_err(|e| Error::Partial(format!("{key}: {e}")))?;
+    store.put(key, body, "application/json").await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,5 +626,11 @@ mod tests {
         assert!(long.len() <= 63, "{long}");
         assert!(!long.contains("--"), "{long}");
         assert!(long.ends_with("rp20261208t030000123z"));
+        let live = format!("wiki-{}", "0123abcd-".repeat(4));
+        let old = derived_instance(&live, "old", id);
+        assert!(
+            old.len() <= 63 && old.ends_with("-old20261208t030000123z"),
+            "{old}"
+        );
     }
 }

@@ -134,12 +134,16 @@ pub fn files_qualify(walk_started_at: DateTime<Utc>, point: DateTime<Utc>) -> bo
 /// single hyphens, as RDS requires (`wiki-db` + `20261208T030000.123Z` →
 /// `wiki-db-rp-20261208t030000123z`).
 pub fn db_snapshot_name(instance: &str, id: &str) -> String {
-    let compact: String = id
-        .chars()
+    format!("{instance}-rp-{}", compact_id(id))
+}
+
+/// A point's id as RDS names take it: lowercase letters and digits
+/// (`20261208T030000.123Z` → `20261208t030000123z`).
+pub fn compact_id(id: &str) -> String {
+    id.chars()
         .filter(char::is_ascii_alphanumeric)
         .map(|c| c.to_ascii_lowercase())
-        .collect();
-    format!("{instance}-rp-{compact}")
+        .collect()
 }
 
 /// Recovery points to delete (with their DB snapshots), newest first.
@@ -184,6 +188,70 @@ pub fn referenced_snapshots(points: &[RecoveryPoint]) -> Vec<String> {
         .filter(|rp| rp.status == Status::Complete)
         .filter_map(|rp| rp.files.as_ref().map(|f| f.snapshot_id.clone()))
         .collect()
+}
+
+/// A restore in place under way: `<prefix>recovery-points/in-place.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InPlace {
+    /// The recovery point being put back.
+    pub target: String,
+    /// The point of the state it replaces (taken first), once complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety_point: Option<String>,
+    /// The name the replaced instance is given (kept for the operator to delete).
+    pub replaced_instance: String,
+    pub started_at: DateTime<Utc>,
+}
+
+/// What a restore in place sees of the instances (their RDS status; `None`: no such instance).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Instances {
+    /// Under the live name.
+    pub live: Option<String>,
+    /// Restored beside, under its own name.
+    pub beside: Option<String>,
+    /// The replaced one, under its new name.
+    pub replaced: Option<String>,
+}
+
+/// The next step of a restore in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InPlaceStep {
+    /// Take a recovery point of the current state first (invoke until complete).
+    SafetyPoint,
+    /// Restore the point's DB snapshot beside the live instance.
+    RestoreBeside,
+    /// RDS is busy with an instance (creating, renaming): invoke again in a minute.
+    Wait(&'static str),
+    /// Rename the live instance to the replaced name.
+    RenameLive,
+    /// Rename the restored instance to the live name.
+    RenameRestored,
+    /// Restore the point's files over the live folder (`overwrite`), then hand over to a
+    /// rotation, which sets the database users and redeploys the wiki.
+    Files,
+}
+
+/// The next step, from the state recorded and the instances observed. Renames happen only
+/// between available instances, and the live name is given to the restored instance only
+/// once the replaced one holds its new name: the live name never points at two instances.
+pub fn next_in_place(op: &InPlace, seen: &Instances) -> InPlaceStep {
+    let available = |s: &Option<String>| s.as_deref() == Some("available");
+    if op.safety_point.is_none() {
+        return InPlaceStep::SafetyPoint;
+    }
+    match (&seen.live, &seen.beside, &seen.replaced) {
+        // Done renaming: the restored instance holds the live name.
+        (Some(_), None, Some(_)) if available(&seen.live) => InPlaceStep::Files,
+        (Some(_), None, Some(_)) => InPlaceStep::Wait("the restored instance under the live name"),
+        (Some(_), None, None) => InPlaceStep::RestoreBeside,
+        (Some(_), Some(_), None) if available(&seen.live) && available(&seen.beside) => {
+            InPlaceStep::RenameLive
+        }
+        (Some(_), Some(_), _) => InPlaceStep::Wait("the restored instance, or the live one"),
+        (None, Some(_), Some(_)) if available(&seen.beside) => InPlaceStep::RenameRestored,
+        (None, _, _) => InPlaceStep::Wait("the renames"),
+    }
 }
 
 #[cfg(test)]
@@ -299,5 +367,82 @@ mod tests {
         let plan = plan_prune(&points, &["s3".into()], at(500));
         assert_eq!(plan.keep, ["p", "old", "c"]);
         assert_eq!(referenced_snapshots(&points), ["s3", "s2", "s1"]);
+    }
+
+    fn op(safety: bool) -> InPlace {
+        InPlace {
+            target: "t".into(),
+            safety_point: safety.then(|| "s".into()),
+            replaced_instance: "wiki-db-old".into(),
+            started_at: at(0),
+        }
+    }
+
+    fn seen(live: Option<&str>, beside: Option<&str>, replaced: Option<&str>) -> Instances {
+        Instances {
+            live: live.map(str::to_string),
+            beside: beside.map(str::to_string),
+            replaced: replaced.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_restore_in_place_goes_point_beside_rename_rename_files() {
+        let a = Some("available");
+        assert_eq!(
+            next_in_place(&op(false), &seen(a, None, None)),
+            InPlaceStep::SafetyPoint
+        );
+        let op = op(true);
+        assert_eq!(
+            next_in_place(&op, &seen(a, None, None)),
+            InPlaceStep::RestoreBeside
+        );
+        assert!(matches!(
+            next_in_place(&op, &seen(a, Some("creating"), None)),
+            InPlaceStep::Wait(_)
+        ));
+        assert_eq!(
+            next_in_place(&op, &seen(a, a, None)),
+            InPlaceStep::RenameLive
+        );
+        assert!(matches!(
+            next_in_place(&op, &seen(Some("renaming"), a, None)),
+            InPlaceStep::Wait(_)
+        ));
+        assert_eq!(
+            next_in_place(&op, &seen(None, a, a)),
+            InPlaceStep::RenameRestored
+        );
+        assert!(matches!(
+            next_in_place(&op, &seen(Some("renaming"), None, a)),
+            InPlaceStep::Wait(_)
+        ));
+        assert_eq!(next_in_place(&op, &seen(a, None, a)), InPlaceStep::Files);
+    }
+
+    proptest! {
+        /// The live name is handed over only once nothing else holds it, and the live
+        /// instance is renamed only once the restored one is available.
+        #[test]
+        fn renames_never_leave_the_wiki_without_a_database_to_come_back_to(
+            live in proptest::option::of(prop::sample::select(vec!["available", "renaming", "creating"])),
+            beside in proptest::option::of(prop::sample::select(vec!["available", "renaming", "creating"])),
+            replaced in proptest::option::of(prop::sample::select(vec!["available", "renaming"])),
+        ) {
+            let s = seen(live, beside, replaced);
+            match next_in_place(&op(true), &s) {
+                InPlaceStep::RenameLive => {
+                    prop_assert_eq!(beside, Some("available"));
+                    prop_assert_eq!(replaced, None);
+                }
+                InPlaceStep::RenameRestored => {
+                    prop_assert_eq!(live, None);
+                    prop_assert!(replaced.is_some());
+                }
+                InPlaceStep::Files => prop_assert_eq!(live, Some("available")),
+                _ => {}
+            }
+        }
     }
 }
