@@ -29,6 +29,8 @@ pub enum Problem {
     NotPhp,
     /// A key no task can install: an empty, `.` or `..` segment, a backslash or a NUL.
     UnsafeKey,
+    /// A `.php` file PHP cannot parse (feature `php`): the first error's line and message.
+    PhpSyntax { line: u32, message: String },
 }
 
 impl std::fmt::Display for Problem {
@@ -42,6 +44,9 @@ impl std::fmt::Display for Problem {
                 )
             }
             Problem::NotPhp => write!(f, "a .php file that does not begin with <?php"),
+            Problem::PhpSyntax { line, message } => {
+                write!(f, "PHP syntax error on line {line}: {message}")
+            }
             Problem::UnsafeKey => write!(
                 f,
                 "the key has an empty, `.` or `..` segment, a backslash or a NUL: no task could install it (rename the object)"
@@ -162,10 +167,19 @@ pub fn check(key: &str, size: u64, header: Option<&[u8]>, max: u64) -> Option<Pr
     None
 }
 
-/// Checks one object from its whole content.
+/// Checks one object from its whole content: [`check`], then (feature `php`) whether PHP can
+/// parse a `.php` file.
 pub fn check_body(key: &str, body: &[u8], max: u64) -> Option<Problem> {
     let header = &body[..body.len().min(HEADER_BYTES as usize)];
-    check(key, body.len() as u64, Some(header), max)
+    if let Some(problem) = check(key, body.len() as u64, Some(header), max) {
+        return Some(problem);
+    }
+    #[cfg(feature = "php")]
+    if is_php(key) {
+        return crate::php::first_syntax_error(body)
+            .map(|(line, message)| Problem::PhpSyntax { line, message });
+    }
+    None
 }
 
 #[cfg(test)]
@@ -269,7 +283,11 @@ mod tests {
             max in 1u64..50,
         ) {
             let header = &body[..body.len().min(HEADER_BYTES as usize)];
-            prop_assert_eq!(check_body(&key, &body, max), check(&key, body.len() as u64, Some(header), max));
+            let by_header = check(&key, body.len() as u64, Some(header), max);
+            // With the `php` feature a .php file that passes is parsed too.
+            if by_header.is_some() || !is_php(&key) || cfg!(not(feature = "php")) {
+                prop_assert_eq!(check_body(&key, &body, max), by_header);
+            }
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - [`lease`]: one holder at a time, by S3 conditional writes (config-redeploy, efs-backup);
 //! - [`ecs`]: the "redeploy an ECS service" operation, deduplicated against running deployments;
 //! - [`metrics`]: CloudWatch Embedded Metric Format, flushed once per invocation;
+//! - `php` (feature `php`): whether PHP can parse a configuration file (config-redeploy, wiki-boot);
 //! - [`release`]: configuration releases, the exact S3 versions a wiki task boots;
 //! - [`runtime`]: the Lambda loop that ties the above together;
 //! - [`sql`]: SQL string literals and identifiers, right under any `sql_mode`;
@@ -20,6 +21,8 @@ pub mod error;
 pub mod lease;
 pub mod logging;
 pub mod metrics;
+#[cfg(feature = "php")]
+pub mod php;
 pub mod release;
 pub mod runtime;
 pub mod settings;

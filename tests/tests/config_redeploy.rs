@@ -738,6 +738,63 @@ async fn a_deleted_pointer_is_read_from_its_history_never_a_first_release() {
     assert!(run.logs().contains("unreadable"), "{}", run.logs());
 }
 
+/// A `LocalSettings.php` PHP cannot parse is refused within the invocation that sees its upload,
+/// named with its line and message, counted as a metric; no deployment starts and a task
+/// still boots the last release. Before any release, wiki-boot refuses it the same way.
+#[tokio::test]
+async fn a_php_syntax_error_is_refused_before_any_task_starts() {
+    let b = Bench::start().await;
+    let lambda = b.lambda(&[]).await;
+    let broken =
+        "<?php\n$wgSitename = 'Wiki';\n$wgGroupPermissions['*']['edit'] = false\n$wgLogo = 'x';\n";
+    // Before the first release: a task refuses it, naming the file and the line.
+    b.put("LocalSettings.php", broken).await;
+    let (run, _web) = b.boot().await;
+    assert_ne!(run.code, Some(0), "{}", run.logs());
+    assert!(
+        run.logs().contains("LocalSettings.php") && run.logs().contains("line 4"),
+        "{}",
+        run.logs()
+    );
+    let good = b.put("LocalSettings.php", GOOD).await;
+    lambda
+        .invoke(s3_put("LocalSettings.php", &good, &now()))
+        .await
+        .unwrap();
+    let released = b.primary("web").await;
+    let bad = b.put("LocalSettings.php", broken).await;
+    let started = std::time::Instant::now();
+    let out = lambda
+        .invoke(s3_put("LocalSettings.php", &bad, &now()))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let r = &out["rejected"][0];
+    assert_eq!(r["key"], "LocalSettings.php", "{out}");
+    assert_eq!(r["line"], 4, "{out}");
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("PHP syntax error on line 4: "),
+        "{out}"
+    );
+    assert_eq!(out["redeployed"], json!([]), "{out}");
+    assert_eq!(b.primary("web").await, released, "no deployment");
+    assert!(lambda.logs().contains("PhpSyntaxErrors"), "the metric");
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "rejected in {took:?}"
+    );
+    println!("time to reject a syntax error (debug build, moto): {took:?}");
+    let (run, web) = b.boot().await;
+    assert_eq!(run.code, Some(0), "{}", run.logs());
+    assert_eq!(
+        std::fs::read_to_string(web.path().join("LocalSettings.php")).unwrap(),
+        GOOD
+    );
+}
+
 #[tokio::test]
 async fn a_rejected_upload_never_reaches_a_task() {
     let b = Bench::start().await;

@@ -3,7 +3,7 @@
 use aws_sdk_s3::Client;
 use serde::de::DeserializeOwned;
 use shared::Error;
-use shared::config_rules::{self as validate, HEADER_BYTES};
+use shared::config_rules as validate;
 use shared::release::{self, Current};
 
 use crate::ledger::{self, Ledger};
@@ -53,12 +53,13 @@ pub async fn pointer(s3: &Client, bucket: &str, home: &str) -> Result<Current, E
     release::read_pointer(s3, bucket, home).await
 }
 
-/// Every object under `prefixes` that `keep` accepts, at its current version, with the first
-/// bytes of that version for `.php` files.
+/// Every object under `prefixes` that `keep` accepts, at its current version, with the whole
+/// content of that version for `.php` files of at most `max` bytes (PHP must parse them).
 pub async fn objects(
     s3: &Client,
     bucket: &str,
     prefixes: &[&str],
+    max: u64,
     keep: impl Fn(&str) -> bool,
 ) -> Result<Vec<ObjectInfo>, Error> {
     let mut keys: Vec<String> = Vec::new();
@@ -89,8 +90,8 @@ pub async fn objects(
         };
         let version_id = head.version_id().unwrap_or("null").to_string();
         let size = head.content_length().unwrap_or(0).max(0) as u64;
-        let header = if validate::is_php(&key) && size > 0 {
-            Some(header(s3, bucket, &key, &version_id).await?)
+        let body = if validate::is_php(&key) && size > 0 && size <= max {
+            Some(body(s3, bucket, &key, &version_id).await?)
         } else {
             None
         };
@@ -98,20 +99,19 @@ pub async fn objects(
             key,
             version_id,
             size,
-            header,
+            body,
         });
     }
     Ok(out)
 }
 
-/// The first [`HEADER_BYTES`] of one version of an object.
-async fn header(s3: &Client, bucket: &str, key: &str, version_id: &str) -> Result<Vec<u8>, Error> {
+/// The content of one version of an object.
+async fn body(s3: &Client, bucket: &str, key: &str, version_id: &str) -> Result<Vec<u8>, Error> {
     let out = s3
         .get_object()
         .bucket(bucket)
         .key(key)
         .version_id(version_id)
-        .range(format!("bytes=0-{}", HEADER_BYTES - 1))
         .send()
         .await
         .map_err(|e| Error::aws("S3", "GetObject", e))?;
@@ -121,5 +121,5 @@ async fn header(s3: &Client, bucket: &str, key: &str, version_id: &str) -> Resul
         .await
         .map_err(|e| Error::Unreachable(format!("S3 GetObject {key}: {e}")))?
         .into_bytes();
-    Ok(bytes.iter().take(HEADER_BYTES as usize).copied().collect())
+    Ok(bytes.to_vec())
 }

@@ -93,15 +93,24 @@ pub fn route(events: &[ObjectEvent], settings: &Settings) -> Routed {
     out
 }
 
-/// A configuration object as observed: its current version, size and (for `.php` files) the
-/// first bytes of that version.
+/// A configuration object as observed: its current version, size and (for `.php` files of at
+/// most `MAX_CONFIG_BYTES`) the whole content of that version, which PHP must parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
     pub key: String,
     /// `null` in a bucket that was never versioned.
     pub version_id: String,
     pub size: u64,
-    pub header: Option<Vec<u8>>,
+    pub body: Option<Vec<u8>>,
+}
+
+/// The rule of `shared::config_rules` an observed object breaks: judged on its whole content
+/// (PHP syntax included) when it was read, else on its size.
+pub fn problem(o: &ObjectInfo, max: u64) -> Option<Problem> {
+    match &o.body {
+        Some(body) => validate::check_body(&o.key, body, max),
+        None => validate::check(&o.key, o.size, None, max),
+    }
 }
 
 /// What the adapter observed for one service.
@@ -252,7 +261,7 @@ fn rejections(
     let mut out: Vec<Rejection> = objects
         .iter()
         .filter_map(|o| {
-            validate::check(&o.key, o.size, o.header.as_deref(), max)
+            problem(o, max)
                 .map(Refusal::Invalid)
                 .or_else(|| {
                     (withdrawn.get(&o.key) == Some(&Some(o.version_id.clone()))).then(|| {
@@ -440,7 +449,7 @@ mod tests {
             key: key.into(),
             version_id: version.into(),
             size: body.len() as u64,
-            header: Some(body.iter().take(16).copied().collect()),
+            body: Some(body.to_vec()),
         }
     }
 
@@ -534,6 +543,37 @@ mod tests {
         let r = route(&[ev("other/LocalSettings.php", Some(1))], &only);
         assert_eq!(r.skipped[0].reason, "outside every configured prefix");
         assert!(r.work.is_empty());
+    }
+
+    /// A `.php` file PHP cannot parse blocks the release, named with its line and message.
+    #[test]
+    fn a_php_syntax_error_is_refused_with_its_line() {
+        let o = observed(
+            1_000,
+            None,
+            vec![
+                obj(
+                    "LocalSettings.php",
+                    "v2",
+                    b"<?php\n$wgSitename = 'Wiki';\n$a = [1, 2;\n",
+                ),
+                obj("logo.png", "l1", b"png"),
+            ],
+        );
+        let plan = plan_target(&web(), &[put("LocalSettings.php", "v2")], &o, &settings());
+        let TargetPlan::Rejected { rejections } = &plan else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(rejections.len(), 1);
+        assert_eq!(rejections[0].key, "LocalSettings.php");
+        let Refusal::Invalid(Problem::PhpSyntax { line, message }) = &rejections[0].problem else {
+            panic!("{rejections:?}")
+        };
+        assert_eq!(*line, 3);
+        assert!(
+            rejections[0].problem.to_string().contains("line 3"),
+            "{message}"
+        );
     }
 
     /// A deleted pointer (`aws s3 sync --delete`): its last version still decides what is
@@ -888,7 +928,7 @@ mod tests {
                     prop_assert_eq!(release.objects.len(), objects.len());
                     for ob in &objects {
                         prop_assert_eq!(release.objects.get(&ob.key), Some(&ob.version_id));
-                        prop_assert!(validate::check(&ob.key, ob.size, ob.header.as_deref(), 100).is_none());
+                        prop_assert!(problem(ob, 100).is_none());
                         prop_assert!(p.withdrawn.get(&ob.key) != Some(&Some(ob.version_id.clone())));
                     }
                 }

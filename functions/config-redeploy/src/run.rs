@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 use shared::Error;
+use shared::config_rules::Problem;
 use shared::ecs::{self, ServiceState};
 use shared::release::{Current, Pointer};
 
@@ -185,6 +186,10 @@ async fn apply_changes(
                     service: target.service.clone(),
                     key: r.key.clone(),
                     reason: r.problem.to_string(),
+                    line: match &r.problem {
+                        plan::Refusal::Invalid(Problem::PhpSyntax { line, .. }) => Some(*line),
+                        _ => None,
+                    },
                 });
             }
             for k in &keys {
@@ -309,9 +314,13 @@ async fn observe_and_plan(
 ) -> Result<TargetPlan, Error> {
     let (s3, bucket) = (&clients.s3, settings.bucket.as_str());
     let primary_ledger = primary_ledger(clients, settings, target, &service).await?;
-    let objects = observe::objects(s3, bucket, &settings.prefixes_of(target), |k| {
-        plan::owned_by(k, target, settings)
-    })
+    let objects = observe::objects(
+        s3,
+        bucket,
+        &settings.prefixes_of(target),
+        settings.max_config_bytes,
+        |k| plan::owned_by(k, target, settings),
+    )
     .await?;
     let observed = Observed {
         service,

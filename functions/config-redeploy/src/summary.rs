@@ -26,6 +26,9 @@ pub struct Rejected {
     pub service: String,
     pub key: String,
     pub reason: String,
+    /// For a PHP syntax error: the line of the first one (the message is in `reason`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
 }
 
 /// A failed deployment that was rolled back.
@@ -70,6 +73,8 @@ impl Summary {
         metrics::counter!("Skipped").increment(self.skipped.len() as u64);
         metrics::counter!("RolledBack").increment(self.rolled_back.len() as u64);
         metrics::counter!("Rejected").increment(self.rejected.len() as u64);
+        let syntax = self.rejected.iter().filter(|r| r.line.is_some()).count();
+        metrics::counter!("PhpSyntaxErrors").increment(syntax as u64);
         metrics::counter!("Errors").increment(self.errors.len() as u64);
     }
 }

@@ -39,7 +39,7 @@ fn s3_rules() -> Vec<Rule> {
             .match_requests(|r| r.key() == Some("LocalSettings.php"))
             .then_output(|| {
                 GetObjectOutput::builder()
-                    .body(ByteStream::from_static(b"<?php\n$wgSitena"))
+                    .body(ByteStream::from_static(b"<?php\n$wgSitename = 'Wiki';  \n"))
                     .build()
             }),
         // The pointer key never held a version: no release yet.

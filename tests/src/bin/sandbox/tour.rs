@@ -153,11 +153,31 @@ impl Sandbox {
         ensure(after == edited_name, format!("site name is {after:?}"))?;
         t.ok(&format!("the wiki shows the new site name: {after:?}"));
 
-        t.section("1b. config-redeploy: a broken LocalSettings.php rolls itself back");
-        let broken = format!("{edited}\n$wgSitename = ;\n");
-        let version = self.put_config(broken).await?;
+        t.section("1b. config-redeploy: a PHP syntax error is refused before any task starts");
+        let version = self
+            .put_config(format!("{edited}\n$wgSitename = ;\n"))
+            .await?;
         t.info(&format!(
             "PutObject of a config with a PHP syntax error → version {version}"
+        ));
+        let out = self.put_event(&version).await?;
+        t.info(&format!("config-redeploy answered {out}"));
+        ensure(
+            out["rejected"][0]["line"].is_u64()
+                && out["redeployed"].as_array().is_some_and(|a| a.is_empty()),
+            "the syntax error was not refused with its line",
+        )?;
+        t.ok("refused with its line and message, no deployment");
+
+        t.section(
+            "1c. config-redeploy: a config that parses but breaks the wiki rolls itself back",
+        );
+        let broken = format!(
+            "{edited}\nthrow new RuntimeException( 'a configuration that parses but breaks the wiki' );\n"
+        );
+        let version = self.put_config(broken).await?;
+        t.info(&format!(
+            "PutObject of a config that throws when loaded → version {version}"
         ));
         let out = self.put_event(&version).await?;
         t.info(&format!("config-redeploy answered {out}"));
@@ -222,7 +242,7 @@ impl Sandbox {
         )?;
         t.ok("the same failure event again rolls nothing back (no loops)");
 
-        t.section("1c. config-redeploy: a rejected upload never reaches a task");
+        t.section("1d. config-redeploy: a rejected upload never reaches a task");
         let version = self.put_config(String::new()).await?;
         t.info(&format!(
             "PutObject of an empty LocalSettings.php → version {version}"
