@@ -93,7 +93,7 @@ def run(endpoint, label, event=None, env_extra=None, seconds=900):
            "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "S3_FORCE_PATH_STYLE": "true",
            "AWS_LAMBDA_FUNCTION_NAME": "efs-backup", "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
            "AWS_LAMBDA_LOG_FORMAT": "JSON", "SOURCE_DIR": ROOT, "BACKUP_BUCKET": BUCKET, "BACKUP_PREFIX": PREFIX, "EXCLUDE": "done",
-           "UPLOAD_CONCURRENCY": "32", "AWS_EC2_METADATA_DISABLED": "true", **(env_extra or {})}
+           "UPLOAD_CONCURRENCY": os.environ.get("UPLOAD_CONCURRENCY", "32"), "AWS_EC2_METADATA_DISABLED": "true", **(env_extra or {})}
     p = subprocess.Popen([BIN], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     hwm = 0
     while Api.reply is None and p.poll() is None:

@@ -664,10 +664,6 @@ pub fn place_symlink(target: &str, p: &Path, replace: bool) -> std::io::Result<(
     })
 }
 
-/// Files up to this size are downloaded whole, then written, checked and placed in one
-/// blocking call (as many bytes as a backup's file buffer).
-const WHOLE_FILE_MAX: u64 = 8 << 20;
-
 /// Downloads one file version into a temporary file beside its target, checks its SHA-256,
 /// applies mode, owner and mtime, then renames it into place (`replace`), or else links it
 /// there only if nothing appeared at the target since the plan.
@@ -691,50 +687,17 @@ async fn restore_file(
             .await
             .map_err(|err| Error::aws("S3", "GetObject", err))?;
         let mut body = obj.body;
-        let mut hasher = Sha256::new();
-        let mut n = 0u64;
-        let read_failed = |err: aws_sdk_s3::primitives::ByteStreamError| {
-            Error::Unreachable(format!(
-                "S3 GetObject {key}: reading the body failed: {err}"
-            ))
-        };
-        let mismatch = |sha: &str, n: u64| {
-            Error::Rejected(format!(
-                "{} (version {}) does not match the snapshot: sha256 {sha}, {n} bytes",
-                key,
-                e.version_id.as_deref().unwrap_or("?")
-            ))
-        };
-        if e.size <= WHOLE_FILE_MAX {
-            // Small: in memory, checked before anything is written.
-            let mut buf = Vec::with_capacity(e.size as usize);
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(read_failed)?;
-                hasher.update(&chunk);
-                n += chunk.len() as u64;
-                if n > e.size {
-                    break;
-                }
-                buf.extend_from_slice(&chunk);
-            }
-            let sha = hex::encode(hasher.finalize());
-            if Some(sha.as_str()) != e.sha256.as_deref() || n != e.size {
-                return Err(mismatch(&sha, n));
-            }
-            let (t, d, entry) = (tmp.clone(), target.clone(), e.clone());
-            return tokio::task::spawn_blocking(move || {
-                write_new(&t, &buf)?;
-                finish_file(&t, &d, &entry, replace)
-            })
-            .await
-            .map_err(|err| Error::Partial(format!("writing a file failed: {err}")))?
-            .map(|owner| (n, owner));
-        }
         let mut f = tokio::fs::File::create(&tmp)
             .await
             .map_err(|err| Error::io(format!("creating {}", tmp.display()), err))?;
+        let mut hasher = Sha256::new();
+        let mut n = 0u64;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(read_failed)?;
+            let chunk = chunk.map_err(|err| {
+                Error::Unreachable(format!(
+                    "S3 GetObject {key}: reading the body failed: {err}"
+                ))
+            })?;
             hasher.update(&chunk);
             n += chunk.len() as u64;
             f.write_all(&chunk)
@@ -750,56 +713,46 @@ async fn restore_file(
         drop(f);
         let sha = hex::encode(hasher.finalize());
         if Some(sha.as_str()) != e.sha256.as_deref() || n != e.size {
-            return Err(mismatch(&sha, n));
+            return Err(Error::Rejected(format!(
+                "{} (version {}) does not match the snapshot: sha256 {sha}, {n} bytes",
+                key,
+                e.version_id.as_deref().unwrap_or("?")
+            )));
         }
-        let (t, d, entry) = (tmp.clone(), target.clone(), e.clone());
-        tokio::task::spawn_blocking(move || finish_file(&t, &d, &entry, replace))
-            .await
-            .map_err(|err| Error::Partial(format!("placing a file failed: {err}")))?
-            .map(|owner| (n, owner))
+        let owner = set_owner(&tmp, e, false);
+        set_mode(&tmp, e.mode)?;
+        let t = filetime_of(e);
+        filetime::set_file_times(&tmp, t, t)
+            .map_err(|err| Error::io(format!("setting times of {}", tmp.display()), err))?;
+        if replace {
+            tokio::fs::rename(&tmp, &target)
+                .await
+                .map_err(|err| Error::io(format!("renaming into {}", target.display()), err))?;
+        } else {
+            let (t, d) = (tmp.clone(), target.clone());
+            let placed = tokio::task::spawn_blocking(move || place_new(&t, &d))
+                .await
+                .map_err(|err| Error::Partial(format!("placing a file failed: {err}")))?;
+            match placed {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(Error::Rejected(format!(
+                        "{} appeared while restoring and was left as it is (send \"overwrite\":true to replace it)",
+                        target.display()
+                    )));
+                }
+                Err(err) => {
+                    return Err(Error::io(format!("linking into {}", target.display()), err));
+                }
+            }
+        }
+        Ok((n, owner))
     }
     .await;
     if res.is_err() {
         let _ = tokio::fs::remove_file(&tmp).await;
     }
     res
-}
-
-/// Writes `bytes` to the new file `tmp` and syncs it.
-fn write_new(tmp: &Path, bytes: &[u8]) -> Result<(), Error> {
-    use std::io::Write;
-    let mut f = std::fs::File::create(tmp)
-        .map_err(|err| Error::io(format!("creating {}", tmp.display()), err))?;
-    f.write_all(bytes)
-        .map_err(|err| Error::io(format!("writing {}", tmp.display()), err))?;
-    f.sync_all()
-        .map_err(|err| Error::io(format!("syncing {}", tmp.display()), err))
-}
-
-/// Gives the checked temporary file `tmp` the entry's owner, mode and mtime, then puts it at
-/// `target`: renamed over what is there (`replace`), or linked only if nothing is. Returns
-/// whether the owner was set.
-fn finish_file(tmp: &Path, target: &Path, e: &Entry, replace: bool) -> Result<bool, Error> {
-    let owner = set_owner(tmp, e, false);
-    set_mode(tmp, e.mode)?;
-    let t = filetime_of(e);
-    filetime::set_file_times(tmp, t, t)
-        .map_err(|err| Error::io(format!("setting times of {}", tmp.display()), err))?;
-    if replace {
-        std::fs::rename(tmp, target)
-            .map_err(|err| Error::io(format!("renaming into {}", target.display()), err))?;
-        return Ok(owner);
-    }
-    match place_new(tmp, target) {
-        Ok(()) => Ok(owner),
-        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-            Err(Error::Rejected(format!(
-                "{} appeared while restoring and was left as it is (send \"overwrite\":true to replace it)",
-                target.display()
-            )))
-        }
-        Err(err) => Err(Error::io(format!("linking into {}", target.display()), err)),
-    }
 }
 
 #[cfg(test)]
@@ -1045,7 +998,7 @@ mod tests {
     #[tokio::test]
     async fn a_file_is_placed_only_whole_checked_and_never_over_what_appeared() {
         let d = tempfile::tempdir().unwrap();
-        let big: Vec<u8> = (0..WHOLE_FILE_MAX + 3).map(|i| (i % 251) as u8).collect();
+        let big: Vec<u8> = (0..(9u64 << 20) + 3).map(|i| (i % 251) as u8).collect();
         std::fs::write(d.path().join("appeared"), b"uploaded meanwhile").unwrap();
         let r = restore_files(
             d.path(),

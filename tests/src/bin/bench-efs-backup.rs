@@ -1,6 +1,8 @@
 //! The efs-backup benchmark: full and no-change backups of a generated MediaWiki-shaped tree,
 //! side by side with `rclone sync` and `aws s3 sync` on the same tree and the same local S3
-//! server (`s3s-fs`; moto when it is not installed). Run through `scripts/bench-efs-backup`.
+//! server (`s3s-fs`; moto when it is not installed), then restores of that tree into empty
+//! folders from efs-backup's bucket: efs-backup's own, `rclone copy` and `aws s3 sync` of its
+//! `files/`. Run through `scripts/bench-efs-backup`.
 //!
 //! Prints a markdown table and writes it to `--out` (default `target/bench/efs-backup.md`,
 //! `efs-backup-smoke.md` with `--smoke`).
@@ -9,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use wikiops_tests::{Lambda, Moto, measure, paths};
 
@@ -245,6 +247,16 @@ struct Run {
 }
 
 async fn run_ours(binary: &Path, env: &[(String, String)]) -> Run {
+    let (run, out) = invoke_ours(binary, env, json!({"action":"backup"})).await;
+    Run {
+        uploads: out["files_uploaded"].as_u64(),
+        ..run
+    }
+}
+
+/// One invocation of efs-backup's release binary, timed from the event to the answer (the
+/// process is started first), which must be `complete`.
+async fn invoke_ours(binary: &Path, env: &[(String, String)], event: Value) -> (Run, Value) {
     let lambda = Lambda::start_program("efs-backup", binary, env.iter().cloned()).await;
     lambda
         .wait_ready(Duration::from_secs(30))
@@ -252,18 +264,89 @@ async fn run_ours(binary: &Path, env: &[(String, String)]) -> Run {
         .expect("efs-backup did not start");
     let t = Instant::now();
     let out = lambda
-        .invoke_with_deadline(json!({"action":"backup"}), Duration::from_secs(900))
+        .invoke_with_deadline(event.clone(), Duration::from_secs(900))
         .await
-        .unwrap_or_else(|e| panic!("efs-backup failed: {e}"));
+        .unwrap_or_else(|e| panic!("efs-backup {event} failed: {e}"));
     let wall = t.elapsed();
     assert_eq!(out["status"], "complete", "{out}");
     let rss = lambda.pid().and_then(measure::peak_rss_kib);
     lambda.stop().await;
-    Run {
+    let run = Run {
         wall,
         peak_rss_kib: rss,
-        uploads: out["files_uploaded"].as_u64(),
+        uploads: None,
+    };
+    (run, out)
+}
+
+/// efs-backup restoring its latest snapshot into `target` (which must not exist).
+async fn restore_ours(binary: &Path, env: &[(String, String)], target: &Path) -> Run {
+    let event = json!({"action":"restore","target_dir":target.to_str().unwrap()});
+    let (run, out) = invoke_ours(binary, env, event).await;
+    Run {
+        uploads: out["files_restored"].as_u64(),
+        ..run
     }
+}
+
+/// `rclone copy` of `bucket_prefix` (`bucket/prefix`) into `target`.
+fn rclone_restore(
+    endpoint: &str,
+    server: &Server,
+    concurrency: usize,
+    bucket_prefix: &str,
+    target: &Path,
+) -> Option<Run> {
+    let bin = which("rclone", Path::new("/usr/bin/rclone"))?;
+    let mut c = Command::new(bin);
+    c.arg("copy")
+        // The trailing slash: without it rclone first HEADs the prefix as if it were a file,
+        // which s3s-fs answers with a 500 that rclone retries for over a minute.
+        .arg(format!("bench:{bucket_prefix}/"))
+        .arg(target)
+        .args([
+            "--transfers",
+            &concurrency.to_string(),
+            "--checkers",
+            &concurrency.to_string(),
+        ])
+        .args(["--log-level", "INFO", "--stats", "0"]);
+    rclone_env(&mut c, endpoint, server);
+    let (wall, rss, text) = timed(c);
+    let copied = text.lines().filter(|l| l.contains(": Copied (")).count() as u64;
+    Some(Run {
+        wall,
+        peak_rss_kib: rss,
+        uploads: Some(copied),
+    })
+}
+
+/// `aws s3 sync` of `bucket_prefix` (`bucket/prefix`) into `target`.
+fn aws_restore(endpoint: &str, server: &Server, bucket_prefix: &str, target: &Path) -> Option<Run> {
+    let mut c = aws_command(endpoint, server)?;
+    c.arg(format!("s3://{bucket_prefix}/")).arg(target);
+    let (wall, rss, text) = timed(c);
+    let downloads = text.lines().filter(|l| l.starts_with("download:")).count() as u64;
+    Some(Run {
+        wall,
+        peak_rss_kib: rss,
+        uploads: Some(downloads),
+    })
+}
+
+/// Regular files under `dir` and their bytes.
+fn files_under(dir: &Path) -> (u64, u64) {
+    let mut n = (0, 0);
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(t) = e.file_type() else { continue };
+        if t.is_dir() {
+            let (f, b) = files_under(&e.path());
+            n = (n.0 + f, n.1 + b);
+        } else if t.is_file() {
+            n = (n.0 + 1, n.1 + e.metadata().map(|m| m.len()).unwrap_or(0));
+        }
+    }
+    n
 }
 
 /// Runs `cmd` under GNU time; returns wall time, peak RSS and the lines it printed.
@@ -311,6 +394,18 @@ fn which(name: &str, preferred: &Path) -> Option<PathBuf> {
     })
 }
 
+/// rclone's remote `bench:` on the server.
+fn rclone_env(c: &mut Command, endpoint: &str, server: &Server) {
+    let (k, s) = creds(server);
+    c.env("RCLONE_CONFIG_BENCH_TYPE", "s3")
+        .env("RCLONE_CONFIG_BENCH_PROVIDER", "Other")
+        .env("RCLONE_CONFIG_BENCH_ENDPOINT", endpoint)
+        .env("RCLONE_CONFIG_BENCH_ACCESS_KEY_ID", k)
+        .env("RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY", s)
+        .env("RCLONE_CONFIG_BENCH_REGION", "us-east-1")
+        .env("RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE", "true");
+}
+
 fn rclone(
     tree: &Path,
     endpoint: &str,
@@ -319,7 +414,6 @@ fn rclone(
     bucket: &str,
 ) -> Option<Run> {
     let bin = which("rclone", Path::new("/usr/bin/rclone"))?;
-    let (k, s) = creds(server);
     let mut c = Command::new(bin);
     c.arg("sync")
         .arg(tree)
@@ -331,14 +425,8 @@ fn rclone(
             "--checkers",
             &concurrency.to_string(),
         ])
-        .args(["--log-level", "INFO", "--stats", "0"])
-        .env("RCLONE_CONFIG_BENCH_TYPE", "s3")
-        .env("RCLONE_CONFIG_BENCH_PROVIDER", "Other")
-        .env("RCLONE_CONFIG_BENCH_ENDPOINT", endpoint)
-        .env("RCLONE_CONFIG_BENCH_ACCESS_KEY_ID", k)
-        .env("RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY", s)
-        .env("RCLONE_CONFIG_BENCH_REGION", "us-east-1")
-        .env("RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE", "true");
+        .args(["--log-level", "INFO", "--stats", "0"]);
+    rclone_env(&mut c, endpoint, server);
     let (wall, rss, text) = timed(c);
     let uploads = text.lines().filter(|l| l.contains(": Copied (")).count() as u64;
     Some(Run {
@@ -348,7 +436,8 @@ fn rclone(
     })
 }
 
-fn aws(tree: &Path, endpoint: &str, server: &Server, bucket: &str) -> Option<Run> {
+/// `aws s3 sync` on the server, its source and destination to add.
+fn aws_command(endpoint: &str, server: &Server) -> Option<Command> {
     let bin = which(
         "aws",
         &paths::target_dir().join("tools/awscli-venv/bin/aws"),
@@ -366,13 +455,17 @@ fn aws(tree: &Path, endpoint: &str, server: &Server, bucket: &str) -> Option<Run
         "sync",
         "--no-progress",
     ])
-    .arg(tree)
-    .arg(format!("s3://{bucket}"))
     .env("AWS_ACCESS_KEY_ID", k)
     .env("AWS_SECRET_ACCESS_KEY", s)
     .env("AWS_DEFAULT_REGION", "us-east-1")
     .env("AWS_CONFIG_FILE", "/dev/null")
     .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+    Some(c)
+}
+
+fn aws(tree: &Path, endpoint: &str, server: &Server, bucket: &str) -> Option<Run> {
+    let mut c = aws_command(endpoint, server)?;
+    c.arg(tree).arg(format!("s3://{bucket}"));
     let (wall, rss, text) = timed(c);
     let uploads = text.lines().filter(|l| l.starts_with("upload:")).count() as u64;
     Some(Run {
@@ -411,23 +504,67 @@ fn summarize(rounds: &[(Run, Run)]) -> Option<(Summary, Summary)> {
     if rounds.is_empty() {
         return None;
     }
-    let one = |pick: fn(&(Run, Run)) -> &Run| {
-        let mut walls: Vec<Duration> = rounds.iter().map(|r| pick(r).wall).collect();
-        walls.sort();
-        Summary {
-            wall: walls[walls.len() / 2],
-            min: walls[0],
-            max: walls[walls.len() - 1],
-            peak_rss_kib: rounds.iter().filter_map(|r| pick(r).peak_rss_kib).max(),
-            uploads: rounds.iter().filter_map(|r| pick(r).uploads).max(),
-        }
-    };
-    Some((one(|r| &r.0), one(|r| &r.1)))
+    let full: Vec<&Run> = rounds.iter().map(|r| &r.0).collect();
+    let again: Vec<&Run> = rounds.iter().map(|r| &r.1).collect();
+    Some((summary(&full), summary(&again)))
+}
+
+/// Median, range, largest peak RSS and count of one tool's runs (at least one).
+fn summary(runs: &[&Run]) -> Summary {
+    let mut walls: Vec<Duration> = runs.iter().map(|r| r.wall).collect();
+    walls.sort();
+    Summary {
+        wall: walls[walls.len() / 2],
+        min: walls[0],
+        max: walls[walls.len() - 1],
+        peak_rss_kib: runs.iter().filter_map(|r| r.peak_rss_kib).max(),
+        uploads: runs.iter().filter_map(|r| r.uploads).max(),
+    }
 }
 
 fn mib(k: Option<u64>) -> String {
     k.map(|k| format!("{:.0}", k as f64 / 1024.0))
         .unwrap_or_else(|| "?".into())
+}
+
+/// The restore table and its ratios (time relative to rclone's and awscli's).
+fn restore_table(restores: &[Vec<Run>; 3], files: usize, bytes: u64, concurrency: usize) -> String {
+    let names = [
+        format!("efs-backup restore (UPLOAD_CONCURRENCY={concurrency})"),
+        format!("rclone copy (--transfers {0} --checkers {0})", concurrency),
+        "aws s3 sync (defaults)".to_string(),
+    ];
+    let sums: Vec<Option<Summary>> = restores
+        .iter()
+        .map(|r| (!r.is_empty()).then(|| summary(&r.iter().collect::<Vec<_>>())))
+        .collect();
+    let mut md = String::from(
+        "\nRestore of the latest snapshot into an empty folder, all three from efs-backup's bucket (its `files/` prefix):\n\n| tool | restore (s) | files/s | MiB/s | peak RSS (MiB) |\n|---|---:|---:|---:|---:|\n",
+    );
+    for (name, sum) in names.iter().zip(&sums) {
+        if let Some(r) = sum {
+            let secs = r.wall.as_secs_f64();
+            md.push_str(&format!(
+                "| {name} | {} | {:.0} | {:.0} | {} |\n",
+                spread(r),
+                files as f64 / secs,
+                bytes as f64 / 1048576.0 / secs,
+                mib(r.peak_rss_kib)
+            ));
+        }
+    }
+    md.push('\n');
+    if let Some(ours) = &sums[0] {
+        for (i, name, goal) in [(1, "rclone copy", " (goal ≤ 1.0)"), (2, "aws s3 sync", "")] {
+            if let Some(r) = &sums[i] {
+                md.push_str(&format!(
+                    "- restore vs {name}: efs-backup takes {:.2}× its time{goal}\n",
+                    ours.wall.as_secs_f64() / r.wall.as_secs_f64()
+                ));
+            }
+        }
+    }
+    md
 }
 
 #[tokio::main]
@@ -483,6 +620,8 @@ async fn main() {
     let mut ours: Vec<(Run, Run)> = Vec::new();
     let mut rclones: Vec<(Run, Run)> = Vec::new();
     let mut awss: Vec<(Run, Run)> = Vec::new();
+    // efs-backup, rclone copy, aws s3 sync.
+    let mut restores: [Vec<Run>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     for round in 0..a.runs {
         let buckets = [
             format!("efs-backup-{round}"),
@@ -498,6 +637,44 @@ async fn main() {
                     let full = run_ours(&binary, &env).await;
                     let again = run_ours(&binary, &env).await;
                     ours.push((full, again));
+                    // Restores from this bucket, each into an empty folder, the order rotating.
+                    let files_prefix = format!("{}/efs-backup/files", buckets[0]);
+                    for tool in 0..3 {
+                        let target = dir.join(format!("restore-{round}-{tool}"));
+                        let _ = std::fs::remove_dir_all(&target);
+                        let run = match (round + tool) % 3 {
+                            0 => {
+                                eprintln!("round {round}: efs-backup restore …");
+                                Some((0, restore_ours(&binary, &env, &target).await))
+                            }
+                            1 => {
+                                eprintln!("round {round}: rclone copy restore …");
+                                rclone_restore(
+                                    &endpoint,
+                                    &server,
+                                    a.concurrency,
+                                    &files_prefix,
+                                    &target,
+                                )
+                                .map(|r| (1, r))
+                            }
+                            _ => {
+                                eprintln!("round {round}: aws s3 sync restore …");
+                                aws_restore(&endpoint, &server, &files_prefix, &target)
+                                    .map(|r| (2, r))
+                            }
+                        };
+                        if let Some((i, r)) = run {
+                            assert_eq!(
+                                files_under(&target),
+                                (files as u64, bytes),
+                                "restore {i} into {} is not the whole tree",
+                                target.display()
+                            );
+                            restores[i].push(r);
+                        }
+                        let _ = std::fs::remove_dir_all(&target);
+                    }
                     server.discard(&buckets[0]);
                 }
                 1 => {
@@ -589,6 +766,7 @@ async fn main() {
             ratio(ours_again.wall, n.wall)
         ));
     }
+    md.push_str(&restore_table(&restores, files, bytes, a.concurrency));
     if rclone_runs.is_none() || aws_runs.is_none() {
         md.push_str("- references not installed were skipped (scripts/bench-efs-backup installs them outside --smoke)\n");
     }
