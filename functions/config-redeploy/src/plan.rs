@@ -139,6 +139,9 @@ pub enum Refusal {
     Invalid(Problem),
     /// Its latest state is one a rollback withdrew (`None`: the deletion was withdrawn).
     Withdrawn { version_id: Option<String> },
+    /// It includes a configuration file (a literal path, or `__DIR__ . '/…'`) that is not in
+    /// the release: PHP would stop at that line on every request.
+    MissingInclude { path: String },
 }
 
 impl std::fmt::Display for Refusal {
@@ -154,6 +157,10 @@ impl std::fmt::Display for Refusal {
             Refusal::Withdrawn { version_id: None } => write!(
                 f,
                 "its deletion was rolled back after its deployment failed: upload it again"
+            ),
+            Refusal::MissingInclude { path } => write!(
+                f,
+                "it includes {path}, which is not in the release: upload it, or remove the include"
             ),
         }
     }
@@ -289,6 +296,72 @@ fn rejections(
     out
 }
 
+/// The includes of each `.php` object that name a configuration file the release does not
+/// hold. A path is looked up relative to the including file's folder (`__DIR__ . '/x'`, and a
+/// plain relative path) or to the prefix (a plain relative path, as PHP's include path `.` is
+/// MediaWiki's directory); absolute paths, paths into MediaWiki's own folders and paths built
+/// from variables are the image's or unknown, and not checked.
+fn missing_includes(objects: &[&ObjectInfo], home: &str) -> Vec<Rejection> {
+    let held: std::collections::BTreeSet<&str> = objects
+        .iter()
+        .filter_map(|o| o.key.strip_prefix(home))
+        .collect();
+    let mut out = Vec::new();
+    for o in objects {
+        let (Some(body), Some(rel)) = (&o.body, o.key.strip_prefix(home)) else {
+            continue;
+        };
+        let dir = rel.rsplit_once('/').map_or("", |(d, _)| d);
+        for path in shared::php::loads(body).includes {
+            if path.starts_with('/') || path.contains('$') || path.contains("://") {
+                continue;
+            }
+            // MediaWiki's own folders (`extensions/Foo/Foo.php`): the image's files.
+            let image = [
+                "extensions/",
+                "skins/",
+                "includes/",
+                "vendor/",
+                "maintenance/",
+            ];
+            if image.iter().any(|d| path.starts_with(d)) {
+                continue;
+            }
+            let beside = if dir.is_empty() {
+                normalize(&path)
+            } else {
+                normalize(&format!("{dir}/{path}"))
+            };
+            let found = [beside, normalize(&path)]
+                .iter()
+                .flatten()
+                .any(|p| held.contains(p.as_str()));
+            if !found {
+                out.push(Rejection {
+                    key: o.key.clone(),
+                    problem: Refusal::MissingInclude { path },
+                });
+            }
+        }
+    }
+    out
+}
+
+/// `a/./b/../c` → `a/c`; `None` when it climbs above the prefix.
+fn normalize(path: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            c => parts.push(c),
+        }
+    }
+    Some(parts.join("/"))
+}
+
 /// What differs from `from` to `to`: each changed key with its new version (`None`: removed).
 pub fn diff(from: Option<&Release>, to: &Release) -> Vec<Rolled> {
     let empty = BTreeMap::new();
@@ -334,7 +407,10 @@ pub fn plan_target(
         .collect();
     let empty = BTreeMap::new();
     let withdrawn = pointer.map_or(&empty, |p| &p.withdrawn);
-    let rejections = rejections(&owned, withdrawn, settings.max_config_bytes);
+    let mut rejections = rejections(&owned, withdrawn, settings.max_config_bytes);
+    if rejections.is_empty() {
+        rejections = missing_includes(&owned, settings.home_of(target));
+    }
     if !rejections.is_empty() {
         return TargetPlan::Rejected { rejections };
     }
@@ -573,6 +649,50 @@ mod tests {
         assert!(
             rejections[0].problem.to_string().contains("line 3"),
             "{message}"
+        );
+    }
+
+    /// An include of a configuration file that is not in the release blocks it; one that is,
+    /// beside the including file or at the prefix, and the image's own files, do not.
+    #[test]
+    fn an_include_missing_from_the_release_is_refused() {
+        let s = Settings::from_env(&Env::from_pairs([
+            ("CONFIG_BUCKET", "cfg"),
+            ("ECS_CLUSTER", "wiki"),
+            ("ECS_SERVICE", "web"),
+        ]))
+        .unwrap();
+        let ls = b"<?php\nrequire_once __DIR__ . '/extra/Branding.php';\ninclude 'Private.php';\nrequire_once \"$IP/extensions/Foo/Foo.php\";\nrequire_once '/etc/wiki/x.php';\nrequire_once 'extensions/Cite/Cite.php';\n";
+        let objects = vec![
+            obj("LocalSettings.php", "v1", ls),
+            obj(
+                "extra/Branding.php",
+                "b1",
+                b"<?php\ninclude __DIR__ . '/../Private.php';\n",
+            ),
+            obj("Private.php", "p1", PHP),
+        ];
+        let o = observed(1_000, None, objects.clone());
+        let plan = plan_target(&web(), &[put("LocalSettings.php", "v1")], &o, &s);
+        assert!(matches!(plan, TargetPlan::Release { .. }), "{plan:?}");
+        // Without Private.php, both includes of it are refused, naming the file and the path.
+        let o = observed(1_000, None, objects[..2].to_vec());
+        let plan = plan_target(&web(), &[put("LocalSettings.php", "v1")], &o, &s);
+        let TargetPlan::Rejected { rejections } = &plan else {
+            panic!("{plan:?}")
+        };
+        let got: Vec<(String, String)> = rejections
+            .iter()
+            .map(|r| (r.key.clone(), r.problem.to_string()))
+            .collect();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(
+            got[0].0 == "LocalSettings.php" && got[0].1.contains("Private.php"),
+            "{got:?}"
+        );
+        assert!(
+            got[1].0 == "extra/Branding.php" && got[1].1.contains("../Private.php"),
+            "{got:?}"
         );
     }
 
