@@ -297,28 +297,15 @@ fn rclone_restore(
     bucket_prefix: &str,
     target: &Path,
 ) -> Option<Run> {
-    let bin = which("rclone", Path::new("/usr/bin/rclone"))?;
-    let mut c = Command::new(bin);
-    c.arg("copy")
-        // The trailing slash: without it rclone first HEADs the prefix as if it were a file,
-        // which s3s-fs answers with a 500 that rclone retries for over a minute.
-        .arg(format!("bench:{bucket_prefix}/"))
-        .arg(target)
-        .args([
-            "--transfers",
-            &concurrency.to_string(),
-            "--checkers",
-            &concurrency.to_string(),
-        ])
-        .args(["--log-level", "INFO", "--stats", "0"]);
-    rclone_env(&mut c, endpoint, server);
-    let (wall, rss, text) = timed(c);
-    let copied = text.lines().filter(|l| l.contains(": Copied (")).count() as u64;
-    Some(Run {
-        wall,
-        peak_rss_kib: rss,
-        uploads: Some(copied),
-    })
+    // The trailing slash: without it rclone first HEADs the prefix as if it were a file,
+    // which s3s-fs answers with a 500 that rclone retries for over a minute.
+    let from = format!("bench:{bucket_prefix}/");
+    rclone_run(
+        endpoint,
+        server,
+        concurrency,
+        &["copy".as_ref(), from.as_ref(), target.as_os_str()],
+    )
 }
 
 /// `aws s3 sync` of `bucket_prefix` (`bucket/prefix`) into `target`.
@@ -394,16 +381,39 @@ fn which(name: &str, preferred: &Path) -> Option<PathBuf> {
     })
 }
 
-/// rclone's remote `bench:` on the server.
-fn rclone_env(c: &mut Command, endpoint: &str, server: &Server) {
+/// rclone (`args`, then the bench's flags) against the remote `bench:` on the server; `None`
+/// when rclone is not installed. Counts the files copied.
+fn rclone_run(
+    endpoint: &str,
+    server: &Server,
+    concurrency: usize,
+    args: &[&std::ffi::OsStr],
+) -> Option<Run> {
+    let bin = which("rclone", Path::new("/usr/bin/rclone"))?;
     let (k, s) = creds(server);
-    c.env("RCLONE_CONFIG_BENCH_TYPE", "s3")
+    let mut c = Command::new(bin);
+    c.args(args)
+        .args([
+            "--transfers",
+            &concurrency.to_string(),
+            "--checkers",
+            &concurrency.to_string(),
+        ])
+        .args(["--log-level", "INFO", "--stats", "0"])
+        .env("RCLONE_CONFIG_BENCH_TYPE", "s3")
         .env("RCLONE_CONFIG_BENCH_PROVIDER", "Other")
         .env("RCLONE_CONFIG_BENCH_ENDPOINT", endpoint)
         .env("RCLONE_CONFIG_BENCH_ACCESS_KEY_ID", k)
         .env("RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY", s)
         .env("RCLONE_CONFIG_BENCH_REGION", "us-east-1")
         .env("RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE", "true");
+    let (wall, rss, text) = timed(c);
+    let copied = text.lines().filter(|l| l.contains(": Copied (")).count() as u64;
+    Some(Run {
+        wall,
+        peak_rss_kib: rss,
+        uploads: Some(copied),
+    })
 }
 
 fn rclone(
@@ -413,27 +423,14 @@ fn rclone(
     concurrency: usize,
     bucket: &str,
 ) -> Option<Run> {
-    let bin = which("rclone", Path::new("/usr/bin/rclone"))?;
-    let mut c = Command::new(bin);
-    c.arg("sync")
-        .arg(tree)
-        // Bucket roots: s3s-fs answers 500 to a HEAD on a "folder" key (rclone's first call).
-        .arg(format!("bench:{bucket}"))
-        .args([
-            "--transfers",
-            &concurrency.to_string(),
-            "--checkers",
-            &concurrency.to_string(),
-        ])
-        .args(["--log-level", "INFO", "--stats", "0"]);
-    rclone_env(&mut c, endpoint, server);
-    let (wall, rss, text) = timed(c);
-    let uploads = text.lines().filter(|l| l.contains(": Copied (")).count() as u64;
-    Some(Run {
-        wall,
-        peak_rss_kib: rss,
-        uploads: Some(uploads),
-    })
+    // Bucket roots: s3s-fs answers 500 to a HEAD on a "folder" key (rclone's first call).
+    let to = format!("bench:{bucket}");
+    rclone_run(
+        endpoint,
+        server,
+        concurrency,
+        &["sync".as_ref(), tree.as_os_str(), to.as_ref()],
+    )
 }
 
 /// `aws s3 sync` on the server, its source and destination to add.
