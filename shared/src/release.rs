@@ -29,6 +29,19 @@ pub fn pointer_key(prefix: &str) -> String {
     format!("{prefix}{RESERVED_PREFIX}release.json")
 }
 
+/// The key where wiki-boot publishes what the running image bundles ([`Bundled`]).
+pub fn image_key(prefix: &str) -> String {
+    format!("{prefix}{RESERVED_PREFIX}image.json")
+}
+
+/// What the wiki image bundles, published by wiki-boot's schema step at every task start: the
+/// extensions and skins a configuration may `wfLoadExtension`/`wfLoadSkin`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bundled {
+    pub extensions: std::collections::BTreeSet<String>,
+    pub skins: std::collections::BTreeSet<String>,
+}
+
 /// A validated set of configuration objects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Release {

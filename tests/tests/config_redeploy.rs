@@ -1173,9 +1173,9 @@ async fn aws_calls_per_duplicate_release_rollback_and_boot() {
     let out = lambda.invoke(batch.clone()).await.unwrap();
     assert_eq!(out["redeployed"].as_array().unwrap().len(), 1, "{out}");
     // S3: pointer x2 (the first release: absent, so its history is listed too, x2), lease put
-    // + delete, PRIMARY ledger, list, 3 heads, 2 headers, pointer put, ledger put
-    // = 10 + N + P = 15; ECS: 2 DescribeServices + 1 UpdateService.
-    assert_eq!(calls(n), 15 + 3, "a first release");
+    // + delete, PRIMARY ledger, the image's list, list, 3 heads, 2 .php bodies, pointer put,
+    // ledger put = 11 + N + P = 16; ECS: 2 DescribeServices + 1 UpdateService.
+    assert_eq!(calls(n), 16 + 3, "a first release");
 
     let n = proxy.forwarded();
     lambda.invoke(batch).await.unwrap();

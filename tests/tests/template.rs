@@ -1747,15 +1747,17 @@ fn one_deploy_and_no_saved_parameter_scales_the_wiki_to_zero() {
     );
     // The seed: create-only, and only the example's key.
     let (_, grants) = grants_of_role("WikiTaskRole");
+    // (Besides the image's list under .wikiops/, checked with the bucket policy.)
     let puts: Vec<&Grant> = grants
         .iter()
         .filter(|g| g.actions.iter().any(|a| a == "s3:PutObject"))
+        .filter(|g| !g.resources.iter().any(|r| r.to_string().contains(".wikiops/")))
         .collect();
-    assert_eq!(puts.len(), 1, "one PutObject grant");
+    assert_eq!(puts.len(), 1, "one PutObject grant on configuration objects");
     let role = &resources(&rendered().template)["WikiTaskRole"]["Properties"];
     let seed = as_list(&role["Policies"][0]["PolicyDocument"]["Statement"])
         .into_iter()
-        .find(|st| as_list(&st["Action"]).iter().any(|a| a == "s3:PutObject"))
+        .find(|st| st["Sid"] == "SeedConfig")
         .expect("the seed statement");
     assert_eq!(
         seed["Condition"],
@@ -2719,7 +2721,7 @@ fn local_env_gives_each_function_its_deployed_environment_as_a_dry_run() {
 }
 
 /// The release pointer, the ledgers and the lease (`<prefix>.wikiops/`) can be written or
-/// deleted only by config-redeploy's role: an `aws s3 sync --delete`, an operator or another
+/// deleted only by config-redeploy's role (the task role: only the image's list): an `aws s3 sync --delete`, an operator or another
 /// role cannot remove what tasks boot from.
 #[test]
 fn only_config_redeploy_writes_or_deletes_the_release_records() {
@@ -2746,8 +2748,29 @@ fn only_config_redeploy_writes_or_deletes_the_release_records() {
     let exempt = as_list(&guard["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]);
     assert_eq!(
         exempt,
-        vec![serde_json::json!({"Fn::GetAtt": ["ConfigRedeployFunctionRole", "Arn"]})],
-        "only config-redeploy's role is exempt: {guard}"
+        vec![
+            serde_json::json!({"Fn::GetAtt": ["ConfigRedeployFunctionRole", "Arn"]}),
+            serde_json::json!({"Fn::GetAtt": ["WikiTaskRole", "Arn"]}),
+        ],
+        "only config-redeploy's role, and the task role, are exempt: {guard}"
+    );
+    // The task role may write there only the image's list.
+    let (_, grants) = grants_of_role("WikiTaskRole");
+    let wikiops: Vec<&Grant> = grants
+        .iter()
+        .filter(|g| {
+            g.resources
+                .iter()
+                .any(|r| r.to_string().contains(".wikiops/"))
+        })
+        .collect();
+    assert_eq!(wikiops.len(), 1, "{wikiops:?}");
+    assert_eq!(wikiops[0].actions, vec!["s3:PutObject".to_string()]);
+    assert_eq!(
+        wikiops[0].resources,
+        vec![
+            serde_json::json!({"Fn::Sub": "${ConfigBucket.Arn}/${ConfigPrefix}.wikiops/image.json"})
+        ]
     );
     // The exempt role is config-redeploy's, after the SAM transform.
     let function = &resources(&rendered().transformed)["ConfigRedeployFunction"];

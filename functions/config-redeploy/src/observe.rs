@@ -4,7 +4,7 @@ use aws_sdk_s3::Client;
 use serde::de::DeserializeOwned;
 use shared::Error;
 use shared::config_rules as validate;
-use shared::release::{self, Current};
+use shared::release::{self, Bundled, Current};
 
 use crate::ledger::{self, Ledger};
 use crate::plan::ObjectInfo;
@@ -51,6 +51,11 @@ pub async fn ledger(
 /// deleted one, or none yet. An unreadable pointer is an error (`shared::release::read_pointer`).
 pub async fn pointer(s3: &Client, bucket: &str, home: &str) -> Result<Current, Error> {
     release::read_pointer(s3, bucket, home).await
+}
+
+/// What the running image bundles, as wiki-boot published it; `None` before a task did.
+pub async fn bundled(s3: &Client, bucket: &str, home: &str) -> Result<Option<Bundled>, Error> {
+    record(s3, bucket, &release::image_key(home)).await
 }
 
 /// Every object under `prefixes` that `keep` accepts, at its current version, with the whole

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use shared::config_rules::{self as validate, KeyClass, Problem};
 use shared::ecs::{self, Decision, ServiceState};
-use shared::release::{Pointer, Release};
+use shared::release::{Bundled, Pointer, Release};
 
 use crate::event::{Change, ObjectEvent};
 use crate::ledger::{Ledger, RESERVED_PREFIX, Rolled};
@@ -129,6 +129,9 @@ pub struct Observed {
     pub objects: Vec<ObjectInfo>,
     /// The adapter's clock when it observed (a new release's time).
     pub now: DateTime<Utc>,
+    /// What the running image bundles (`<prefix>.wikiops/image.json`, published by wiki-boot);
+    /// `None` until a task published it: then extensions and skins are not checked.
+    pub bundled: Option<Bundled>,
 }
 
 /// Why an object blocks a release.
@@ -142,6 +145,8 @@ pub enum Refusal {
     /// It includes a configuration file (a literal path, or `__DIR__ . '/…'`) that is not in
     /// the release: PHP would stop at that line on every request.
     MissingInclude { path: String },
+    /// It loads an extension or skin (`kind`) the running image does not bundle.
+    NotBundled { kind: String, name: String },
 }
 
 impl std::fmt::Display for Refusal {
@@ -157,6 +162,10 @@ impl std::fmt::Display for Refusal {
             Refusal::Withdrawn { version_id: None } => write!(
                 f,
                 "its deletion was rolled back after its deployment failed: upload it again"
+            ),
+            Refusal::NotBundled { kind, name } => write!(
+                f,
+                "it loads the {kind} {name}, which the wiki image does not bundle: use one it does, or build the image with it"
             ),
             Refusal::MissingInclude { path } => write!(
                 f,
@@ -347,6 +356,33 @@ fn missing_includes(objects: &[&ObjectInfo], home: &str) -> Vec<Rejection> {
     out
 }
 
+/// The extensions and skins each `.php` object loads by name that the image does not bundle.
+fn not_bundled(objects: &[&ObjectInfo], bundled: &Bundled) -> Vec<Rejection> {
+    let mut out = Vec::new();
+    for o in objects {
+        let Some(body) = &o.body else { continue };
+        let loads = shared::php::loads(body);
+        let missing = |kind: &str,
+                       names: &std::collections::BTreeSet<String>,
+                       have: &std::collections::BTreeSet<String>| {
+            names
+                .iter()
+                .filter(|n| !have.contains(*n))
+                .map(|n| Rejection {
+                    key: o.key.clone(),
+                    problem: Refusal::NotBundled {
+                        kind: kind.to_string(),
+                        name: n.clone(),
+                    },
+                })
+                .collect::<Vec<_>>()
+        };
+        out.extend(missing("extension", &loads.extensions, &bundled.extensions));
+        out.extend(missing("skin", &loads.skins, &bundled.skins));
+    }
+    out
+}
+
 /// `a/./b/../c` → `a/c`; `None` when it climbs above the prefix.
 fn normalize(path: &str) -> Option<String> {
     let mut parts: Vec<&str> = Vec::new();
@@ -410,6 +446,10 @@ pub fn plan_target(
     let mut rejections = rejections(&owned, withdrawn, settings.max_config_bytes);
     if rejections.is_empty() {
         rejections = missing_includes(&owned, settings.home_of(target));
+        if let Some(bundled) = &observed.bundled {
+            rejections.extend(not_bundled(&owned, bundled));
+            rejections.sort_by(|a, b| a.key.cmp(&b.key));
+        }
     }
     if !rejections.is_empty() {
         return TargetPlan::Rejected { rejections };
@@ -556,6 +596,7 @@ mod tests {
             primary_ledger: None,
             objects,
             now: t(50_000),
+            bundled: None,
         }
     }
 
@@ -693,6 +734,36 @@ mod tests {
         assert!(
             got[1].0 == "extra/Branding.php" && got[1].1.contains("../Private.php"),
             "{got:?}"
+        );
+    }
+
+    /// `wfLoadExtension`/`wfLoadSkin` of something the image does not bundle blocks the
+    /// release, once the image published its list; before, nothing is checked.
+    #[test]
+    fn an_extension_the_image_does_not_bundle_is_refused() {
+        let s = settings();
+        let ls = b"<?php\nwfLoadExtension( 'Cite' );\nwfLoadSkin( 'Foo' );\n";
+        let mut o = observed(1_000, None, vec![obj("LocalSettings.php", "v1", ls)]);
+        let plan = plan_target(&web(), &[put("LocalSettings.php", "v1")], &o, &s);
+        assert!(
+            matches!(plan, TargetPlan::Release { .. }),
+            "no list yet: {plan:?}"
+        );
+        o.bundled = Some(Bundled {
+            extensions: ["Cite".to_string()].into(),
+            skins: ["Vector".to_string()].into(),
+        });
+        let plan = plan_target(&web(), &[put("LocalSettings.php", "v1")], &o, &s);
+        let TargetPlan::Rejected { rejections } = &plan else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(rejections.len(), 1, "{rejections:?}");
+        assert_eq!(
+            rejections[0].problem,
+            Refusal::NotBundled {
+                kind: "skin".into(),
+                name: "Foo".into()
+            }
         );
     }
 

@@ -322,7 +322,9 @@ async fn observe_and_plan(
         |k| plan::owned_by(k, target, settings),
     )
     .await?;
+    let bundled = observe::bundled(s3, bucket, settings.home_of(target)).await?;
     let observed = Observed {
+        bundled,
         service,
         pointer_deleted: matches!(pointer, Current::Deleted { .. }),
         pointer: pointer.into_pointer(),

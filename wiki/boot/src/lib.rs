@@ -70,6 +70,7 @@ pub async fn run(command: Command, env: &Env) -> Result<(), Error> {
             .optional("CONFIG_SEED_DIR")
             .map(std::path::PathBuf::from);
         seed::run(&s3, &settings.config, dir.as_ref()).await?;
+        publish_bundled(&s3, &settings.config).await?;
     }
     let written = config::pull(&s3, &settings.config).await?;
     tracing::info!(
@@ -86,6 +87,48 @@ pub async fn run(command: Command, env: &Env) -> Result<(), Error> {
         // Answered before the pull: a dry run writes nothing.
         Command::Check => Ok(()),
     }
+}
+
+/// What the image bundles: the folders of `WEB_ROOT/extensions` and `WEB_ROOT/skins`.
+pub fn bundled(web_root: &std::path::Path) -> shared::release::Bundled {
+    let folders = |sub: &str| -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(web_root.join(sub))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect()
+    };
+    shared::release::Bundled {
+        extensions: folders("extensions"),
+        skins: folders("skins"),
+    }
+}
+
+/// Publishes what the image bundles to `<prefix>.wikiops/image.json`, where config-redeploy
+/// checks `wfLoadExtension`/`wfLoadSkin` against it before a release.
+async fn publish_bundled(
+    s3: &aws_sdk_s3::Client,
+    source: &settings::ConfigSource,
+) -> Result<(), Error> {
+    let list = bundled(&source.web_root);
+    let body = serde_json::to_vec_pretty(&list)
+        .map_err(|e| Error::Partial(format!("the image's list: {e}")))?;
+    s3.put_object()
+        .bucket(&source.bucket)
+        .key(shared::release::image_key(&source.prefix))
+        .content_type("application/json")
+        .body(body.into())
+        .send()
+        .await
+        .map_err(|e| Error::aws("S3", "PutObject", e))?;
+    tracing::info!(
+        extensions = list.extensions.len(),
+        skins = list.skins.len(),
+        "published what the image bundles"
+    );
+    Ok(())
 }
 
 async fn check(s3: &aws_sdk_s3::Client, settings: &Settings) -> Result<(), Error> {
