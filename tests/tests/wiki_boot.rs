@@ -661,6 +661,12 @@ async fn schema_seeds_the_example_into_a_fresh_prefix_once_and_never_again() {
     // A fresh stack: two tasks' schema steps at once. The database is unreachable, so each
     // stops after the seed and the pull; the seed is what is checked.
     let web = [open_tempdir(), open_tempdir()];
+    // The image bundles one extension and one skin (a folder each; a file is not one).
+    for w in &web {
+        std::fs::create_dir_all(w.path().join("extensions/Cite")).unwrap();
+        std::fs::create_dir_all(w.path().join("skins/Vector")).unwrap();
+        std::fs::write(w.path().join("extensions/README"), "").unwrap();
+    }
     let envs: Vec<_> = web
         .iter()
         .map(|w| {
@@ -688,6 +694,14 @@ async fn schema_seeds_the_example_into_a_fresh_prefix_once_and_never_again() {
         "created once, however many tasks seed: {versions:?}"
     );
     assert_eq!(body_of(&s3, "wiki-config", key).await, LOCAL_SETTINGS);
+    // What the image bundles is published for config-redeploy's check.
+    let list: serde_json::Value =
+        serde_json::from_slice(&body_of(&s3, "wiki-config", "prod/.wikiops/image.json").await)
+            .unwrap();
+    assert_eq!(
+        list,
+        serde_json::json!({"extensions": ["Cite"], "skins": ["Vector"]})
+    );
     assert!(
         a.logs().contains("example configuration seeded")
             ^ b.logs().contains("example configuration seeded"),
