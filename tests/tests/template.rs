@@ -1751,9 +1751,17 @@ fn one_deploy_and_no_saved_parameter_scales_the_wiki_to_zero() {
     let puts: Vec<&Grant> = grants
         .iter()
         .filter(|g| g.actions.iter().any(|a| a == "s3:PutObject"))
-        .filter(|g| !g.resources.iter().any(|r| r.to_string().contains(".wikiops/")))
+        .filter(|g| {
+            !g.resources
+                .iter()
+                .any(|r| r.to_string().contains(".wikiops/"))
+        })
         .collect();
-    assert_eq!(puts.len(), 1, "one PutObject grant on configuration objects");
+    assert_eq!(
+        puts.len(),
+        1,
+        "one PutObject grant on configuration objects"
+    );
     let role = &resources(&rendered().template)["WikiTaskRole"]["Properties"];
     let seed = as_list(&role["Policies"][0]["PolicyDocument"]["Statement"])
         .into_iter()
