@@ -1,6 +1,7 @@
-//! The wiki image's files: the Dockerfile is hadolint-clean, its shell (every `RUN`) and any
-//! shell script under wiki/ are shellcheck-clean, LocalSettings.php is valid PHP, and the
-//! image installs exactly the Apache/PHP files the end-to-end test runs with.
+//! The wiki image's files: the Dockerfile is hadolint-clean, its shell (every `RUN`) and every
+//! shell script of the project (wiki/, scripts/, .ci/run) are shellcheck-clean,
+//! LocalSettings.php is valid PHP, and the image installs exactly the Apache/PHP files the
+//! end-to-end test runs with.
 //! No Docker engine runs here: the Dockerfile is linted, not built.
 
 use std::path::{Path, PathBuf};
@@ -62,7 +63,7 @@ fn dockerfile_is_hadolint_clean() {
 }
 
 #[test]
-fn shell_in_the_image_is_shellcheck_clean() {
+fn every_shell_script_is_shellcheck_clean() {
     let scratch = tempfile::tempdir().unwrap();
     let runs: Vec<String> = instructions()
         .into_iter()
@@ -78,8 +79,15 @@ fn shell_in_the_image_is_shellcheck_clean() {
     .unwrap();
     let mut scripts = vec![script];
     scripts.extend(shell_scripts(&wiki()));
-    // what builds and pushes this image (it cannot run here: no container engine)
-    scripts.push(root().join("scripts/push-image"));
+    // every script of the project: what builds and pushes this image (it cannot run here: no
+    // container engine), the test, demo, bench and set-up commands, and CI's entry point
+    let project = shell_scripts(&root().join("scripts"));
+    assert!(
+        project.iter().any(|p| p.ends_with("scripts/push-image")),
+        "{project:?}"
+    );
+    scripts.extend(project);
+    scripts.push(root().join(".ci/run"));
     for s in &scripts {
         let (ok, out) = run(Command::new(venv_bin("shellcheck")).arg(s));
         assert!(ok, "shellcheck {}:\n{out}", s.display());
