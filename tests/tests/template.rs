@@ -1956,6 +1956,36 @@ fn apache_outlives_the_alb_idle_timeout_and_its_workers_fit_the_task() {
 }
 
 #[test]
+fn every_api_a_function_in_the_vpc_calls_has_an_endpoint_without_a_nat_gateway() {
+    // With PrivateEgress=VpcEndpoints the private subnets have no way out but the endpoints:
+    // S3's gateway endpoint, interface endpoints for the rest. EFS is mounted (NFS), not called.
+    let endpoints: BTreeSet<String> = resources(&rendered().template)
+        .values()
+        .filter(|r| r["Type"] == "AWS::EC2::VPCEndpoint")
+        .filter_map(|r| r["Properties"]["ServiceName"]["Fn::Sub"].as_str())
+        .filter_map(|n| n.strip_prefix("com.amazonaws.${AWS::Region}."))
+        .map(str::to_string)
+        .collect();
+    assert!(endpoints.contains("s3"), "{endpoints:?}");
+    for (name, logical_id) in template_functions() {
+        if raw(&logical_id)["Properties"]["VpcConfig"].is_null() {
+            continue;
+        }
+        let services: BTreeSet<String> = declared_actions(&name)
+            .iter()
+            .filter_map(|a| a.split_once(':').map(|(svc, _)| svc.to_string()))
+            .filter(|svc| svc != "elasticfilesystem")
+            .collect();
+        for svc in services {
+            assert!(
+                endpoints.contains(&svc),
+                "{logical_id} (in the VPC) calls {svc}, which has no VPC endpoint: {endpoints:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn the_jobs_task_is_scheduled_only_after_the_services_schema_step() {
     let rule = raw("JobsRule");
     let depends: Vec<Value> = as_list(&rule["DependsOn"]);
