@@ -1,7 +1,7 @@
 //! efs-backup through its real binary, against moto S3 (a versioned bucket), with a local
 //! directory standing in for the EFS mount.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
@@ -1675,6 +1675,35 @@ async fn wiki_database_and_release(moto: &Moto) -> (aws_sdk_rds::Client, Value) 
     (rds, release)
 }
 
+/// A wiki tree, a versioned backup bucket, the database instance and a release in moto, and
+/// efs-backup set for recovery points (plus `extra`): the scene of the recovery-point tests.
+struct RecoveryScene {
+    moto: Moto,
+    rds: aws_sdk_rds::Client,
+    release: Value,
+    dir: tempfile::TempDir,
+    src: std::path::PathBuf,
+    lambda: Lambda,
+}
+
+async fn recovery_scene(extra: &[(&str, &str)]) -> RecoveryScene {
+    let moto = Moto::start().await;
+    versioned_bucket(&moto).await;
+    let (rds, release) = wiki_database_and_release(&moto).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("wiki");
+    wiki_tree(&src);
+    let lambda = Lambda::start("efs-backup", env(&moto, &src, &recovery_env(extra))).await;
+    RecoveryScene {
+        moto,
+        rds,
+        release,
+        dir,
+        src,
+        lambda,
+    }
+}
+
 fn recovery_env<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut env = vec![
         ("DB_INSTANCE_ID", "wiki-db"),
@@ -1687,18 +1716,15 @@ fn recovery_env<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
 
 #[tokio::test]
 async fn a_recovery_point_ties_pages_files_and_release_and_restores_beside() {
-    let moto = Moto::start().await;
-    let s3 = versioned_bucket(&moto).await;
-    let (rds, release) = wiki_database_and_release(&moto).await;
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("wiki");
-    wiki_tree(&src);
-    let lambda = Lambda::start(
-        "efs-backup",
-        env(&moto, &src, &recovery_env(&[("KEEP_SNAPSHOTS", "1")])),
-    )
-    .await;
-    let at_point = without_excluded(tree(&src));
+    let scene = recovery_scene(&[("KEEP_SNAPSHOTS", "1")]).await;
+    let RecoveryScene {
+        rds,
+        release,
+        src,
+        lambda,
+        ..
+    } = &scene;
+    let at_point = without_excluded(tree(src));
     let out = lambda
         .invoke(events::load("efs-backup-recovery-point"))
         .await
@@ -1729,8 +1755,8 @@ async fn a_recovery_point_ties_pages_files_and_release_and_restores_beside() {
 
     // The wiki moves on; the live tree is never touched by a restore beside.
     std::fs::remove_file(src.join("archive/0/01/20260101000000!Old.png")).unwrap();
-    write(&src, "a/ab/After.png", &bytes(77, 500));
-    let live = tree(&src);
+    write(src, "a/ab/After.png", &bytes(77, 500));
+    let live = tree(src);
     let beside = lambda
         .invoke(json!({"action":"restore-beside","recovery_point":"latest"}))
         .await
@@ -1740,7 +1766,7 @@ async fn a_recovery_point_ties_pages_files_and_release_and_restores_beside() {
     let files_dir = std::path::PathBuf::from(beside["files_dir"].as_str().unwrap());
     assert!(files_dir.starts_with(src.join(".efs-restore")));
     assert_eq!(tree(&files_dir), at_point);
-    let mut now = tree(&src);
+    let mut now = tree(src);
     now.retain(|p, _| !p.starts_with(".efs-restore"));
     assert_eq!(now, live, "restore beside changed the live tree");
     let instance = beside["db_instance"].as_str().unwrap();
@@ -1778,18 +1804,14 @@ async fn a_recovery_point_ties_pages_files_and_release_and_restores_beside() {
     );
     let listed = lambda.invoke(json!({"action":"list"})).await.unwrap();
     assert_eq!(listed["recovery_points"].as_array().unwrap().len(), 1);
-    drop(s3);
 }
 
 #[tokio::test]
 async fn a_recovery_point_whose_db_snapshot_vanished_is_given_up_and_named() {
-    let moto = Moto::start().await;
-    versioned_bucket(&moto).await;
-    let (rds, _) = wiki_database_and_release(&moto).await;
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("wiki");
-    wiki_tree(&src);
-    let lambda = Lambda::start("efs-backup", env(&moto, &src, &recovery_env(&[]))).await;
+    let scene = recovery_scene(&[]).await;
+    let RecoveryScene {
+        moto, src, lambda, ..
+    } = &scene;
     // A point started (its pending record and DB snapshot), then the snapshot deleted.
     let s3 = moto.s3().await;
     let id = "20261208T030000.000Z";
@@ -1817,36 +1839,32 @@ async fn a_recovery_point_whose_db_snapshot_vanished_is_given_up_and_named() {
     assert_eq!(out["status"], "complete", "{out}");
     assert_ne!(out["recovery_point"]["id"], id);
     // Without the instance setting the action names what is missing and changes nothing.
-    let plain = Lambda::start("efs-backup", env(&moto, &src, &[])).await;
+    let plain = Lambda::start("efs-backup", env(moto, src, &[])).await;
     let err = plain
         .invoke(json!({"action":"recovery-point"}))
         .await
         .unwrap_err();
     assert_eq!(err.error_type, "Settings", "{err:?}");
     assert!(err.error_message.contains("DB_INSTANCE_ID"), "{err:?}");
-    drop(rds);
 }
 
 #[tokio::test]
 async fn a_restore_in_place_puts_a_point_back_under_the_live_names() {
-    let moto = Moto::start().await;
-    versioned_bucket(&moto).await;
-    let (rds, _) = wiki_database_and_release(&moto).await;
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("wiki");
-    wiki_tree(&src);
-    let lambda = Lambda::start("efs-backup", env(&moto, &src, &recovery_env(&[]))).await;
+    let scene = recovery_scene(&[]).await;
+    let RecoveryScene {
+        rds, src, lambda, ..
+    } = &scene;
     let rp = lambda
         .invoke(json!({"action":"recovery-point"}))
         .await
         .unwrap();
     let id = rp["recovery_point"]["id"].as_str().unwrap().to_string();
-    let at_point = without_excluded(tree(&src));
+    let at_point = without_excluded(tree(src));
     // The wiki moves on: a file deleted, one overwritten, one added.
     std::fs::remove_file(src.join("archive/0/01/20260101000000!Old.png")).unwrap();
     let (first, _) = files_of(&at_point).into_iter().next().unwrap();
-    write(&src, &first, b"vandalised");
-    write(&src, "z/zz/Added_later.png", &bytes(9, 700));
+    write(src, &first, b"vandalised");
+    write(src, "z/zz/Added_later.png", &bytes(9, 700));
 
     // Without the confirmation nothing happens.
     let err = lambda
@@ -1874,7 +1892,7 @@ async fn a_restore_in_place_puts_a_point_back_under_the_live_names() {
         assert_eq!(d.db_instances().len(), 1);
     }
     // The point's files are back byte for byte; what came later stays (nothing is deleted).
-    let mut now = without_excluded(tree(&src));
+    let mut now = without_excluded(tree(src));
     assert!(now.remove("z/zz/Added_later.png").is_some());
     now.retain(|p, _| p != "z/zz" && p != "z");
     assert_eq!(files_of(&now), files_of(&at_point));
@@ -1891,4 +1909,58 @@ async fn a_restore_in_place_puts_a_point_back_under_the_live_names() {
         .await
         .unwrap_err();
     assert_eq!(again.error_type, "InvalidEvent", "{again:?}");
+}
+
+#[tokio::test]
+async fn two_recovery_point_invocations_at_once_take_one_point() {
+    // A manual invoke meeting the schedule: two processes, the same moment.
+    let scene = recovery_scene(&[]).await;
+    let other = Lambda::start(
+        "efs-backup",
+        env(&scene.moto, &scene.src, &recovery_env(&[])),
+    )
+    .await;
+    let (a, b) = tokio::join!(
+        scene.lambda.invoke(json!({"action":"recovery-point"})),
+        other.invoke(json!({"action":"recovery-point"}))
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(
+        [&a, &b].iter().any(|o| o["status"] == "complete"),
+        "{a}\n{b}"
+    );
+    for o in [&a, &b] {
+        assert!(
+            ["complete", "busy", "waiting", "incomplete"].contains(&o["status"].as_str().unwrap()),
+            "{o}"
+        );
+    }
+    // Both took part in one point: one DB snapshot, the point listed, nothing left pending.
+    let named: BTreeSet<&str> = [&a, &b]
+        .iter()
+        .filter_map(|o| o["recovery_point"]["id"].as_str())
+        .collect();
+    assert_eq!(named.len(), 1, "one point, whoever finished it:\n{a}\n{b}");
+    let again = scene.lambda.invoke(json!({"action":"list"})).await.unwrap();
+    let points = again["recovery_points"].as_array().unwrap();
+    let snapshots = scene
+        .rds
+        .describe_db_snapshots()
+        .db_instance_identifier("wiki-db")
+        .snapshot_type("manual")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(points.len(), 1, "{a}\n{b}\n{again}");
+    let ids: Vec<_> = snapshots
+        .db_snapshots()
+        .iter()
+        .filter_map(|s| s.db_snapshot_identifier())
+        .collect();
+    assert_eq!(
+        ids,
+        [points[0]["db_snapshot"].as_str().unwrap()],
+        "a DB snapshot no point references: {again}"
+    );
+    drop(scene.dir);
 }

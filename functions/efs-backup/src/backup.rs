@@ -121,23 +121,20 @@ pub async fn run(
     result
 }
 
-/// When uploads stop: `DEADLINE_MARGIN_MS` before the deadline.
-fn stop_time(settings: &Settings, deadline: Instant) -> Instant {
+/// When work stops to answer in time: `DEADLINE_MARGIN_MS` before the deadline.
+pub fn stop_time(settings: &Settings, deadline: Instant) -> Instant {
     deadline
         .checked_sub(settings.deadline_margin)
         .unwrap_or_else(Instant::now)
 }
 
 /// The answer when another run holds the lease.
-fn busy(holder: Option<shared::lease::Body>) -> BackupOutput {
+fn busy(holder: shared::lease::Body) -> BackupOutput {
     tracing::info!(?holder, "another backup run holds the lease; nothing done");
     BackupOutput {
         action: "backup",
         status: "busy",
-        busy: Some(holder.unwrap_or(shared::lease::Body {
-            holder: String::new(),
-            expires_at: Utc::now(),
-        })),
+        busy: Some(holder),
         ..Default::default()
     }
 }

@@ -50,7 +50,7 @@ impl RunLease {
         deadline: Instant,
         stop_at: Instant,
         grace: Duration,
-    ) -> Result<Result<RunLease, Option<Body>>, Error> {
+    ) -> Result<Result<RunLease, Body>, Error> {
         let holder = uuid::Uuid::new_v4().to_string();
         let until = expiry(deadline, grace);
         let key = store.layout.lease_key();
@@ -65,12 +65,14 @@ impl RunLease {
                 }
                 Taken::Busy(body) => {
                     let until_stop = stop_at.saturating_duration_since(Instant::now());
-                    match wait_for(body.as_ref(), Utc::now(), until_stop) {
-                        Some(wait) => {
+                    match (wait_for(body.as_ref(), Utc::now(), until_stop), body) {
+                        (Some(wait), body) => {
                             tracing::info!(?wait, holder = ?body.as_ref().map(|b| &b.holder), "waiting for the backup lease");
                             tokio::time::sleep(wait).await;
                         }
-                        None => return Ok(Err(body)),
+                        (None, Some(body)) => return Ok(Err(body)),
+                        // wait_for waits for a lease released meanwhile: not reached.
+                        (None, None) => {}
                     }
                 }
             }

@@ -193,9 +193,7 @@ pub async fn handler(clients: &Clients, event: LambdaEvent<Value>) -> Result<Val
                 overwrite,
                 dry_run: dry_run || settings.dry_run,
             };
-            let stop_at = deadline
-                .checked_sub(settings.deadline_margin)
-                .unwrap_or(deadline);
+            let stop_at = backup::stop_time(&settings, deadline);
             to_json(
                 Box::pin(restore::run(
                     &store,
@@ -277,9 +275,7 @@ pub async fn handler(clients: &Clients, event: LambdaEvent<Value>) -> Result<Val
             )
         }
         Request::RestoreBeside { recovery_point } => {
-            let stop_at = deadline
-                .checked_sub(settings.deadline_margin)
-                .unwrap_or(deadline);
+            let stop_at = backup::stop_time(&settings, deadline);
             to_json(
                 Box::pin(recover::restore_beside(
                     &store,

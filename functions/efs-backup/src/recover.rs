@@ -7,7 +7,6 @@ use std::time::Instant;
 use aws_sdk_s3::primitives::ByteStream;
 use chrono::Utc;
 use serde::Serialize;
-use shared::release::Pointer;
 use shared::{Error, SettingsError};
 
 use crate::backup::{self, BackupOptions, BackupOutput};
@@ -83,41 +82,35 @@ pub async fn take(
     };
     if settings.dry_run {
         // The step the next invocation would take, and nothing done.
-        let pending = read_point(store, &store.layout.pending_point_key()).await?;
-        let db = match &pending {
-            Some(rp) => rds::snapshot(rds_client, &rp.database.snapshot).await?,
-            None => None,
-        };
+        let (pending, step) = observe_pending(store, rds_client).await?;
         out.status = "dry_run";
-        out.step = step_name(&recovery::next_step(pending.as_ref(), db.as_ref()));
+        out.step = step_name(&step);
         out.recovery_point = pending;
         return Ok(out);
     }
     // A start, a backup and the completion can all finish in one invocation.
     for _ in 0..4 {
-        let pending = read_point(store, &store.layout.pending_point_key()).await?;
-        let db = match &pending {
-            Some(rp) => rds::snapshot(rds_client, &rp.database.snapshot).await?,
-            None => None,
-        };
-        let step = recovery::next_step(pending.as_ref(), db.as_ref());
+        let (pending, step) = observe_pending(store, rds_client).await?;
         tracing::info!(?step, "recovery point");
+        out.step = step_name(&step);
+        // The point this invocation joined was finished (or given up) by another one: that
+        // was the point asked for, not a reason to start a second.
+        if let (Step::Start, Some(joined)) = (&step, &out.recovery_point) {
+            let key = store.layout.recovery_point_key(&joined.id);
+            out.recovery_point = read_point(store, &key).await?;
+            out.status = if out.recovery_point.is_some() {
+                "complete"
+            } else {
+                "waiting"
+            };
+            out.step = "taken by another invocation";
+            return Ok(out);
+        }
         out.recovery_point = pending.clone();
         match (step, pending) {
-            (Step::Start, _) => {
-                out.step = "start";
-                start(store, settings, rds_client, &instance).await?;
-            }
-            (Step::WaitForDatabasePoint, _) => {
-                out.step = "database snapshot starting";
-                return Ok(out);
-            }
-            (Step::WaitForDatabase, _) => {
-                out.step = "database snapshot";
-                return Ok(out);
-            }
+            (Step::Start, _) => start(store, settings, rds_client, &instance).await?,
+            (Step::WaitForDatabasePoint | Step::WaitForDatabase, _) => return Ok(out),
             (Step::Backup { after }, Some(mut rp)) => {
-                out.step = "files";
                 let b = backup::run(store, settings, deadline, &BackupOptions::default()).await?;
                 let done = matches!(b.status, "complete" | "partial");
                 let qualifies = b
@@ -146,7 +139,6 @@ pub async fn take(
                 metrics::counter!("RecoveryPointsTaken").increment(1);
                 tracing::info!(id = %rp.id, "recovery point complete");
                 out.status = "complete";
-                out.step = "complete";
                 out.recovery_point = Some(rp);
                 out.pruned = Some(prune_points(store, settings, rds_client, false).await?);
                 return Ok(out);
@@ -164,6 +156,20 @@ pub async fn take(
         }
     }
     Ok(out)
+}
+
+/// The point being taken, if any, and the next step for it (RDS's view of its snapshot).
+async fn observe_pending(
+    store: &Store,
+    rds_client: &aws_sdk_rds::Client,
+) -> Result<(Option<RecoveryPoint>, Step), Error> {
+    let pending = read_point(store, &store.layout.pending_point_key()).await?;
+    let db = match &pending {
+        Some(rp) => rds::snapshot(rds_client, &rp.database.snapshot).await?,
+        None => None,
+    };
+    let step = recovery::next_step(pending.as_ref(), db.as_ref());
+    Ok((pending, step))
 }
 
 fn step_name(step: &Step) -> &'static str {
@@ -200,29 +206,15 @@ async fn start(
         config: release_in_force(store, settings).await?,
         completed_at: None,
     };
-    let body = serde_json::to_vec_pretty(&rp)
-        .map_err(|e| Error::Partial(format!("recovery point: {e}")))?;
-    let put = store
-        .s3
-        .put_object()
-        .bucket(&store.bucket)
-        .key(store.layout.pending_point_key())
-        .content_type("application/json")
-        .if_none_match("*")
-        .body(ByteStream::from(body))
-        .send()
-        .await;
-    match put {
-        Ok(_) => {}
+    if !create_json(store, &store.layout.pending_point_key(), &rp).await? {
         // Another invocation started one meanwhile: it is the point being taken.
-        Err(e) if shared::lease::precondition_failed(&e) => return Ok(()),
-        Err(e) => return Err(Error::aws("S3", "PutObject", e)),
+        return Ok(());
     }
     rds::create_snapshot(rds_client, instance, &rp.database.snapshot).await
 }
 
 /// The configuration release every task boots now (`None` without `CONFIG_BUCKET`, or before
-/// the first release).
+/// the first release): the pointer, or the last version of a deleted one (`shared::release`).
 async fn release_in_force(
     store: &Store,
     settings: &Settings,
@@ -230,22 +222,11 @@ async fn release_in_force(
     let Some(bucket) = &settings.config_bucket else {
         return Ok(None);
     };
-    let key = shared::release::pointer_key(&settings.config_prefix);
-    let got = store.s3.get_object().bucket(bucket).key(&key).send().await;
-    let body = match got {
-        Ok(o) => o.body.collect().await.map_err(|e| {
-            Error::Unreachable(format!("S3 GetObject {key}: reading the body failed: {e}"))
-        })?,
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
-        Err(e) => return Err(Error::aws("S3", "GetObject", e)),
-    };
-    let pointer: Pointer = serde_json::from_slice(&body.into_bytes()).map_err(|e| {
-        Error::Rejected(format!("s3://{bucket}/{key} is not a release pointer: {e}"))
-    })?;
-    Ok(Some(ConfigPoint {
+    let current = shared::release::read_pointer(&store.s3, bucket, &settings.config_prefix).await?;
+    Ok(current.into_pointer().map(|p| ConfigPoint {
         bucket: bucket.clone(),
         prefix: settings.config_prefix.clone(),
-        release: pointer.release,
+        release: p.release,
     }))
 }
 
@@ -400,20 +381,14 @@ pub async fn restore_beside(
         rds::restore_beside(rds_client, &beside, &rp.database.snapshot, &live).await?;
     }
     let files_dir = format!("{}/.efs-restore/{}", settings.source_dir, rp.id);
-    let manifest = crate::resolve(store, settings, &files.snapshot_id).await?;
-    let req = RestoreRequest {
-        target_dir: files_dir.clone(),
-        paths: Vec::new(),
-        overwrite: false,
-        dry_run: settings.dry_run,
-    };
-    let restored = Box::pin(restore::run(
+    let restored = restore_files(
         store,
-        &manifest,
-        &req,
-        settings.upload_concurrency,
+        settings,
+        &files.snapshot_id,
+        &files_dir,
+        false,
         stop_at,
-    ))
+    )
     .await?;
     let db = rds::instance(rds_client, &beside).await?;
     let db_status = db.as_ref().map(|i| i.status.clone()).unwrap_or_default();
@@ -495,7 +470,12 @@ pub async fn restore_in_place(
                 replaced_instance: derived_instance(&live, "old", &manifest::snapshot_id(now)),
                 started_at: now,
             };
-            put_json(store, &key, &op).await?;
+            // One restore in place at a time: two invocations at once start it once.
+            if !create_json(store, &key, &op).await? {
+                return Err(Error::Rejected(format!(
+                    "another invocation started a restore in place meanwhile ({key}); invoke again to follow it"
+                )));
+            }
             op
         }
     };
@@ -559,23 +539,14 @@ pub async fn restore_in_place(
             }
             InPlaceStep::Files => {
                 out.step = "files";
-                let manifest = crate::resolve(store, settings, &files.snapshot_id).await?;
-                let req = RestoreRequest {
-                    target_dir: settings.source_dir.clone(),
-                    paths: Vec::new(),
-                    overwrite: true,
-                    dry_run: false,
-                };
-                let stop_at = deadline
-                    .checked_sub(settings.deadline_margin)
-                    .unwrap_or(deadline);
-                let restored = Box::pin(restore::run(
+                let restored = restore_files(
                     store,
-                    &manifest,
-                    &req,
-                    settings.upload_concurrency,
-                    stop_at,
-                ))
+                    settings,
+                    &files.snapshot_id,
+                    &settings.source_dir,
+                    true,
+                    backup::stop_time(settings, deadline),
+                )
                 .await?;
                 out.status = if restored.status == "complete" {
                     store.delete(&key).await?;
@@ -609,6 +580,53 @@ async fn put_json<T: Serialize>(store: &Store, key: &str, v: &T) -> Result<(), E
     let body = serde_json::to_vec_pretty(v).map_err(|e| Error::Partial(format!("{key}: {e}")))?;
     store.put(key, body, "application/json").await?;
     Ok(())
+}
+
+/// Writes `v` at `key` only if nothing is there (`If-None-Match: *`): `false` when another
+/// invocation wrote it first.
+async fn create_json<T: Serialize>(store: &Store, key: &str, v: &T) -> Result<bool, Error> {
+    let body = serde_json::to_vec_pretty(v).map_err(|e| Error::Partial(format!("{key}: {e}")))?;
+    let put = store
+        .s3
+        .put_object()
+        .bucket(&store.bucket)
+        .key(key)
+        .content_type("application/json")
+        .if_none_match("*")
+        .body(ByteStream::from(body))
+        .send()
+        .await;
+    match put {
+        Ok(_) => Ok(true),
+        Err(e) if shared::lease::precondition_failed(&e) => Ok(false),
+        Err(e) => Err(Error::aws("S3", "PutObject", e)),
+    }
+}
+
+/// Restores files snapshot `snapshot` under `target_dir` (resumable: what is in place counts).
+async fn restore_files(
+    store: &Store,
+    settings: &Settings,
+    snapshot: &str,
+    target_dir: &str,
+    overwrite: bool,
+    stop_at: Instant,
+) -> Result<RestoreOutput, Error> {
+    let manifest = crate::resolve(store, settings, snapshot).await?;
+    let req = RestoreRequest {
+        target_dir: target_dir.to_string(),
+        paths: Vec::new(),
+        overwrite,
+        dry_run: settings.dry_run,
+    };
+    Box::pin(restore::run(
+        store,
+        &manifest,
+        &req,
+        settings.upload_concurrency,
+        stop_at,
+    ))
+    .await
 }
 
 #[cfg(test)]
