@@ -132,6 +132,22 @@ mod tests {
     }
 
     #[test]
+    fn a_syntax_error_message_never_quotes_the_configuration() {
+        // The message reaches logs and the summary: it names token kinds, never their text
+        // (a password on the failing line stays out of it).
+        for src in [
+            "<?php\n$wgDBpassword = 'hunter2-s3cr3t' 'x';\n",
+            "<?php\n$wgDBpassword = hunter2s3cr3t value;\n",
+            "<?php\n$wgSecretKey = \"abc\" \"hunter2-s3cr3t\";\n",
+            "<?php\n$x = 1 hunter2s3cr3t;\n",
+        ] {
+            let (line, message) = first_syntax_error(src.as_bytes()).unwrap();
+            assert_eq!(line, 2, "{src}");
+            assert!(!message.contains("s3cr3t"), "{message}");
+        }
+    }
+
+    #[test]
     fn an_error_has_its_line_and_message() {
         let (line, message) =
             first_syntax_error(b"<?php\n$wgSitename = 'Wiki';\n$a = [1, 2;\n").unwrap();
