@@ -1964,3 +1964,53 @@ async fn two_recovery_point_invocations_at_once_take_one_point() {
     );
     drop(scene.dir);
 }
+
+#[tokio::test]
+async fn a_run_whose_lease_was_taken_over_writes_no_snapshot() {
+    // The lease rewritten under a running backup (what a taker does once a holder's lease has
+    // expired): the run must not write its manifest or move `latest`.
+    let moto = Moto::start().await;
+    let s3 = versioned_bucket(&moto).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("wiki");
+    let (lambda, _) = first_snapshot_of_the_revert_scene(&moto, &src).await;
+    let latest_before = mirror_latest(&s3).await;
+    write(&src, VIDEO, &bytes(8, 4 * 1024 * 1024));
+    let slow = Lambda::start(
+        "efs-backup",
+        env(&moto, &src, &[("MAX_READ_MIB_PER_SECOND", "1")]),
+    )
+    .await;
+    let run = slow.invoke(json!({"action":"backup"}));
+    let take_over = async {
+        let key = format!("{PREFIX}lease.json");
+        for _ in 0..200 {
+            if s3
+                .head_object()
+                .bucket(BUCKET)
+                .key(&key)
+                .send()
+                .await
+                .is_ok()
+            {
+                let body = json!({"holder": "a later run", "expires_at": "2099-01-01T00:00:00Z"});
+                s3.put_object()
+                    .bucket(BUCKET)
+                    .key(&key)
+                    .body(serde_json::to_vec(&body).unwrap().into())
+                    .send()
+                    .await
+                    .unwrap();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the run never took the lease");
+    };
+    let (out, ()) = tokio::join!(run, take_over);
+    let err = out.unwrap_err();
+    assert_eq!(err.error_type, "Rejected", "{err:?}");
+    assert!(err.error_message.contains("took over"), "{err:?}");
+    assert_eq!(mirror_latest(&s3).await, latest_before, "latest moved");
+    drop(lambda);
+}
